@@ -1,0 +1,42 @@
+# aigw-sidecar: one venv (.venv), everything else runs inside it.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+STAMP   = $(VENV)/.installed
+PROTOS  = $(wildcard protos/aigw_sidecar/api/v1/*.proto)
+
+.PHONY: install run test lint typecheck proto proto-check bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Start the sidecar on the embedded default store (data under ./aigw-data).
+run: $(STAMP)
+	$(VENV)/bin/aigw-sidecar serve
+
+## The whole test suite (starts its own Valkey and redis-server processes).
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check aigw_sidecar tests
+	$(PY) -m mypy aigw_sidecar
+
+## Regenerate the committed gRPC/protobuf modules from protos/.
+proto: $(STAMP)
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
+
+## Fail when the committed generated code is stale.
+proto-check: $(STAMP)
+	rm -rf $(VENV)/proto-check && mkdir -p $(VENV)/proto-check
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$(VENV)/proto-check --pyi_out=$(VENV)/proto-check --grpc_python_out=$(VENV)/proto-check $(PROTOS)
+	diff -r -x __init__.py -x __pycache__ $(VENV)/proto-check/aigw_sidecar/api aigw_sidecar/api \
+	  || (echo "generated code is stale: run 'make proto' and commit" >&2; exit 1)
+
+clean:
+	rm -rf $(VENV) aigw-data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Admission: decisions, deny reasons, reset periods and the admission service."""

@@ -1,0 +1,95 @@
+"""Decisions and deny reasons: what Authorize and RecordUsage answer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class DenyReason(StrEnum):
+    """Why a request was refused; each maps to one HTTP status for proxies."""
+
+    KEY_MISSING = "key_missing"
+    KEY_MALFORMED = "key_malformed"
+    KEY_UNKNOWN = "key_unknown"
+    KEY_DISABLED = "key_disabled"
+    KEY_EXPIRED = "key_expired"
+    REQUESTS_PER_MINUTE = "requests_per_minute"
+    TOKEN_LIMIT = "token_limit"
+    COST_LIMIT = "cost_limit"
+
+
+DENY_MESSAGES: dict[DenyReason, str] = {
+    DenyReason.KEY_MISSING: "No API key was provided.",
+    DenyReason.KEY_MALFORMED: "The API key is malformed.",
+    DenyReason.KEY_UNKNOWN: "The API key is not valid.",
+    DenyReason.KEY_DISABLED: "The API key is disabled.",
+    DenyReason.KEY_EXPIRED: "The API key has expired.",
+    DenyReason.REQUESTS_PER_MINUTE: "Requests-per-minute limit reached for this API key.",
+    DenyReason.TOKEN_LIMIT: "Token limit reached for this API key.",
+    DenyReason.COST_LIMIT: "Cost limit reached for this API key.",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class LimitState:
+    """One kind of limit as seen by a decision (for x-ratelimit-* headers)."""
+
+    limit: int
+    remaining: int
+    reset_ms: int | None  # None: never resets
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer to one Authorize."""
+
+    allowed: bool
+    deny_reason: DenyReason | None = None
+    key_id: str = ""
+    workspace: str = ""
+    project: str = ""
+    environment: str = ""
+    legacy: bool = False
+    requests: LimitState | None = None
+    tokens: LimitState | None = None
+    cost_micro_usd: LimitState | None = None
+    retry_after_ms: int | None = None  # None: retrying will not help
+
+    @property
+    def message(self) -> str:
+        if self.deny_reason is None:
+            return ""
+        text = DENY_MESSAGES[self.deny_reason]
+        if self.retry_after_ms is not None and self.deny_reason in (
+            DenyReason.REQUESTS_PER_MINUTE,
+            DenyReason.TOKEN_LIMIT,
+            DenyReason.COST_LIMIT,
+        ):
+            seconds = -(-self.retry_after_ms // 1000)
+            text += f" Retry in {seconds} s."
+        elif self.deny_reason in (DenyReason.TOKEN_LIMIT, DenyReason.COST_LIMIT):
+            text += " The budget does not reset; ask an admin to raise the limit."
+        return text
+
+    @staticmethod
+    def deny(reason: DenyReason) -> Decision:
+        return Decision(allowed=False, deny_reason=reason)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    """What one LLM request used, reported after the response."""
+
+    key_id: str
+    request_id: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_micro_usd: int
+
+
+@dataclass(frozen=True, slots=True)
+class UsageResult:
+    counted: bool  # False: the request id was already counted
+    period_tokens: int
+    period_cost_micro_usd: int

@@ -1,0 +1,1 @@
+"""API keys: secret format, hashing, validated specs and the key-management service."""

@@ -1,0 +1,245 @@
+"""API keys as values: limits, specs for create and update, and their validation.
+
+Validation lives here so that every entry point (gRPC, Envoy, CLI) refuses the
+same input with the same message naming the field.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from aigw_sidecar.admission.periods import ResetPeriod
+from aigw_sidecar.errors import InvalidArgument
+from aigw_sidecar.keys.money import MAX_MICRO_USD
+
+DEFAULT_WORKSPACE = "default"
+MAX_TOKENS = 10**15
+MAX_REQUESTS_PER_MINUTE = 10**6
+MAX_LABELS = 32
+_IDENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_LABEL_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._/-]{0,62}$")
+_MAX_NAME = 128
+_MAX_LABEL_VALUE = 256
+
+
+class KeyStatus(StrEnum):
+    ENABLED = "enabled"
+    DISABLED = "disabled"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Optional limits; None means no limit of that kind."""
+
+    cost_limit_micro_usd: int | None = None
+    token_limit: int | None = None
+    requests_per_minute: int | None = None
+    reset_period: ResetPeriod = ResetPeriod.NEVER
+
+    @property
+    def any(self) -> bool:
+        return (
+            self.cost_limit_micro_usd is not None
+            or self.token_limit is not None
+            or self.requests_per_minute is not None
+            or self.reset_period is not ResetPeriod.NEVER
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """An API key as stored (never its secret)."""
+
+    key_id: str
+    name: str
+    workspace: str
+    project: str
+    environment: str
+    labels: Mapping[str, str]
+    limits: Limits
+    enabled: bool
+    legacy: bool
+    masked_secret: str
+    created_at_ms: int
+    updated_at_ms: int
+    expires_at_ms: int | None
+    last_used_at_ms: int | None
+    status: KeyStatus  # as of the store's clock when the key was read
+
+
+def key_status(enabled: bool, expires_at_ms: int | None, now_ms: int) -> KeyStatus:
+    """Disabled wins over expired; expired is derived from the clock."""
+    if not enabled:
+        return KeyStatus.DISABLED
+    if expires_at_ms is not None and expires_at_ms <= now_ms:
+        return KeyStatus.EXPIRED
+    return KeyStatus.ENABLED
+
+
+@dataclass(frozen=True, slots=True)
+class KeyOverview:
+    """A key's usage against each of its limits, read at one instant of the store clock."""
+
+    key: ApiKey
+    observed_at_ms: int
+    period_start_ms: int
+    next_reset_ms: int | None
+    period_cost_micro_usd: int
+    period_tokens: int
+    period_requests: int
+    period_prompt_tokens: int
+    period_completion_tokens: int
+    requests_last_minute: int
+    lifetime_requests: int
+    lifetime_prompt_tokens: int
+    lifetime_completion_tokens: int
+    lifetime_cost_micro_usd: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeyFilter:
+    """Filters of a key listing; empty strings and None match anything."""
+
+    workspace: str = ""
+    project: str = ""
+    environment: str = ""
+    status: KeyStatus | None = None
+
+    def matches(self, key: ApiKey) -> bool:
+        return (
+            (not self.project or key.project == self.project)
+            and (not self.environment or key.environment == self.environment)
+            and (self.status is None or key.status is self.status)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpec:
+    """What an admin chose for a new key (validated)."""
+
+    name: str
+    workspace: str = DEFAULT_WORKSPACE
+    project: str = ""
+    environment: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    limits: Limits = Limits()
+    expires_at_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyUpdate:
+    """A partial update: only the fields named in ``fields`` change.
+
+    Field names: name, project, environment, labels, expires_at,
+    cost_limit, token_limit, requests_per_minute, reset_period.
+    """
+
+    fields: frozenset[str]
+    name: str = ""
+    project: str = ""
+    environment: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    limits: Limits = Limits()
+    expires_at_ms: int | None = None
+
+    LIMIT_FIELDS = frozenset({"cost_limit", "token_limit", "requests_per_minute", "reset_period"})
+
+    @property
+    def touches_limits(self) -> bool:
+        return bool(self.fields & self.LIMIT_FIELDS)
+
+
+def validate_name(value: str, field_name: str = "name") -> str:
+    name = value.strip()
+    if not name:
+        raise InvalidArgument(field_name, "is required")
+    if len(name) > _MAX_NAME:
+        raise InvalidArgument(field_name, f"must be at most {_MAX_NAME} characters")
+    if any(not ch.isprintable() for ch in name):
+        raise InvalidArgument(field_name, "must not contain control characters")
+    return name
+
+
+def validate_workspace(value: str, field_name: str = "workspace") -> str:
+    if not value:
+        return DEFAULT_WORKSPACE
+    return validate_ident(value, field_name)
+
+
+def validate_ident(value: str, field_name: str, *, optional: bool = False) -> str:
+    """Workspace, project and environment: ``[A-Za-z0-9][A-Za-z0-9._-]{0,63}``."""
+    if optional and value == "":
+        return ""
+    if not _IDENT_RE.match(value):
+        raise InvalidArgument(
+            field_name, "must be 1-64 characters of letters, digits, '.', '_' or '-'"
+        )
+    return value
+
+
+def validate_labels(labels: Mapping[str, str], field_name: str = "labels") -> dict[str, str]:
+    if len(labels) > MAX_LABELS:
+        raise InvalidArgument(field_name, f"at most {MAX_LABELS} labels")
+    for key, val in labels.items():
+        if not _LABEL_KEY_RE.match(key):
+            raise InvalidArgument(
+                f"{field_name}[{key[:64]!r}]",
+                "label keys are 1-63 characters of a-z, 0-9, '.', '_', '/' or '-'",
+            )
+        if len(val) > _MAX_LABEL_VALUE or any(not ch.isprintable() for ch in val):
+            raise InvalidArgument(
+                f"{field_name}[{key!r}]",
+                f"label values are at most {_MAX_LABEL_VALUE} printable characters",
+            )
+    return dict(labels)
+
+
+def validate_limits(limits: Limits, field_prefix: str = "limits") -> Limits:
+    _check_positive(
+        f"{field_prefix}.cost_limit_usd", limits.cost_limit_micro_usd, MAX_MICRO_USD
+    )
+    _check_positive(f"{field_prefix}.token_limit", limits.token_limit, MAX_TOKENS)
+    _check_positive(
+        f"{field_prefix}.requests_per_minute",
+        limits.requests_per_minute,
+        MAX_REQUESTS_PER_MINUTE,
+    )
+    return limits
+
+
+def _check_positive(field_name: str, value: int | None, maximum: int) -> None:
+    if value is None:
+        return
+    if value <= 0:
+        raise InvalidArgument(field_name, "must be positive (leave it unset for no limit)")
+    if value > maximum:
+        raise InvalidArgument(field_name, f"must be at most {maximum}")
+
+
+def validate_spec(spec: KeySpec) -> KeySpec:
+    """A copy of ``spec`` with normalised values, or InvalidArgument."""
+    return KeySpec(
+        name=validate_name(spec.name),
+        workspace=validate_workspace(spec.workspace),
+        project=validate_ident(spec.project, "project", optional=True),
+        environment=validate_ident(spec.environment, "environment", optional=True),
+        labels=validate_labels(spec.labels),
+        limits=validate_limits(spec.limits),
+        expires_at_ms=spec.expires_at_ms,
+    )
+
+
+def validate_update(update: KeyUpdate) -> KeyUpdate:
+    return KeyUpdate(
+        fields=update.fields,
+        name=validate_name(update.name) if "name" in update.fields else "",
+        project=validate_ident(update.project, "project", optional=True),
+        environment=validate_ident(update.environment, "environment", optional=True),
+        labels=validate_labels(update.labels),
+        limits=validate_limits(update.limits),
+        expires_at_ms=update.expires_at_ms,
+    )

@@ -1,0 +1,38 @@
+"""USD amounts: exact decimal strings in, integer micro-USD everywhere else."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+from aigw_sidecar.errors import InvalidArgument
+
+MICRO_PER_USD = 1_000_000
+# Lua numbers are doubles: every amount must stay exact below 2**53.
+MAX_MICRO_USD = 10**15  # one billion USD
+
+
+def parse_usd(field: str, text: str) -> int:
+    """``"12.345678"`` -> 12_345_678 micro-USD; at most six decimals, no rounding."""
+    try:
+        amount = Decimal(text.strip())
+    except InvalidOperation:
+        raise InvalidArgument(field, f"{text!r} is not a decimal USD amount") from None
+    if not amount.is_finite():
+        raise InvalidArgument(field, "must be a finite decimal USD amount")
+    micro = amount * MICRO_PER_USD
+    if micro != micro.to_integral_value():
+        raise InvalidArgument(field, "has more than 6 decimals (micro-USD is the smallest unit)")
+    value = int(micro)
+    if value < 0:
+        raise InvalidArgument(field, "must not be negative")
+    if value > MAX_MICRO_USD:
+        raise InvalidArgument(field, f"must be at most {MAX_MICRO_USD // MICRO_PER_USD} USD")
+    return value
+
+
+def format_usd(micro_usd: int) -> str:
+    """12_345_600 -> ``"12.3456"``; whole amounts without decimals."""
+    whole, frac = divmod(micro_usd, MICRO_PER_USD)
+    if frac == 0:
+        return str(whole)
+    return f"{whole}.{frac:06d}".rstrip("0")

@@ -1,0 +1,127 @@
+"""The key-management service: validate, mint secrets, and delegate to the store."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from aigw_sidecar.errors import FailedPrecondition, InvalidArgument
+from aigw_sidecar.keys import secrets
+from aigw_sidecar.keys.model import (
+    ApiKey,
+    KeyFilter,
+    KeyOverview,
+    KeySpec,
+    KeyUpdate,
+    validate_ident,
+    validate_spec,
+    validate_update,
+    validate_workspace,
+)
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+LEGACY_LIMITS_MESSAGE = (
+    "legacy keys do not support cost, token or rate limits; create a new API key "
+    "with the limits you need (CreateKey), move your integrations to it, then "
+    "disable or delete this legacy key"
+)
+
+
+class KeyStore(Protocol):
+    async def create_key(
+        self, spec: KeySpec, key_id: str, key_hash: str, masked: str, *, legacy: bool
+    ) -> ApiKey: ...
+
+    async def get_key(self, key_id: str) -> ApiKey: ...
+
+    async def list_keys(
+        self, key_filter: KeyFilter, page_size: int, page_token: str
+    ) -> tuple[Sequence[ApiKey], str]: ...
+
+    async def update_key(self, key_id: str, update: KeyUpdate) -> ApiKey: ...
+
+    async def set_enabled(self, key_id: str, enabled: bool) -> ApiKey: ...
+
+    async def delete_key(self, key_id: str) -> None: ...
+
+    async def overview(self, key_id: str) -> KeyOverview: ...
+
+
+class KeyService:
+    """Create, read, list, update, toggle, delete and inspect API keys."""
+
+    def __init__(self, store: KeyStore) -> None:
+        self._store = store
+
+    async def create(self, spec: KeySpec) -> tuple[ApiKey, str]:
+        """The new key and its secret (returned this once, never stored)."""
+        spec = validate_spec(spec)
+        minted = secrets.new_secret()
+        key = await self._store.create_key(
+            spec, minted.key_id, minted.key_hash, minted.masked, legacy=False
+        )
+        return key, minted.secret
+
+    async def import_legacy(self, secret: str, spec: KeySpec) -> ApiKey:
+        if not secret:
+            raise InvalidArgument("secret", "is required")
+        if secrets.looks_like_ours(secret):
+            raise InvalidArgument("secret", "is an aigw secret, not a legacy one")
+        if not secrets.is_plausible_legacy_secret(secret):
+            raise InvalidArgument(
+                "secret", "must be 8-512 printable ASCII characters without spaces or commas"
+            )
+        if spec.limits.any:
+            raise FailedPrecondition(LEGACY_LIMITS_MESSAGE)
+        spec = validate_spec(spec)
+        return await self._store.create_key(
+            spec,
+            secrets.new_key_id(),
+            secrets.hash_secret(secret),
+            secrets.mask_secret(secret),
+            legacy=True,
+        )
+
+    async def get(self, key_id: str) -> ApiKey:
+        return await self._store.get_key(_checked_key_id(key_id))
+
+    async def list(
+        self, key_filter: KeyFilter, page_size: int = 0, page_token: str = ""
+    ) -> tuple[Sequence[ApiKey], str]:
+        if page_size < 0:
+            raise InvalidArgument("page_size", "must not be negative")
+        if page_size > MAX_PAGE_SIZE:
+            raise InvalidArgument("page_size", f"must be at most {MAX_PAGE_SIZE}")
+        key_filter = KeyFilter(
+            workspace=validate_workspace(key_filter.workspace) if key_filter.workspace else "",
+            project=validate_ident(key_filter.project, "project", optional=True),
+            environment=validate_ident(key_filter.environment, "environment", optional=True),
+            status=key_filter.status,
+        )
+        return await self._store.list_keys(
+            key_filter, page_size or DEFAULT_PAGE_SIZE, page_token
+        )
+
+    async def update(self, key_id: str, update: KeyUpdate) -> ApiKey:
+        key_id = _checked_key_id(key_id)
+        if not update.fields:
+            raise InvalidArgument("update_mask", "names no field to update")
+        return await self._store.update_key(key_id, validate_update(update))
+
+    async def set_enabled(self, key_id: str, enabled: bool) -> ApiKey:
+        return await self._store.set_enabled(_checked_key_id(key_id), enabled)
+
+    async def delete(self, key_id: str) -> None:
+        await self._store.delete_key(_checked_key_id(key_id))
+
+    async def overview(self, key_id: str) -> KeyOverview:
+        return await self._store.overview(_checked_key_id(key_id))
+
+
+def _checked_key_id(key_id: str) -> str:
+    if not key_id:
+        raise InvalidArgument("key_id", "is required")
+    if not secrets.is_valid_key_id(key_id):
+        raise InvalidArgument("key_id", "is not a key id (key_ followed by 20 characters)")
+    return key_id

@@ -1,0 +1,1 @@
+"""Transport: gRPC servicers, status mapping, health, and the server's lifecycle."""

@@ -1,0 +1,265 @@
+"""Conversions between protobuf messages and domain values, in both directions."""
+
+from __future__ import annotations
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from aigw_sidecar.admission.decision import Decision, DenyReason, LimitState, UsageReport
+from aigw_sidecar.admission.periods import ResetPeriod
+from aigw_sidecar.api.v1 import admission_pb2 as adm_pb
+from aigw_sidecar.api.v1 import keys_pb2 as keys_pb
+from aigw_sidecar.errors import InvalidArgument
+from aigw_sidecar.keys.model import (
+    ApiKey,
+    KeyFilter,
+    KeyOverview,
+    KeySpec,
+    KeyStatus,
+    KeyUpdate,
+    Limits,
+)
+from aigw_sidecar.keys.money import format_usd, parse_usd
+
+_DENY = {
+    DenyReason.KEY_MISSING: adm_pb.DENY_REASON_KEY_MISSING,
+    DenyReason.KEY_MALFORMED: adm_pb.DENY_REASON_KEY_MALFORMED,
+    DenyReason.KEY_UNKNOWN: adm_pb.DENY_REASON_KEY_UNKNOWN,
+    DenyReason.KEY_DISABLED: adm_pb.DENY_REASON_KEY_DISABLED,
+    DenyReason.KEY_EXPIRED: adm_pb.DENY_REASON_KEY_EXPIRED,
+    DenyReason.REQUESTS_PER_MINUTE: adm_pb.DENY_REASON_REQUESTS_PER_MINUTE,
+    DenyReason.TOKEN_LIMIT: adm_pb.DENY_REASON_TOKEN_LIMIT,
+    DenyReason.COST_LIMIT: adm_pb.DENY_REASON_COST_LIMIT,
+}
+_PERIOD_TO_PB = {
+    ResetPeriod.NEVER: keys_pb.RESET_PERIOD_NEVER,
+    ResetPeriod.DAILY: keys_pb.RESET_PERIOD_DAILY,
+    ResetPeriod.WEEKLY: keys_pb.RESET_PERIOD_WEEKLY,
+    ResetPeriod.MONTHLY: keys_pb.RESET_PERIOD_MONTHLY,
+    ResetPeriod.YEARLY: keys_pb.RESET_PERIOD_YEARLY,
+}
+_PERIOD_FROM_PB = {v: k for k, v in _PERIOD_TO_PB.items()}
+_PERIOD_FROM_PB[keys_pb.RESET_PERIOD_UNSPECIFIED] = ResetPeriod.NEVER
+_STATUS_TO_PB = {
+    KeyStatus.ENABLED: keys_pb.KEY_STATUS_ENABLED,
+    KeyStatus.DISABLED: keys_pb.KEY_STATUS_DISABLED,
+    KeyStatus.EXPIRED: keys_pb.KEY_STATUS_EXPIRED,
+}
+_STATUS_FROM_PB = {v: k for k, v in _STATUS_TO_PB.items()}
+# FieldMask paths of UpdateKeyRequest -> KeyUpdate field names.
+_MASK_PATHS = {
+    "name": {"name"},
+    "project": {"project"},
+    "environment": {"environment"},
+    "labels": {"labels"},
+    "expires_at": {"expires_at"},
+    "limits": set(KeyUpdate.LIMIT_FIELDS),
+    "limits.cost_limit_usd": {"cost_limit"},
+    "limits.cost_limit_micro_usd": {"cost_limit"},
+    "limits.token_limit": {"token_limit"},
+    "limits.requests_per_minute": {"requests_per_minute"},
+    "limits.reset_period": {"reset_period"},
+}
+
+
+# --- admission -------------------------------------------------------------
+
+
+def _rate_limit(state: LimitState | None) -> adm_pb.RateLimit:
+    if state is None:
+        return adm_pb.RateLimit()
+    return adm_pb.RateLimit(
+        limited=True,
+        limit=state.limit,
+        remaining=state.remaining,
+        reset_ms=state.reset_ms or 0,
+        resets=state.reset_ms is not None,
+    )
+
+
+def decision_to_proto(decision: Decision) -> adm_pb.AuthorizeResponse:
+    return adm_pb.AuthorizeResponse(
+        allowed=decision.allowed,
+        deny_reason=_DENY[decision.deny_reason] if decision.deny_reason else None,
+        message=decision.message,
+        key_id=decision.key_id,
+        workspace=decision.workspace,
+        project=decision.project,
+        environment=decision.environment,
+        legacy=decision.legacy,
+        requests=_rate_limit(decision.requests),
+        tokens=_rate_limit(decision.tokens),
+        cost_micro_usd=_rate_limit(decision.cost_micro_usd),
+        retry_after_ms=decision.retry_after_ms or 0,
+    )
+
+
+def usage_from_proto(request: adm_pb.RecordUsageRequest) -> UsageReport:
+    cost = request.cost_micro_usd
+    if request.cost_usd:
+        if cost:
+            raise InvalidArgument("cost_usd", "set cost_usd or cost_micro_usd, not both")
+        cost = parse_usd("cost_usd", request.cost_usd)
+    return UsageReport(
+        key_id=request.key_id,
+        request_id=request.request_id,
+        prompt_tokens=request.prompt_tokens,
+        completion_tokens=request.completion_tokens,
+        cost_micro_usd=cost,
+    )
+
+
+# --- keys --------------------------------------------------------------------
+
+
+def _timestamp(ms: int | None) -> Timestamp | None:
+    if ms is None:
+        return None
+    ts = Timestamp()
+    ts.FromMilliseconds(ms)
+    return ts
+
+
+def _ms(field: str, ts: Timestamp) -> int:
+    if not 0 <= ts.seconds <= 253402300799:  # up to 9999-12-31
+        raise InvalidArgument(field, "is out of range")
+    return int(ts.ToMilliseconds())
+
+
+def limits_from_proto(msg: keys_pb.Limits, field: str = "limits") -> Limits:
+    cost: int | None = None
+    if msg.HasField("cost_limit_usd"):
+        cost = parse_usd(f"{field}.cost_limit_usd", msg.cost_limit_usd)
+    if msg.HasField("cost_limit_micro_usd"):
+        if cost is not None and cost != msg.cost_limit_micro_usd:
+            raise InvalidArgument(
+                f"{field}.cost_limit_micro_usd", "disagrees with cost_limit_usd; set one of them"
+            )
+        cost = msg.cost_limit_micro_usd
+    if msg.reset_period not in _PERIOD_FROM_PB:
+        raise InvalidArgument(f"{field}.reset_period", f"unknown value {msg.reset_period}")
+    return Limits(
+        cost_limit_micro_usd=cost,
+        token_limit=msg.token_limit if msg.HasField("token_limit") else None,
+        requests_per_minute=(
+            msg.requests_per_minute if msg.HasField("requests_per_minute") else None
+        ),
+        reset_period=_PERIOD_FROM_PB[msg.reset_period],
+    )
+
+
+def limits_to_proto(limits: Limits) -> keys_pb.Limits:
+    msg = keys_pb.Limits(reset_period=_PERIOD_TO_PB[limits.reset_period])
+    if limits.cost_limit_micro_usd is not None:
+        msg.cost_limit_micro_usd = limits.cost_limit_micro_usd
+        msg.cost_limit_usd = format_usd(limits.cost_limit_micro_usd)
+    if limits.token_limit is not None:
+        msg.token_limit = limits.token_limit
+    if limits.requests_per_minute is not None:
+        msg.requests_per_minute = limits.requests_per_minute
+    return msg
+
+
+def key_to_proto(key: ApiKey) -> keys_pb.ApiKey:
+    return keys_pb.ApiKey(
+        key_id=key.key_id,
+        name=key.name,
+        workspace=key.workspace,
+        project=key.project,
+        environment=key.environment,
+        labels=dict(key.labels),
+        limits=limits_to_proto(key.limits),
+        status=_STATUS_TO_PB[key.status],
+        enabled=key.enabled,
+        legacy=key.legacy,
+        masked_secret=key.masked_secret,
+        created_at=_timestamp(key.created_at_ms),
+        updated_at=_timestamp(key.updated_at_ms),
+        expires_at=_timestamp(key.expires_at_ms),
+        last_used_at=_timestamp(key.last_used_at_ms),
+    )
+
+
+def spec_from_create(request: keys_pb.CreateKeyRequest) -> KeySpec:
+    return KeySpec(
+        name=request.name,
+        workspace=request.workspace,
+        project=request.project,
+        environment=request.environment,
+        labels=dict(request.labels),
+        limits=limits_from_proto(request.limits),
+        expires_at_ms=(
+            _ms("expires_at", request.expires_at) if request.HasField("expires_at") else None
+        ),
+    )
+
+
+def spec_from_import(request: keys_pb.ImportLegacyKeyRequest) -> KeySpec:
+    return KeySpec(
+        name=request.name,
+        workspace=request.workspace,
+        project=request.project,
+        environment=request.environment,
+        labels=dict(request.labels),
+    )
+
+
+def filter_from_list(request: keys_pb.ListKeysRequest) -> KeyFilter:
+    status = None
+    if request.status:
+        if request.status not in _STATUS_FROM_PB:
+            raise InvalidArgument("status", f"unknown value {request.status}")
+        status = _STATUS_FROM_PB[request.status]
+    return KeyFilter(
+        workspace=request.workspace,
+        project=request.project,
+        environment=request.environment,
+        status=status,
+    )
+
+
+def update_from_proto(request: keys_pb.UpdateKeyRequest) -> KeyUpdate:
+    fields: set[str] = set()
+    for path in request.update_mask.paths:
+        if path not in _MASK_PATHS:
+            raise InvalidArgument("update_mask", f"unknown path {path[:64]!r}")
+        fields |= _MASK_PATHS[path]
+    return KeyUpdate(
+        fields=frozenset(fields),
+        name=request.name,
+        project=request.project,
+        environment=request.environment,
+        labels=dict(request.labels),
+        limits=limits_from_proto(request.limits),
+        expires_at_ms=(
+            _ms("expires_at", request.expires_at) if request.HasField("expires_at") else None
+        ),
+    )
+
+
+def _limit_usage(limit: int | None, used: int) -> keys_pb.LimitUsage:
+    if limit is None:
+        return keys_pb.LimitUsage(used=used)
+    return keys_pb.LimitUsage(
+        limited=True, limit=limit, used=used, remaining=max(0, limit - used)
+    )
+
+
+def overview_to_proto(ov: KeyOverview) -> keys_pb.KeyOverview:
+    limits = ov.key.limits
+    return keys_pb.KeyOverview(
+        key=key_to_proto(ov.key),
+        cost_micro_usd=_limit_usage(limits.cost_limit_micro_usd, ov.period_cost_micro_usd),
+        tokens=_limit_usage(limits.token_limit, ov.period_tokens),
+        requests_per_minute=_limit_usage(limits.requests_per_minute, ov.requests_last_minute),
+        period_start=_timestamp(ov.period_start_ms),
+        next_reset=_timestamp(ov.next_reset_ms),
+        period_requests=ov.period_requests,
+        period_prompt_tokens=ov.period_prompt_tokens,
+        period_completion_tokens=ov.period_completion_tokens,
+        lifetime_requests=ov.lifetime_requests,
+        lifetime_prompt_tokens=ov.lifetime_prompt_tokens,
+        lifetime_completion_tokens=ov.lifetime_completion_tokens,
+        lifetime_cost_micro_usd=ov.lifetime_cost_micro_usd,
+        last_used_at=_timestamp(ov.key.last_used_at_ms),
+        observed_at=_timestamp(ov.observed_at_ms),
+    )

@@ -1,0 +1,108 @@
+"""gRPC servicers: proto in, one domain call, proto out. Nothing else lives here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aigw_sidecar.admission.service import AdmissionService
+from aigw_sidecar.api.v1 import admission_pb2 as adm_pb
+from aigw_sidecar.api.v1 import admission_pb2_grpc as adm_grpc
+from aigw_sidecar.api.v1 import keys_pb2 as keys_pb
+from aigw_sidecar.api.v1 import keys_pb2_grpc as keys_grpc
+from aigw_sidecar.keys.service import KeyService
+from aigw_sidecar.server import convert
+from aigw_sidecar.server.status import domain_errors
+
+Ctx = Any  # grpc.aio.ServicerContext; grpc ships no type information
+
+
+class AdmissionServicer(adm_grpc.AdmissionServicer):
+    def __init__(self, service: AdmissionService) -> None:
+        self._service = service
+
+    @domain_errors
+    async def Authorize(
+        self, request: adm_pb.AuthorizeRequest, context: Ctx
+    ) -> adm_pb.AuthorizeResponse:
+        return convert.decision_to_proto(await self._service.authorize(request.secret))
+
+    @domain_errors
+    async def RecordUsage(
+        self, request: adm_pb.RecordUsageRequest, context: Ctx
+    ) -> adm_pb.RecordUsageResponse:
+        result = await self._service.record_usage(convert.usage_from_proto(request))
+        return adm_pb.RecordUsageResponse(
+            counted=result.counted,
+            period_tokens=result.period_tokens,
+            period_cost_micro_usd=result.period_cost_micro_usd,
+        )
+
+
+class KeyManagementServicer(keys_grpc.KeyManagementServicer):
+    def __init__(self, service: KeyService) -> None:
+        self._service = service
+
+    @domain_errors
+    async def CreateKey(
+        self, request: keys_pb.CreateKeyRequest, context: Ctx
+    ) -> keys_pb.CreateKeyResponse:
+        key, secret = await self._service.create(convert.spec_from_create(request))
+        return keys_pb.CreateKeyResponse(key=convert.key_to_proto(key), secret=secret)
+
+    @domain_errors
+    async def ImportLegacyKey(
+        self, request: keys_pb.ImportLegacyKeyRequest, context: Ctx
+    ) -> keys_pb.ImportLegacyKeyResponse:
+        key = await self._service.import_legacy(request.secret, convert.spec_from_import(request))
+        return keys_pb.ImportLegacyKeyResponse(key=convert.key_to_proto(key))
+
+    @domain_errors
+    async def GetKey(self, request: keys_pb.GetKeyRequest, context: Ctx) -> keys_pb.GetKeyResponse:
+        key = await self._service.get(request.key_id)
+        return keys_pb.GetKeyResponse(key=convert.key_to_proto(key))
+
+    @domain_errors
+    async def ListKeys(
+        self, request: keys_pb.ListKeysRequest, context: Ctx
+    ) -> keys_pb.ListKeysResponse:
+        keys, token = await self._service.list(
+            convert.filter_from_list(request), request.page_size, request.page_token
+        )
+        return keys_pb.ListKeysResponse(
+            keys=[convert.key_to_proto(k) for k in keys], next_page_token=token
+        )
+
+    @domain_errors
+    async def UpdateKey(
+        self, request: keys_pb.UpdateKeyRequest, context: Ctx
+    ) -> keys_pb.UpdateKeyResponse:
+        key = await self._service.update(request.key_id, convert.update_from_proto(request))
+        return keys_pb.UpdateKeyResponse(key=convert.key_to_proto(key))
+
+    @domain_errors
+    async def EnableKey(
+        self, request: keys_pb.EnableKeyRequest, context: Ctx
+    ) -> keys_pb.EnableKeyResponse:
+        key = await self._service.set_enabled(request.key_id, True)
+        return keys_pb.EnableKeyResponse(key=convert.key_to_proto(key))
+
+    @domain_errors
+    async def DisableKey(
+        self, request: keys_pb.DisableKeyRequest, context: Ctx
+    ) -> keys_pb.DisableKeyResponse:
+        key = await self._service.set_enabled(request.key_id, False)
+        return keys_pb.DisableKeyResponse(key=convert.key_to_proto(key))
+
+    @domain_errors
+    async def DeleteKey(
+        self, request: keys_pb.DeleteKeyRequest, context: Ctx
+    ) -> keys_pb.DeleteKeyResponse:
+        await self._service.delete(request.key_id)
+        return keys_pb.DeleteKeyResponse()
+
+    @domain_errors
+    async def GetKeyOverview(
+        self, request: keys_pb.GetKeyOverviewRequest, context: Ctx
+    ) -> keys_pb.GetKeyOverviewResponse:
+        overview = await self._service.overview(request.key_id)
+        return keys_pb.GetKeyOverviewResponse(overview=convert.overview_to_proto(overview))

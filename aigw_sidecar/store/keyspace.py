@@ -1,0 +1,53 @@
+"""Every Redis key name the sidecar uses, built in this one module.
+
+All keys of one API key share the hash tag ``{<key id>}`` so each admission
+script touches a single slot and runs unchanged on Redis Cluster. Indexes of a
+workspace share ``{<workspace>}``. Key names carry key ids and workspace names,
+never a secret or a key hash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keyspace:
+    prefix: str = "aigw"
+
+    def record(self, key_id: str) -> str:
+        """Hash: the key's fields, limits and lifetime totals."""
+        return f"{self.prefix}:key:{{{key_id}}}"
+
+    def window(self, key_id: str) -> str:
+        """Sorted set: admitted requests of the last 60 s, scored by µs."""
+        return f"{self.prefix}:win:{{{key_id}}}"
+
+    def usage(self, key_id: str) -> str:
+        """Hash: cost and token counters of the current period, tagged with its id."""
+        return f"{self.prefix}:usage:{{{key_id}}}"
+
+    def seen(self, key_id: str) -> str:
+        """Sorted set: request ids already counted by RecordUsage, scored by ms."""
+        return f"{self.prefix}:seen:{{{key_id}}}"
+
+    def admission_keys(self, key_id: str) -> list[str]:
+        return [self.record(key_id), self.window(key_id), self.usage(key_id)]
+
+    def names(self, workspace: str) -> str:
+        """Hash: key name -> key id, unique within the workspace."""
+        return f"{self.prefix}:names:{{{workspace}}}"
+
+    def key_list(self, workspace: str) -> str:
+        """Sorted set: key ids of the workspace, scored by creation ms."""
+        return f"{self.prefix}:keys:{{{workspace}}}"
+
+    @property
+    def workspaces(self) -> str:
+        """Sorted set (all scores 0, so ordered by name): every workspace with keys."""
+        return f"{self.prefix}:workspaces"
+
+    @property
+    def legacy(self) -> str:
+        """Hash: key hash of a legacy secret -> key id."""
+        return f"{self.prefix}:legacy"

@@ -1,0 +1,103 @@
+-- Shared prelude, prepended to every script of this folder when it is loaded.
+-- Lua numbers are doubles: every integer handled here stays below 2^53
+-- (micro-seconds since the epoch, micro-USD, token counts), and integers are
+-- formatted with fmt() before they reach Redis, never with tostring().
+local WINDOW_US = 60000000
+
+local function fmt(n)
+  return string.format('%d', n)
+end
+
+-- The one clock: Redis TIME, unless the caller passes an explicit time (tests).
+local function clock_us(override)
+  if override and override ~= '' then
+    return tonumber(override)
+  end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+local function floor_div(a, b)
+  return math.floor(a / b)
+end
+
+-- Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+local function days_from_civil(y, m, d)
+  if m <= 2 then y = y - 1 end
+  local era = floor_div(y, 400)
+  local yoe = y - era * 400
+  local mp = (m > 2) and (m - 3) or (m + 9)
+  local doy = floor_div(153 * mp + 2, 5) + d - 1
+  local doe = yoe * 365 + floor_div(yoe, 4) - floor_div(yoe, 100) + doy
+  return era * 146097 + doe - 719468
+end
+
+local function civil_from_days(z)
+  z = z + 719468
+  local era = floor_div(z, 146097)
+  local doe = z - era * 146097
+  local yoe = floor_div(doe - floor_div(doe, 1460) + floor_div(doe, 36524) - floor_div(doe, 146096), 365)
+  local y = yoe + era * 400
+  local doy = doe - (365 * yoe + floor_div(yoe, 4) - floor_div(yoe, 100))
+  local mp = floor_div(5 * doy + 2, 153)
+  local d = doy - floor_div(153 * mp + 2, 5) + 1
+  local m = (mp < 10) and (mp + 3) or (mp - 9)
+  if m <= 2 then y = y + 1 end
+  return y, m, d
+end
+
+local DAY_MS = 86400000
+
+-- Start (inclusive) and end (exclusive) in ms of the UTC calendar period
+-- holding now_ms; end is -1 for 'never'.
+local function period_bounds(period, now_ms)
+  if period == nil or period == false or period == '' or period == 'never' then
+    return 0, -1
+  end
+  local days = floor_div(now_ms, DAY_MS)
+  if period == 'daily' then
+    return days * DAY_MS, (days + 1) * DAY_MS
+  elseif period == 'weekly' then
+    -- 1970-01-01 was a Thursday; weeks start on Monday.
+    local monday = days - ((days + 3) % 7)
+    return monday * DAY_MS, (monday + 7) * DAY_MS
+  end
+  local y, m = civil_from_days(days)
+  if period == 'monthly' then
+    local ny, nm = y, m + 1
+    if nm == 13 then ny, nm = y + 1, 1 end
+    return days_from_civil(y, m, 1) * DAY_MS, days_from_civil(ny, nm, 1) * DAY_MS
+  end
+  return days_from_civil(y, 1, 1) * DAY_MS, days_from_civil(y + 1, 1, 1) * DAY_MS
+end
+
+-- The counter period id: the reset-period epoch (bumped when the admin
+-- changes the reset period, which starts a clean period) and the start.
+local function period_id(epoch, start_ms)
+  return (epoch or '0') .. ':' .. fmt(start_ms)
+end
+
+-- Current-period usage {tokens, cost, requests, prompt, completion}; zeros
+-- when the stored counters belong to an earlier period (lazy reset: no cron).
+local function period_usage(usage_key, pid)
+  local u = redis.call('HMGET', usage_key, 'pid', 'tokens', 'cost', 'requests', 'pt', 'ct')
+  if u[1] ~= pid then
+    return 0, 0, 0, 0, 0
+  end
+  return tonumber(u[2]) or 0, tonumber(u[3]) or 0, tonumber(u[4]) or 0,
+         tonumber(u[5]) or 0, tonumber(u[6]) or 0
+end
+
+-- Make the usage hash belong to period pid, starting clean if it did not,
+-- and give it a TTL a day past the period's end ('never' periods keep it
+-- until the key is deleted).
+local function open_period(usage_key, pid, end_ms, now_ms)
+  if redis.call('HGET', usage_key, 'pid') ~= pid then
+    redis.call('DEL', usage_key)
+    redis.call('HSET', usage_key, 'pid', pid)
+    if end_ms >= 0 then
+      redis.call('PEXPIRE', usage_key, fmt(end_ms - now_ms + DAY_MS))
+    end
+  end
+end
+

