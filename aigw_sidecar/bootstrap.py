@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
@@ -40,19 +40,24 @@ SERVICE_NAMES = (
 
 
 def connect_store(url: str, settings: Settings) -> Redis:
-    """A redis.asyncio client with short timeouts and one retry on a dropped connection."""
+    """A redis.asyncio client with short timeouts and one retry on a dropped connection.
+
+    The pool blocks (up to the store timeout) when all its connections are busy,
+    rather than failing the call at once.
+    """
     timeout_s = settings.store_timeout_ms / 1000
-    client: Redis = Redis.from_url(
+    pool = BlockingConnectionPool.from_url(
         url,
         decode_responses=True,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
         max_connections=settings.store_max_connections,
-        # Retry only a refused or dropped connection (a restarted store), never a
-        # timeout: a timed-out script may already have run.
+        timeout=timeout_s,
+        # Retry only a refused or dropped connection (a restarted store), never
+        # a timeout: a timed-out script may already have run.
         retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
     )
-    return client
+    return Redis(connection_pool=pool)
 
 
 @dataclass
