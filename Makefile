@@ -40,3 +40,7 @@ proto-check: $(STAMP)
 
 clean:
 	rm -rf $(VENV) aigw-data .pytest_cache .mypy_cache .ruff_cache
+
+## Authorize throughput/latency against a real sidecar + store (not part of the tests).
+bench: $(STAMP)
+	$(PY) -m tests.bench.authorize $(BENCH_ARGS)
