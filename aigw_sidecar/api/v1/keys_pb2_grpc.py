@@ -79,6 +79,11 @@ class KeyManagementStub:
                 request_serializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.GetKeyOverviewRequest.SerializeToString,
                 response_deserializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.GetKeyOverviewResponse.FromString,
                 _registered_method=True)
+        self.ListAuditEntries = channel.unary_unary(
+                '/aigw.v1.KeyManagement/ListAuditEntries',
+                request_serializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.ListAuditEntriesRequest.SerializeToString,
+                response_deserializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.ListAuditEntriesResponse.FromString,
+                _registered_method=True)
 
 
 class KeyManagementServicer:
@@ -138,6 +143,13 @@ class KeyManagementServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAuditEntries(self, request, context):
+        """The audit trail of admin actions, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KeyManagementServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -185,6 +197,11 @@ def add_KeyManagementServicer_to_server(servicer, server):
                     servicer.GetKeyOverview,
                     request_deserializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.GetKeyOverviewRequest.FromString,
                     response_serializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.GetKeyOverviewResponse.SerializeToString,
+            ),
+            'ListAuditEntries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEntries,
+                    request_deserializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.ListAuditEntriesRequest.FromString,
+                    response_serializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.ListAuditEntriesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -430,6 +447,33 @@ class KeyManagement:
             '/aigw.v1.KeyManagement/GetKeyOverview',
             aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.GetKeyOverviewRequest.SerializeToString,
             aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.GetKeyOverviewResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditEntries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aigw.v1.KeyManagement/ListAuditEntries',
+            aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.ListAuditEntriesRequest.SerializeToString,
+            aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.ListAuditEntriesResponse.FromString,
             options,
             channel_credentials,
             insecure,
