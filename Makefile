@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
-PROTOS  = $(wildcard protos/aigw_sidecar/api/v1/*.proto)
+PROTOS  = $(wildcard protos/aigw_sidecar/api/v1/*.proto) \
+          $(wildcard protos/aigw_sidecar/api/envoy/v3/*.proto)
 
-.PHONY: install run test lint typecheck proto proto-check bench clean
+.PHONY: install run test lint typecheck proto proto-check bench bench-envoy clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +38,10 @@ proto-check: $(STAMP)
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$(VENV)/proto-check --pyi_out=$(VENV)/proto-check --grpc_python_out=$(VENV)/proto-check $(PROTOS)
 	diff -r -x __init__.py -x __pycache__ $(VENV)/proto-check/aigw_sidecar/api aigw_sidecar/api \
 	  || (echo "generated code is stale: run 'make proto' and commit" >&2; exit 1)
+
+## Latency Envoy + sidecar adds over Envoy alone (loopback; not part of `make test`).
+bench-envoy: $(STAMP)
+	$(PY) -m tests.bench.envoy_latency $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) aigw-data .pytest_cache .mypy_cache .ruff_cache
