@@ -23,10 +23,19 @@ from redis.retry import Retry
 
 from aigw_sidecar.admission.service import AdmissionService
 from aigw_sidecar.api.v1 import admission_pb2, admission_pb2_grpc, keys_pb2, keys_pb2_grpc
-from aigw_sidecar.keys.service import KeyService
+from aigw_sidecar.keys.audit import AuditedKeyService
+from aigw_sidecar.server.admin_auth import (
+    AdminAuthenticator,
+    AdminAuthInterceptor,
+    current_principal,
+    load_admin_tokens,
+)
+from aigw_sidecar.server.ext_authz import ExtAuthzOptions, ExtAuthzServicer
 from aigw_sidecar.server.health import StoreHealthWatcher
+from aigw_sidecar.server.listeners import bind, is_local_address, server_credentials
 from aigw_sidecar.server.servicers import AdmissionServicer, KeyManagementServicer
 from aigw_sidecar.settings import Settings
+from aigw_sidecar.store.audit_log import RedisAuditLog
 from aigw_sidecar.store.embedded import EmbeddedStore
 from aigw_sidecar.store.keyspace import Keyspace
 from aigw_sidecar.store.redis_store import RedisKeyStore
@@ -37,6 +46,8 @@ SERVICE_NAMES = (
     admission_pb2.DESCRIPTOR.services_by_name["Admission"].full_name,
     keys_pb2.DESCRIPTOR.services_by_name["KeyManagement"].full_name,
 )
+# Services that require an admin token.
+ADMIN_SERVICE_NAMES = (keys_pb2.DESCRIPTOR.services_by_name["KeyManagement"].full_name,)
 
 
 def connect_store(url: str, settings: Settings) -> Redis:
@@ -60,6 +71,30 @@ def connect_store(url: str, settings: Settings) -> Redis:
     return Redis(connection_pool=pool)
 
 
+def admin_authenticator(settings: Settings) -> AdminAuthenticator:
+    """The admin token check, or RuntimeError when the admin plane would be left open.
+
+    Without a token KeyManagement is served only on a loopback address or a unix
+    socket (with a warning); on any other address the sidecar refuses to start.
+    """
+    tokens = load_admin_tokens(
+        settings.admin_token, settings.admin_token_file, settings.admin_principal
+    )
+    address = settings.admin_listen or settings.listen
+    if not tokens:
+        if not is_local_address(address):
+            raise RuntimeError(
+                f"refusing to serve KeyManagement on {address} without an admin token: "
+                "set AIGW_ADMIN_TOKEN or --admin-token-file, or move the admin plane to "
+                "loopback or a unix socket with --admin-listen"
+            )
+        log.warning(
+            "NO ADMIN TOKEN CONFIGURED: KeyManagement on %s accepts every local caller; "
+            "set AIGW_ADMIN_TOKEN or --admin-token-file", address,
+        )
+    return AdminAuthenticator(tokens)
+
+
 @dataclass
 class Sidecar:
     """A running sidecar; ``port`` is the bound gRPC port."""
@@ -71,9 +106,13 @@ class Sidecar:
     port: int
     embedded: EmbeddedStore | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    admin_server: grpc.aio.Server | None = None  # None: KeyManagement is on ``server``
+    admin_port: int = 0
 
     async def stop(self) -> None:
         await self.watcher.shutdown()
+        if self.admin_server is not None:
+            await self.admin_server.stop(self.settings.shutdown_grace_s)
         await self.server.stop(self.settings.shutdown_grace_s)
         for task in self._tasks:
             task.cancel()
@@ -84,6 +123,8 @@ class Sidecar:
 
 
 async def start(settings: Settings) -> Sidecar:
+    # Checked before anything starts, so a refusal leaves nothing running.
+    authenticator = admin_authenticator(settings)
     embedded = None
     url = settings.redis_url
     if not url:
@@ -95,28 +136,61 @@ async def start(settings: Settings) -> Sidecar:
         redis, Keyspace(settings.key_prefix), dedupe_ms=settings.usage_dedupe_s * 1000
     )
 
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    interceptors = [AdminAuthInterceptor(authenticator, ADMIN_SERVICE_NAMES)]
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)], interceptors=interceptors)
+    # KeyManagement goes on its own server when --admin-listen is set.
+    admin_server = (
+        grpc.aio.server(options=[("grpc.so_reuseport", 0)], interceptors=interceptors)
+        if settings.admin_listen
+        else None
+    )
     admission_pb2_grpc.add_AdmissionServicer_to_server(
         AdmissionServicer(AdmissionService(store)), server
     )
+    audit = RedisAuditLog(redis, Keyspace(settings.key_prefix), settings.audit_max_entries)
     keys_pb2_grpc.add_KeyManagementServicer_to_server(
-        KeyManagementServicer(KeyService(store)), server
+        KeyManagementServicer(AuditedKeyService(store, audit, current_principal)),
+        admin_server or server,
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(settings.listen)
-    if port == 0:
-        raise RuntimeError(f"could not listen on {settings.listen}")
+    port = bind(
+        server,
+        settings.listen,
+        server_credentials(
+            settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file
+        ),
+    )
+    admin_port = port
+    if admin_server is not None:
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, admin_server)
+        reflection.enable_server_reflection(
+            (*ADMIN_SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), admin_server
+        )
+        admin_port = bind(
+            admin_server,
+            settings.admin_listen,
+            server_credentials(
+                settings.admin_tls_cert_file or settings.tls_cert_file,
+                settings.admin_tls_key_file or settings.tls_key_file,
+            ),
+        )
 
     watcher = StoreHealthWatcher(
         health_servicer, store.ping, SERVICE_NAMES, settings.health_interval_s
     )
     await watcher.check_once()
     await server.start()
-    sidecar = Sidecar(settings, server, redis, watcher, port, embedded)
+    if admin_server is not None:
+        await admin_server.start()
+        log.info("admin plane (KeyManagement) listening on %s", settings.admin_listen)
+    sidecar = Sidecar(
+        settings, server, redis, watcher, port, embedded,
+        admin_server=admin_server, admin_port=admin_port,
+    )
     sidecar._tasks.append(asyncio.create_task(watcher.run()))
     host = settings.listen.rsplit(":", 1)[0]
     log.info("listening on %s:%d", host, port)

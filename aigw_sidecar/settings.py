@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
@@ -26,6 +26,18 @@ class Settings:
     health_interval_s: float = 1.0
     log_level: str = "INFO"
     event_loop: str = "auto"  # auto | uvloop | asyncio
+    # Admin plane (KeyManagement). Empty admin_listen: shares --listen.
+    admin_listen: str = ""
+    admin_token_file: str = ""
+    admin_principal: str = "admin"
+    # From AIGW_ADMIN_TOKEN only: a flag would show the token in `ps`.
+    admin_token: str = field(default="", repr=False)
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""  # set: the data plane requires client certificates (mTLS)
+    admin_tls_cert_file: str = ""  # empty: the data plane's certificate
+    admin_tls_key_file: str = ""
+    audit_max_entries: int = 100_000
 
 
 # flag, env var, attribute, type, help
@@ -47,6 +59,25 @@ _OPTIONS: tuple[tuple[str, str, str, type, str], ...] = (
      "how long in-flight calls may finish after SIGTERM"),
     ("--log-level", "AIGW_LOG_LEVEL", "log_level", str, "DEBUG, INFO, WARNING or ERROR"),
     ("--event-loop", "AIGW_EVENT_LOOP", "event_loop", str, "auto, uvloop or asyncio"),
+    ("--admin-listen", "AIGW_ADMIN_LISTEN", "admin_listen", str,
+     "own address (host:port or unix:/path) for KeyManagement; empty shares --listen"),
+    ("--admin-token-file", "AIGW_ADMIN_TOKEN_FILE", "admin_token_file", str,
+     "file of admin tokens, one per line: '<token>' or '<principal> <token>' "
+     "(the token can also come from AIGW_ADMIN_TOKEN)"),
+    ("--admin-principal", "AIGW_ADMIN_PRINCIPAL", "admin_principal", str,
+     "principal recorded in the audit trail for AIGW_ADMIN_TOKEN and bare file tokens"),
+    ("--tls-cert-file", "AIGW_TLS_CERT_FILE", "tls_cert_file", str,
+     "PEM certificate (chain) of the data-plane listener; empty: plaintext"),
+    ("--tls-key-file", "AIGW_TLS_KEY_FILE", "tls_key_file", str,
+     "PEM private key of the data-plane listener"),
+    ("--tls-client-ca-file", "AIGW_TLS_CLIENT_CA_FILE", "tls_client_ca_file", str,
+     "PEM CA bundle; set, data-plane clients must present a certificate it signed (mTLS)"),
+    ("--admin-tls-cert-file", "AIGW_ADMIN_TLS_CERT_FILE", "admin_tls_cert_file", str,
+     "PEM certificate of the admin listener; empty: the data plane's"),
+    ("--admin-tls-key-file", "AIGW_ADMIN_TLS_KEY_FILE", "admin_tls_key_file", str,
+     "PEM private key of the admin listener"),
+    ("--audit-max-entries", "AIGW_AUDIT_MAX_ENTRIES", "audit_max_entries", int,
+     "cap of the audit trail (oldest entries are trimmed)"),
 )
 
 
@@ -69,7 +100,7 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) ->
             help=f"{text} [env {var}; default {default!s:.40}]",
         )
     ns = parser.parse_args(list(argv))
-    settings = Settings(**vars(ns))
+    settings = replace(Settings(**vars(ns)), admin_token=env.get("AIGW_ADMIN_TOKEN", ""))
     if settings.store_timeout_ms <= 0:
         parser.error("--store-timeout-ms must be positive")
     if settings.event_loop not in ("auto", "uvloop", "asyncio"):

@@ -9,6 +9,7 @@ from aigw_sidecar.admission.periods import ResetPeriod
 from aigw_sidecar.api.v1 import admission_pb2 as adm_pb
 from aigw_sidecar.api.v1 import keys_pb2 as keys_pb
 from aigw_sidecar.errors import InvalidArgument
+from aigw_sidecar.keys.audit import AuditEntry
 from aigw_sidecar.keys.model import (
     ApiKey,
     KeyFilter,
@@ -262,4 +263,18 @@ def overview_to_proto(ov: KeyOverview) -> keys_pb.KeyOverview:
         lifetime_cost_micro_usd=ov.lifetime_cost_micro_usd,
         last_used_at=_timestamp(ov.key.last_used_at_ms),
         observed_at=_timestamp(ov.observed_at_ms),
+    )
+
+
+def audit_entry_to_proto(entry: AuditEntry) -> keys_pb.AuditEntry:
+    event = entry.event
+    return keys_pb.AuditEntry(
+        entry_id=entry.entry_id,
+        occurred_at=_timestamp(entry.occurred_at_ms),
+        principal=event.principal,
+        action=event.action.value,
+        key_id=event.key_id,
+        name=event.name,
+        workspace=event.workspace,
+        detail=event.detail,
     )

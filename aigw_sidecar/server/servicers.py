@@ -9,7 +9,7 @@ from aigw_sidecar.api.v1 import admission_pb2 as adm_pb
 from aigw_sidecar.api.v1 import admission_pb2_grpc as adm_grpc
 from aigw_sidecar.api.v1 import keys_pb2 as keys_pb
 from aigw_sidecar.api.v1 import keys_pb2_grpc as keys_grpc
-from aigw_sidecar.keys.service import KeyService
+from aigw_sidecar.keys.audit import AuditedKeyService
 from aigw_sidecar.server import convert
 from aigw_sidecar.server.status import domain_errors
 
@@ -39,7 +39,7 @@ class AdmissionServicer(adm_grpc.AdmissionServicer):
 
 
 class KeyManagementServicer(keys_grpc.KeyManagementServicer):
-    def __init__(self, service: KeyService) -> None:
+    def __init__(self, service: AuditedKeyService) -> None:
         self._service = service
 
     @domain_errors
@@ -106,3 +106,14 @@ class KeyManagementServicer(keys_grpc.KeyManagementServicer):
     ) -> keys_pb.GetKeyOverviewResponse:
         overview = await self._service.overview(request.key_id)
         return keys_pb.GetKeyOverviewResponse(overview=convert.overview_to_proto(overview))
+
+    @domain_errors
+    async def ListAuditEntries(
+        self, request: keys_pb.ListAuditEntriesRequest, context: Ctx
+    ) -> keys_pb.ListAuditEntriesResponse:
+        entries, token = await self._service.audit_entries(
+            request.key_id, request.page_size, request.page_token
+        )
+        return keys_pb.ListAuditEntriesResponse(
+            entries=[convert.audit_entry_to_proto(e) for e in entries], next_page_token=token
+        )

@@ -51,3 +51,8 @@ class Keyspace:
     def legacy(self) -> str:
         """Hash: key hash of a legacy secret -> key id."""
         return f"{self.prefix}:legacy"
+
+    @property
+    def audit(self) -> str:
+        """Stream: the audit trail of admin actions, capped (never holds a secret)."""
+        return f"{self.prefix}:audit"

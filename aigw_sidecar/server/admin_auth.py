@@ -1,0 +1,165 @@
+"""Admin authentication: KeyManagement calls must carry ``authorization: Bearer <token>``.
+
+Tokens come from ``AIGW_ADMIN_TOKEN`` (principal ``--admin-principal``) and from
+``--admin-token-file`` (one token per line, ``<token>`` or ``<principal> <token>``;
+``#`` starts a comment). They are compared in constant time against SHA-256
+digests, so neither a token's content nor its length shows in the timing.
+
+``AdminAuthInterceptor`` guards every method of the protected services; a call
+without a valid token ends UNAUTHENTICATED with one fixed message, before any
+servicer or store code runs. The principal of an accepted call is available to
+the domain (audit trail) through ``current_principal`` for that call only.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import hmac
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+log = logging.getLogger(__name__)
+
+UNAUTHENTICATED_MESSAGE = "missing or invalid admin token"
+ANONYMOUS = "anonymous"  # the principal when no admin token is configured
+_principal: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "aigw_admin_principal", default=ANONYMOUS
+)
+
+
+def current_principal() -> str:
+    """Who is making the current admin call."""
+    return _principal.get()
+
+
+@dataclass(frozen=True, slots=True)
+class AdminToken:
+    principal: str
+    digest: bytes  # SHA-256 of the token; the token itself is not kept
+
+    def __repr__(self) -> str:
+        return f"AdminToken(principal={self.principal!r})"
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+def parse_token_file(text: str, default_principal: str) -> list[AdminToken]:
+    """Lines ``<token>`` or ``<principal> <token>``; blank lines and ``#`` comments skipped."""
+    tokens = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) == 1:
+            principal, token = default_principal, parts[0]
+        elif len(parts) == 2:
+            principal, token = parts
+        else:
+            raise ValueError(f"line {number}: expected '<token>' or '<principal> <token>'")
+        if len(token) < 16:
+            raise ValueError(f"line {number}: an admin token must be at least 16 characters")
+        tokens.append(AdminToken(principal, _digest(token)))
+    return tokens
+
+
+def load_admin_tokens(env_token: str, token_file: str, principal: str) -> list[AdminToken]:
+    """Every configured admin token; raises RuntimeError on an unusable configuration."""
+    tokens: list[AdminToken] = []
+    if env_token:
+        if len(env_token) < 16:
+            raise RuntimeError("AIGW_ADMIN_TOKEN must be at least 16 characters")
+        tokens.append(AdminToken(principal, _digest(env_token)))
+    if token_file:
+        try:
+            text = Path(token_file).read_text(encoding="utf-8")
+            from_file = parse_token_file(text, principal)
+        except (OSError, ValueError) as exc:
+            raise RuntimeError(f"admin token file {token_file}: {exc}") from None
+        if not from_file:
+            raise RuntimeError(f"admin token file {token_file} holds no token")
+        tokens.extend(from_file)
+    return tokens
+
+
+class AdminAuthenticator:
+    """Resolves the bearer token of a call's metadata to a principal, or None."""
+
+    def __init__(self, tokens: Sequence[AdminToken]) -> None:
+        self._tokens = tuple(tokens)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._tokens)
+
+    def principal_of(self, metadata: Iterable[tuple[str, Any]] | None) -> str | None:
+        header = ""
+        for key, value in metadata or ():
+            if key == "authorization" and isinstance(value, str):
+                header = value
+                break
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        digest = _digest(token.strip())
+        found = None
+        # No early exit: every configured token is compared on every call.
+        for candidate in self._tokens:
+            if hmac.compare_digest(candidate.digest, digest):
+                found = candidate.principal
+        return found
+
+
+Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+
+class AdminAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Requires an admin token on every method of ``services`` (full names)."""
+
+    def __init__(self, authenticator: AdminAuthenticator, services: Iterable[str]) -> None:
+        self._auth = authenticator
+        self._prefixes = tuple(f"/{name}/" for name in services)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[Any], Awaitable[Any]],
+        details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = await continuation(details)
+        method: str = details.method
+        if handler is None or not method.startswith(self._prefixes):
+            return handler
+        if not self._auth.enabled:
+            return _with_principal(handler, ANONYMOUS)
+        principal = self._auth.principal_of(details.invocation_metadata)
+        if principal is None:
+            log.warning("admin call %s refused: %s", method, UNAUTHENTICATED_MESSAGE)
+            return grpc.unary_unary_rpc_method_handler(_refuse)
+        return _with_principal(handler, principal)
+
+
+async def _refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
+    await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
+
+
+def _with_principal(handler: Any, principal: str) -> Any:
+    inner: Handler | None = handler.unary_unary
+    if inner is None:  # the admin services are unary-unary only
+        return handler
+
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        reset = _principal.set(principal)
+        try:
+            return await inner(request, context)
+        finally:
+            _principal.reset(reset)
+
+    return handler._replace(unary_unary=call)
