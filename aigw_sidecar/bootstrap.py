@@ -144,9 +144,15 @@ async def start(settings: Settings) -> Sidecar:
         if settings.admin_listen
         else None
     )
-    admission_pb2_grpc.add_AdmissionServicer_to_server(
-        AdmissionServicer(AdmissionService(store)), server
-    )
+    admission = AdmissionService(store)
+    admission_pb2_grpc.add_AdmissionServicer_to_server(AdmissionServicer(admission), server)
+    # Envoy's Authorization/Check: the same AdmissionService, so the same one script.
+    ext_authz = ExtAuthzServicer(admission, ExtAuthzOptions(
+        key_headers=ExtAuthzOptions.parse_key_headers(settings.envoy_key_headers),
+        strip_key_headers=settings.envoy_strip_key_headers,
+        fail_open=settings.envoy_failure_mode == "open",
+    ))
+    server.add_generic_rpc_handlers((ext_authz.handler(),))
     audit = RedisAuditLog(redis, Keyspace(settings.key_prefix), settings.audit_max_entries)
     keys_pb2_grpc.add_KeyManagementServicer_to_server(
         KeyManagementServicer(AuditedKeyService(store, audit, current_principal)),

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,10 +39,23 @@ class Settings:
     admin_tls_cert_file: str = ""  # empty: the data plane's certificate
     admin_tls_key_file: str = ""
     audit_max_entries: int = 100_000
+    # Envoy ext_authz (Authorization/Check)
+    envoy_key_headers: str = "authorization,x-api-key,api-key"
+    envoy_strip_key_headers: bool = True
+    envoy_failure_mode: str = "closed"  # closed | open: when the store is unreachable
+
+
+def _boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"not a boolean: {text!r} (use true or false)")
 
 
 # flag, env var, attribute, type, help
-_OPTIONS: tuple[tuple[str, str, str, type, str], ...] = (
+_OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
     ("--listen", "AIGW_LISTEN", "listen", str, "gRPC address to listen on (host:port)"),
     ("--redis-url", "AIGW_REDIS_URL", "redis_url", str,
      "existing Redis/Valkey (redis://, rediss://, unix://); empty starts the embedded store"),
@@ -78,6 +92,14 @@ _OPTIONS: tuple[tuple[str, str, str, type, str], ...] = (
      "PEM private key of the admin listener"),
     ("--audit-max-entries", "AIGW_AUDIT_MAX_ENTRIES", "audit_max_entries", int,
      "cap of the audit trail (oldest entries are trimmed)"),
+    ("--envoy-key-headers", "AIGW_ENVOY_KEY_HEADERS", "envoy_key_headers", str,
+     "ext_authz: comma-separated request headers that may carry the secret"
+     " (authorization takes 'Bearer <secret>')"),
+    ("--envoy-strip-key-headers", "AIGW_ENVOY_STRIP_KEY_HEADERS", "envoy_strip_key_headers",
+     _boolean, "ext_authz: remove those headers before the request goes upstream (true/false)"),
+    ("--envoy-failure-mode", "AIGW_ENVOY_FAILURE_MODE", "envoy_failure_mode", str,
+     "ext_authz when the store is unreachable: closed (503 JSON error) or open"
+     " (allow, upstream sees x-aigw-fail-open: true)"),
 )
 
 
@@ -105,4 +127,6 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) ->
         parser.error("--store-timeout-ms must be positive")
     if settings.event_loop not in ("auto", "uvloop", "asyncio"):
         parser.error("--event-loop must be auto, uvloop or asyncio")
+    if settings.envoy_failure_mode not in ("closed", "open"):
+        parser.error("--envoy-failure-mode must be closed or open")
     return settings

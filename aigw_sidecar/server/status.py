@@ -1,19 +1,27 @@
-"""The one place where domain outcomes become gRPC status codes.
+"""The one place where domain outcomes become gRPC status codes and HTTP replies.
 
 Servicer methods are wrapped with ``domain_errors``: a domain error aborts the
 call with its status and its message (which never holds a secret); anything
 unexpected is logged once and becomes INTERNAL with a generic message.
+
+For HTTP proxies (Envoy ext_authz) a denied decision becomes an ``HttpDenial``:
+the status a client can act on (401 who are you, 403 not allowed, 429 wait,
+503 try again), an OpenAI-style JSON error body, ``Retry-After`` and the
+``x-ratelimit-*`` headers. These functions are pure: no proto, no I/O.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
 
+from aigw_sidecar.admission.decision import Decision, DenyReason, LimitState
 from aigw_sidecar.errors import (
     AigwError,
     AlreadyExists,
@@ -64,3 +72,126 @@ def domain_errors(method: Method[Req, Resp]) -> Method[Req, Resp]:
         raise AssertionError("unreachable: abort raises")
 
     return wrapper
+
+
+# --- HTTP, for proxies ------------------------------------------------------
+
+HTTP_STATUS_OF: dict[DenyReason, int] = {
+    DenyReason.KEY_MISSING: 401,
+    DenyReason.KEY_MALFORMED: 401,
+    DenyReason.KEY_UNKNOWN: 401,  # also a deleted key
+    DenyReason.KEY_DISABLED: 403,
+    DenyReason.KEY_EXPIRED: 403,
+    DenyReason.REQUESTS_PER_MINUTE: 429,
+    DenyReason.TOKEN_LIMIT: 429,
+    DenyReason.COST_LIMIT: 429,
+}
+HTTP_STORE_UNAVAILABLE = 503
+# The "type" of an OpenAI-style error body, by HTTP status.
+_ERROR_TYPE_OF: dict[int, str] = {
+    401: "authentication_error",
+    403: "permission_error",
+    429: "rate_limit_error",
+    503: "service_unavailable_error",
+}
+# Envoy denies on any non-OK gRPC status; the code itself only shows in its logs.
+_GRPC_CODE_OF_HTTP: dict[int, grpc.StatusCode] = {
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+}
+STORE_UNAVAILABLE_RETRY_AFTER_S = 1
+
+
+@dataclass(frozen=True, slots=True)
+class HttpDenial:
+    """The local reply a proxy sends instead of forwarding the request."""
+
+    status: int
+    grpc_code: grpc.StatusCode
+    headers: tuple[tuple[str, str], ...]
+    body: str  # JSON
+
+
+def openai_error_body(message: str, status: int, code: str) -> str:
+    """``{"error": {"message", "type", "code", "param"}}`` as OpenAI's API sends it."""
+    error = {
+        "message": message,
+        "type": _ERROR_TYPE_OF.get(status, "api_error"),
+        "code": code,
+        "param": None,
+    }
+    return json.dumps({"error": error}, separators=(",", ":"))
+
+
+def ceil_seconds(ms: int) -> int:
+    """Whole seconds, rounded up, at least 1 (``Retry-After: 0`` invites a busy loop)."""
+    return max(1, -(-ms // 1000))
+
+
+def reset_duration(ms: int) -> str:
+    """A reset delay as OpenAI writes it: ``250ms``, ``17s``, ``6m0s``, ``26h0m0s``."""
+    if ms < 1000:
+        return f"{max(ms, 0)}ms"
+    hours, rest = divmod(ceil_seconds(ms), 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{seconds}s"
+    if minutes:
+        return f"{minutes}m{seconds}s"
+    return f"{seconds}s"
+
+
+def _limit_headers(kind: str, state: LimitState | None) -> list[tuple[str, str]]:
+    if state is None:  # the key has no limit of this kind
+        return []
+    headers = [
+        (f"x-ratelimit-limit-{kind}", str(state.limit)),
+        (f"x-ratelimit-remaining-{kind}", str(max(state.remaining, 0))),
+    ]
+    if state.reset_ms is not None:  # a budget that never resets has no reset header
+        headers.append((f"x-ratelimit-reset-{kind}", reset_duration(state.reset_ms)))
+    return headers
+
+
+def rate_limit_headers(decision: Decision) -> list[tuple[str, str]]:
+    """``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` for the key's limits."""
+    return _limit_headers("requests", decision.requests) + _limit_headers(
+        "tokens", decision.tokens
+    )
+
+
+def http_denial(decision: Decision) -> HttpDenial:
+    """A denied decision as the HTTP reply the client gets; the message never holds a secret."""
+    if decision.deny_reason is None:
+        raise ValueError("http_denial needs a denied decision")
+    status = HTTP_STATUS_OF[decision.deny_reason]
+    headers = [("content-type", "application/json")]
+    if status == 429:
+        if decision.retry_after_ms is not None:  # None: the budget never resets
+            headers.append(("retry-after", str(ceil_seconds(decision.retry_after_ms))))
+        headers += rate_limit_headers(decision)
+    return HttpDenial(
+        status=status,
+        grpc_code=_GRPC_CODE_OF_HTTP[status],
+        headers=tuple(headers),
+        body=openai_error_body(decision.message, status, decision.deny_reason.value),
+    )
+
+
+def store_unavailable_denial() -> HttpDenial:
+    """Fail closed: 503 with a JSON body and a short ``Retry-After``."""
+    return HttpDenial(
+        status=HTTP_STORE_UNAVAILABLE,
+        grpc_code=grpc.StatusCode.UNAVAILABLE,
+        headers=(
+            ("content-type", "application/json"),
+            ("retry-after", str(STORE_UNAVAILABLE_RETRY_AFTER_S)),
+        ),
+        body=openai_error_body(
+            "The API key could not be checked: the key store is unavailable. Try again.",
+            HTTP_STORE_UNAVAILABLE,
+            "store_unavailable",
+        ),
+    )

@@ -1,0 +1,207 @@
+"""Envoy ext_authz: ``envoy.service.auth.v3.Authorization/Check`` over the admission path.
+
+One Check is one ``AdmissionService.authorize`` (one store script), exactly like
+``aigw.v1.Admission/Authorize``. This module only translates: HTTP headers in,
+the secret found in them, and the decision out as Envoy's CheckResponse. Which
+HTTP status and body a denial gets is decided in ``server/status.py``.
+
+The messages come from our trimmed, wire-compatible proto (``aigw.envoy.v3``);
+the handler is registered under Envoy's own method path.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf.struct_pb2 import Struct
+
+from aigw_sidecar.admission.decision import Decision, DenyReason
+from aigw_sidecar.admission.service import AdmissionService
+from aigw_sidecar.api.envoy.v3 import ext_authz_pb2 as pb
+from aigw_sidecar.errors import StoreUnavailable
+from aigw_sidecar.server.status import (
+    HttpDenial,
+    domain_errors,
+    http_denial,
+    rate_limit_headers,
+    store_unavailable_denial,
+)
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "envoy.service.auth.v3.Authorization"
+CHECK_METHOD = f"/{SERVICE_NAME}/Check"
+DEFAULT_KEY_HEADERS = ("authorization", "x-api-key", "api-key")
+KEY_ID_HEADER = "x-aigw-key-id"
+WORKSPACE_HEADER = "x-aigw-workspace"
+PROJECT_HEADER = "x-aigw-project"
+FAIL_OPEN_HEADER = "x-aigw-fail-open"
+# Headers only the sidecar may set upstream: a client's copy is always replaced or removed.
+IDENTITY_HEADERS = (KEY_ID_HEADER, WORKSPACE_HEADER, PROJECT_HEADER, FAIL_OPEN_HEADER)
+
+_OVERWRITE = pb.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+Ctx = Any  # grpc.aio.ServicerContext; grpc ships no type information
+
+
+@dataclass(frozen=True, slots=True)
+class ExtAuthzOptions:
+    """How Check reads the secret and what it tells Envoy to change."""
+
+    key_headers: tuple[str, ...] = DEFAULT_KEY_HEADERS
+    strip_key_headers: bool = True
+    fail_open: bool = False  # store unreachable: allow with a marker instead of 503
+
+    @staticmethod
+    def parse_key_headers(text: str) -> tuple[str, ...]:
+        names = tuple(dict.fromkeys(n.strip().lower() for n in text.split(",") if n.strip()))
+        if not names:
+            raise ValueError("at least one key header is required")
+        return names
+
+
+def find_secret(headers: Mapping[str, str], names: Sequence[str]) -> str | DenyReason:
+    """The secret carried by ``headers`` ("" when there is none), or KEY_MALFORMED.
+
+    Malformed: a value with "," (Envoy joins repeated headers with ","), an
+    ``authorization`` value that is not ``Bearer <secret>``, or two different
+    secrets in two headers. The same secret in several headers is fine.
+    """
+    found: set[str] = set()
+    for name in names:
+        value = headers.get(name, "").strip()
+        if not value:
+            continue
+        if "," in value:
+            return DenyReason.KEY_MALFORMED
+        if name == "authorization":
+            scheme, _, token = value.partition(" ")
+            value = token.strip()
+            if scheme.lower() != "bearer" or not value or " " in value:
+                return DenyReason.KEY_MALFORMED
+        found.add(value)
+    if len(found) > 1:
+        return DenyReason.KEY_MALFORMED
+    return found.pop() if found else ""
+
+
+def _header(name: str, value: str) -> pb.HeaderValueOption:
+    return pb.HeaderValueOption(
+        header=pb.HeaderValue(key=name, value=value), append_action=_OVERWRITE
+    )
+
+
+def _headers(pairs: Iterable[tuple[str, str]]) -> list[pb.HeaderValueOption]:
+    return [_header(name, value) for name, value in pairs]
+
+
+def _metadata(**fields: str | bool) -> Struct:
+    metadata = Struct()
+    metadata.update(fields)
+    return metadata
+
+
+def allowed_response(decision: Decision, options: ExtAuthzOptions) -> pb.CheckResponse:
+    """Forward upstream with the key's identity; the client sees its rate-limit headers."""
+    identity = [(KEY_ID_HEADER, decision.key_id), (WORKSPACE_HEADER, decision.workspace)]
+    remove = [FAIL_OPEN_HEADER]
+    if decision.project:
+        identity.append((PROJECT_HEADER, decision.project))
+    else:
+        remove.append(PROJECT_HEADER)
+    if options.strip_key_headers:
+        remove += options.key_headers
+    return pb.CheckResponse(
+        status=pb.RpcStatus(code=grpc.StatusCode.OK.value[0]),
+        ok_response=pb.OkHttpResponse(
+            headers=_headers(identity),
+            headers_to_remove=remove,
+            response_headers_to_add=_headers(rate_limit_headers(decision)),
+        ),
+        dynamic_metadata=_metadata(
+            key_id=decision.key_id, workspace=decision.workspace, project=decision.project
+        ),
+    )
+
+
+def denied_response(denial: HttpDenial, decision: Decision | None = None) -> pb.CheckResponse:
+    """Envoy answers the client itself with ``denial``; nothing goes upstream."""
+    metadata = _metadata()
+    if decision is not None and decision.deny_reason is not None:
+        metadata.update({"deny_reason": decision.deny_reason.value})
+        if decision.key_id:
+            metadata.update({"key_id": decision.key_id})
+    return pb.CheckResponse(
+        status=pb.RpcStatus(code=denial.grpc_code.value[0], message=f"HTTP {denial.status}"),
+        denied_response=pb.DeniedHttpResponse(
+            status=pb.HttpStatus(code=denial.status),
+            headers=_headers(denial.headers),
+            body=denial.body,
+        ),
+        dynamic_metadata=metadata,
+    )
+
+
+def fail_open_response(options: ExtAuthzOptions) -> pb.CheckResponse:
+    """Allowed without a decision: upstream is told so, and no identity header survives."""
+    remove = [KEY_ID_HEADER, WORKSPACE_HEADER, PROJECT_HEADER]
+    if options.strip_key_headers:
+        remove += options.key_headers
+    return pb.CheckResponse(
+        status=pb.RpcStatus(code=grpc.StatusCode.OK.value[0]),
+        ok_response=pb.OkHttpResponse(
+            headers=[_header(FAIL_OPEN_HEADER, "true")], headers_to_remove=remove
+        ),
+        dynamic_metadata=_metadata(fail_open=True),
+    )
+
+
+class ExtAuthzServicer:
+    """``Authorization/Check``: headers in, one authorize, CheckResponse out."""
+
+    def __init__(self, service: AdmissionService, options: ExtAuthzOptions) -> None:
+        self._service = service
+        self._options = options
+        self._failing_open = False
+
+    @domain_errors
+    async def Check(self, request: pb.CheckRequest, context: Ctx) -> pb.CheckResponse:
+        found = find_secret(request.attributes.request.http.headers, self._options.key_headers)
+        try:
+            if isinstance(found, DenyReason):
+                decision = Decision.deny(found)
+            else:
+                decision = await self._service.authorize(found)
+        except StoreUnavailable:
+            # The fail mode is this adapter's job: Authorize leaves it to its caller.
+            return self._store_unavailable()
+        if self._failing_open:
+            self._failing_open = False
+            log.warning("ext_authz: store reachable again; checking keys again")
+        if decision.allowed:
+            return allowed_response(decision, self._options)
+        return denied_response(http_denial(decision), decision)
+
+    def _store_unavailable(self) -> pb.CheckResponse:
+        if not self._options.fail_open:
+            return denied_response(store_unavailable_denial())
+        if not self._failing_open:
+            self._failing_open = True
+            log.warning("ext_authz: store unreachable; FAILING OPEN (%s: true)", FAIL_OPEN_HEADER)
+        return fail_open_response(self._options)
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        """A generic handler under Envoy's method path (the proto declares no service)."""
+        return grpc.method_handlers_generic_handler(
+            SERVICE_NAME,
+            {
+                "Check": grpc.unary_unary_rpc_method_handler(
+                    self.Check,
+                    request_deserializer=pb.CheckRequest.FromString,
+                    response_serializer=pb.CheckResponse.SerializeToString,
+                )
+            },
+        )
