@@ -1,0 +1,152 @@
+"""A small OpenAI-compatible upstream on loopback: chat completions (JSON and SSE).
+
+It records the headers of every request it receives, so tests can prove what
+Envoy forwarded. SSE chunks are sent ``chunk_delay_s`` apart, each flushed on
+its own, so a test can tell a streamed response from a buffered one.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+WORDS = ("Hello", " from", " the", " mock", " upstream")
+
+
+@dataclass(frozen=True, slots=True)
+class SeenRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+
+
+def completion(model: str) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-mock",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "".join(WORDS)},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16},
+    }
+
+
+def chunk(model: str, delta: dict[str, Any], usage: dict[str, int] | None = None) -> bytes:
+    body: dict[str, Any] = {
+        "id": "chatcmpl-mock",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": None}] if delta else [],
+    }
+    if usage is not None:
+        body["usage"] = usage
+    return f"data: {json.dumps(body)}\n\n".encode()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # else every keep-alive request waits ~40 ms
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _record(self) -> None:
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        with self.server.lock:
+            self.server.seen.append(SeenRequest(self.command, self.path, headers))
+
+    def _json(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self._record()
+        if self.path.startswith("/v1/models"):
+            self._json(200, {"object": "list", "data": [{"id": "mock", "object": "model"}]})
+        else:
+            self._json(404, {"error": {"message": "not found"}})
+
+    def do_POST(self) -> None:
+        self._record()
+        length = int(self.headers.get("content-length") or 0)
+        request = json.loads(self.rfile.read(length) or b"{}")
+        model = str(request.get("model", "mock"))
+        if not self.path.startswith("/v1/chat/completions"):
+            self._json(404, {"error": {"message": "not found"}})
+        elif request.get("stream"):
+            self._stream(model)
+        else:
+            self._json(200, completion(model))
+
+    def _stream(self, model: str) -> None:
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        events = [chunk(model, {"role": "assistant", "content": ""})]
+        events += [chunk(model, {"content": word}) for word in WORDS]
+        events.append(chunk(model, {}, {"prompt_tokens": 11, "completion_tokens": 5,
+                                        "total_tokens": 16}))
+        events.append(b"data: [DONE]\n\n")
+        for i, event in enumerate(events):
+            if 1 < i <= len(WORDS):
+                time.sleep(self.server.chunk_delay_s)
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    lock: threading.Lock
+    seen: list[SeenRequest]
+    chunk_delay_s: float
+
+
+@dataclass
+class MockUpstream:
+    """The mock upstream, serving from a background thread on a free loopback port."""
+
+    chunk_delay_s: float = 0.12
+    _server: _Server | None = None
+    _thread: threading.Thread | None = None
+    port: int = 0
+    seen: list[SeenRequest] = field(default_factory=list)
+
+    def start(self) -> MockUpstream:
+        server = _Server(("127.0.0.1", 0), _Handler)
+        server.lock = threading.Lock()
+        server.seen = self.seen
+        server.chunk_delay_s = self.chunk_delay_s
+        self._server = server
+        self.port = int(server.server_address[1])
+        self._thread = threading.Thread(target=server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def last(self) -> SeenRequest:
+        assert self._server is not None
+        with self._server.lock:
+            return self.seen[-1]
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
