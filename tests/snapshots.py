@@ -29,6 +29,8 @@ async def value_of(redis: Redis, name: str) -> tuple[str, Any]:
         return kind, list(await redis.lrange(name, 0, -1))
     if kind == "string":
         return kind, await redis.get(name)
+    if kind == "stream":
+        return kind, [(entry_id, dict(fields)) for entry_id, fields in await redis.xrange(name)]
     return kind, None
 
 
@@ -52,7 +54,13 @@ async def every_stored_text(redis: Redis, prefix: str) -> list[str]:
             for field, item in value.items():
                 texts.extend((str(field), str(item)))
         elif isinstance(value, list):
-            texts.extend(str(item) for item in value)
+            for item in value:
+                if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], dict):
+                    texts.append(str(item[0]))
+                    for field, text in item[1].items():
+                        texts.extend((str(field), str(text)))
+                else:
+                    texts.append(str(item))
         elif value is not None:
             texts.append(str(value))
     return texts

@@ -84,7 +84,7 @@ async def _unknown_key_id(keys: KeyService, admission: AdmissionService, clock: 
 
 
 async def _wrong_secret(keys: KeyService, admission: AdmissionService, clock: Clock) -> str:
-    key, secret = await keys.create(KeySpec(name="w", limits=Limits(requests_per_minute=10)))
+    _key, secret = await keys.create(KeySpec(name="w", limits=Limits(requests_per_minute=10)))
     await admission.authorize(secret)
     return _other_secret_for(secret)
 

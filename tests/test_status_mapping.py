@@ -66,7 +66,7 @@ class _Servicer:
         self.exc = exc
 
     @domain_errors
-    async def Call(self, request: Any, context: Any) -> Any:  # noqa: N802 - a gRPC method
+    async def Call(self, request: Any, context: Any) -> Any:
         raise self.exc
 
 
@@ -87,7 +87,7 @@ async def test_an_unexpected_error_is_internal_with_a_generic_message() -> None:
 async def test_a_successful_call_passes_its_response_through() -> None:
     class Ok:
         @domain_errors
-        async def Call(self, request: Any, context: Any) -> Any:  # noqa: N802
+        async def Call(self, request: Any, context: Any) -> Any:
             return request
 
     assert await Ok().Call("reply", _Context()) == "reply"

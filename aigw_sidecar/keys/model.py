@@ -198,10 +198,12 @@ def validate_labels(labels: Mapping[str, str], field_name: str = "labels") -> di
     return dict(labels)
 
 
+def validate_cost_limit(field_name: str, micro_usd: int | None) -> None:
+    _check_positive(field_name, micro_usd, MAX_MICRO_USD)
+
+
 def validate_limits(limits: Limits, field_prefix: str = "limits") -> Limits:
-    _check_positive(
-        f"{field_prefix}.cost_limit_usd", limits.cost_limit_micro_usd, MAX_MICRO_USD
-    )
+    validate_cost_limit(f"{field_prefix}.cost_limit_usd", limits.cost_limit_micro_usd)
     _check_positive(f"{field_prefix}.token_limit", limits.token_limit, MAX_TOKENS)
     _check_positive(
         f"{field_prefix}.requests_per_minute",

@@ -18,6 +18,7 @@ from aigw_sidecar.keys.model import (
     KeyStatus,
     KeyUpdate,
     Limits,
+    validate_cost_limit,
 )
 from aigw_sidecar.keys.money import format_usd, parse_usd
 
@@ -123,6 +124,8 @@ def _timestamp(ms: int | None) -> Timestamp | None:
 def _ms(field: str, ts: Timestamp) -> int:
     if not 0 <= ts.seconds <= 253402300799:  # up to 9999-12-31
         raise InvalidArgument(field, "is out of range")
+    if not 0 <= ts.nanos <= 999_999_999:
+        raise InvalidArgument(field, "nanos must be between 0 and 999999999")
     return int(ts.ToMilliseconds())
 
 
@@ -136,6 +139,9 @@ def limits_from_proto(msg: keys_pb.Limits, field: str = "limits") -> Limits:
                 f"{field}.cost_limit_micro_usd", "disagrees with cost_limit_usd; set one of them"
             )
         cost = msg.cost_limit_micro_usd
+        if not msg.HasField("cost_limit_usd"):
+            # Blame the field the caller set; validate_limits names cost_limit_usd.
+            validate_cost_limit(f"{field}.cost_limit_micro_usd", cost)
     if msg.reset_period not in _PERIOD_FROM_PB:
         raise InvalidArgument(f"{field}.reset_period", f"unknown value {msg.reset_period}")
     return Limits(

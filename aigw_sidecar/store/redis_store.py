@@ -238,12 +238,17 @@ class RedisKeyStore:
     ) -> ApiKey:
         ws = spec.workspace
         async with _store_errors():
-            await self._redis.zadd(self._ks.workspaces, {ws: 0})
-            await self._claim_name(ws, spec.name, key_id)
+            # Refusals that need the store come before its first write, so a refused
+            # create leaves no trace (not even its workspace in the index). The
+            # script checks the expiry again, atomically.
+            if spec.expires_at_ms is not None and spec.expires_at_ms <= await self._now_ms():
+                raise InvalidArgument("expires_at", "must be in the future")
+            if legacy:
+                await self._claim(self._ks.legacy, None, key_hash, key_id,
+                                  "this legacy secret is already imported")
             try:
-                if legacy:
-                    await self._claim(self._ks.legacy, None, key_hash, key_id,
-                                      "this legacy secret is already imported")
+                await self._redis.zadd(self._ks.workspaces, {ws: 0})
+                await self._claim_name(ws, spec.name, key_id)
                 fields = {
                     "kid": key_id,
                     "name": spec.name,
