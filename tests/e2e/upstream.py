@@ -150,3 +150,17 @@ class MockUpstream:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+
+
+def main() -> None:
+    """``python -m tests.e2e.upstream``: serve on a free port, print it, stop on EOF of stdin."""
+    import sys
+
+    server = MockUpstream().start()
+    print(server.port, flush=True)
+    sys.stdin.read()
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()
