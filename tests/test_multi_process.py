@@ -1,0 +1,71 @@
+"""Two ``aigw-sidecar serve`` processes on one store share every limit exactly."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from aigw_sidecar.api.v1 import admission_pb2 as adm
+from aigw_sidecar.api.v1 import admission_pb2_grpc, keys_pb2_grpc
+from aigw_sidecar.api.v1 import keys_pb2 as kpb
+from tests.servers import SidecarProcess
+
+
+@pytest.fixture(scope="module")
+def two_sidecars(
+    valkey_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[SidecarProcess, SidecarProcess]]:
+    """Started once for the module; its tests use distinct key names."""
+    logs = tmp_path_factory.mktemp("multi")
+    prefix = f"mp{uuid.uuid4().hex[:8]}"
+    first = SidecarProcess(valkey_url, prefix, log_path=logs / "a.log")
+    second = SidecarProcess(valkey_url, prefix, log_path=logs / "b.log")
+    try:
+        yield first.start(), second.start()
+    finally:
+        first.stop()
+        second.stop()
+
+
+async def test_two_processes_admit_exactly_50_of_200_concurrent_requests_in_total(
+    two_sidecars: tuple[SidecarProcess, SidecarProcess],
+) -> None:
+    first, second = two_sidecars
+    async with (
+        grpc.aio.insecure_channel(first.target) as one,
+        grpc.aio.insecure_channel(second.target) as two,
+    ):
+        created = await keys_pb2_grpc.KeyManagementStub(one).CreateKey(
+            kpb.CreateKeyRequest(name="shared", limits=kpb.Limits(requests_per_minute=50)),
+            timeout=10,
+        )
+        request = adm.AuthorizeRequest(secret=created.secret)
+        stubs = [admission_pb2_grpc.AdmissionStub(one), admission_pb2_grpc.AdmissionStub(two)]
+        replies = await asyncio.gather(
+            *(stubs[i % 2].Authorize(request, timeout=30) for i in range(200))
+        )
+    assert sum(r.allowed for r in replies) == 50
+    assert {r.deny_reason for r in replies if not r.allowed} == {
+        adm.DENY_REASON_REQUESTS_PER_MINUTE
+    }
+
+
+async def test_a_key_disabled_through_one_process_is_refused_by_the_other(
+    two_sidecars: tuple[SidecarProcess, SidecarProcess],
+) -> None:
+    first, second = two_sidecars
+    async with (
+        grpc.aio.insecure_channel(first.target) as one,
+        grpc.aio.insecure_channel(second.target) as two,
+    ):
+        keys = keys_pb2_grpc.KeyManagementStub(one)
+        created = await keys.CreateKey(kpb.CreateKeyRequest(name="disabled"), timeout=10)
+        await keys.DisableKey(kpb.DisableKeyRequest(key_id=created.key.key_id), timeout=10)
+        reply = await admission_pb2_grpc.AdmissionStub(two).Authorize(
+            adm.AuthorizeRequest(secret=created.secret), timeout=10
+        )
+    assert reply.deny_reason == adm.DENY_REASON_KEY_DISABLED
