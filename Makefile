@@ -12,6 +12,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e clients/python
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -31,6 +32,8 @@ lint: $(STAMP)
 ## Regenerate the committed gRPC/protobuf modules from protos/.
 proto: $(STAMP)
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
+	# The Python client vendors byte-identical copies (no _grpc modules); see clients/python/README.md.
+	cp aigw_sidecar/api/v1/admission_pb2.py* aigw_sidecar/api/v1/keys_pb2.py* clients/python/aigw_client/_api/v1/
 
 ## Fail when the committed generated code is stale.
 proto-check: $(STAMP)

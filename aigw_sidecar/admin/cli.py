@@ -1,0 +1,230 @@
+"""The ``aigw-admin`` console script: KeyManagement from the command line.
+
+Every RPC of ``aigw.v1.KeyManagement`` is a command (``aigw-admin create-key``,
+``aigw-admin list-audit-entries`` ...), generated from the descriptor; the
+friendly aliases (``aigw-admin keys create``, ``keys list`` ...) are the same
+commands under shorter names. Errors print one line and exit non-zero: 1 for a
+failed call, 2 for bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+import grpc
+
+from aigw_sidecar.admin import render
+from aigw_sidecar.admin.commands import Command, commands
+from aigw_sidecar.api.v1 import keys_pb2 as keys_pb
+
+PROG = "aigw-admin"
+SERVICE = keys_pb.DESCRIPTOR.services_by_name["KeyManagement"]
+# Friendly names: group -> alias -> RPC name.
+ALIASES: dict[str, dict[str, str]] = {
+    "keys": {
+        "create": "CreateKey",
+        "import-legacy": "ImportLegacyKey",
+        "get": "GetKey",
+        "list": "ListKeys",
+        "update": "UpdateKey",
+        "enable": "EnableKey",
+        "disable": "DisableKey",
+        "delete": "DeleteKey",
+        "overview": "GetKeyOverview",
+    },
+    "audit": {"list": "ListAuditEntries"},
+}
+_HINTS = {
+    "UNAUTHENTICATED": " (pass --admin-token-file or set AIGW_ADMIN_TOKEN)",
+    "UNAVAILABLE": " (is the sidecar running at --target?)",
+}
+
+
+class UsageError(Exception):
+    """Bad command-line input; exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line instead of usage text and a line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+def _connection_options(parser: argparse.ArgumentParser, env: Mapping[str, str],
+                        *, top: bool) -> None:
+    """Options accepted before or after the command; the leaf's value wins."""
+
+    def default(value: Any) -> Any:
+        return value if top else argparse.SUPPRESS
+
+    group = parser.add_argument_group("connection")
+    group.add_argument("--target", default=default(env.get("AIGW_ADMIN_TARGET",
+                                                           "127.0.0.1:50051")),
+                       help="sidecar admin address, host:port or unix:/path "
+                            "[env AIGW_ADMIN_TARGET; default 127.0.0.1:50051]")
+    group.add_argument("--admin-token-file", default=default(env.get("AIGW_ADMIN_TOKEN_FILE",
+                                                                     "")),
+                       help="file holding the admin token [env AIGW_ADMIN_TOKEN_FILE]; "
+                            "or set AIGW_ADMIN_TOKEN")
+    group.add_argument("--tls", action=argparse.BooleanOptionalAction,
+                       default=default(env.get("AIGW_ADMIN_TLS", "") in ("1", "true")),
+                       help="connect with TLS [env AIGW_ADMIN_TLS=true]")
+    group.add_argument("--tls-ca-file", default=default(env.get("AIGW_ADMIN_TLS_CA_FILE", "")),
+                       help="PEM CA to verify the sidecar (implies --tls) "
+                            "[env AIGW_ADMIN_TLS_CA_FILE]")
+    group.add_argument("--timeout-s", type=float, default=default(10.0),
+                       help="deadline of each call (default 10)")
+    group.add_argument("--output", "-o", choices=["table", "json"], default=default("table"),
+                       help="table (for people, default) or json (for scripts)")
+
+
+def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Manage the API keys of an aigw-sidecar (aigw.v1.KeyManagement).",
+        epilog="Start with: aigw-admin keys create --help",
+    )
+    _connection_options(parser, env, top=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    by_rpc = {c.method.name: c for c in commands(SERVICE)}
+    for group, aliases in ALIASES.items():
+        gp = sub.add_parser(group, help=f"{group} commands (aliases of the RPC commands)")
+        gsub = gp.add_subparsers(dest="alias", metavar="ACTION", required=True)
+        for alias, rpc in aliases.items():
+            _add_command(gsub, alias, by_rpc[rpc], env)
+    for command in by_rpc.values():
+        _add_command(sub, command.name, command, env)
+    return parser
+
+
+def _add_command(sub: Any, name: str, command: Command, env: Mapping[str, str]) -> None:
+    doc = f"RPC {SERVICE.full_name}/{command.method.name}"
+    parser = sub.add_parser(name, help=doc, description=doc)
+    command.add_arguments(parser)
+    _connection_options(parser, env, top=False)
+    parser.set_defaults(rpc=command)
+
+
+def _admin_token(ns: argparse.Namespace, env: Mapping[str, str]) -> str:
+    if ns.admin_token_file:
+        try:
+            text = Path(ns.admin_token_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"{PROG}: cannot read admin token file: {exc.strerror}") from None
+        for line in text.splitlines():
+            if line.strip() and not line.lstrip().startswith("#"):
+                # Same format as the server's file: "<token>" or "<principal> <token>".
+                return line.split()[-1]
+        raise UsageError(f"{PROG}: admin token file {ns.admin_token_file} holds no token")
+    return env.get("AIGW_ADMIN_TOKEN", "")
+
+
+def _channel(ns: argparse.Namespace) -> grpc.Channel:
+    if ns.tls or ns.tls_ca_file:
+        root = None
+        if ns.tls_ca_file:
+            try:
+                root = Path(ns.tls_ca_file).read_bytes()
+            except OSError as exc:
+                raise UsageError(f"{PROG}: cannot read CA file: {exc.strerror}") from None
+        return grpc.secure_channel(ns.target, grpc.ssl_channel_credentials(root))
+    return grpc.insecure_channel(ns.target)
+
+
+def _confirm(command: Command, request: Any, ns: argparse.Namespace, stdin: TextIO,
+             err: TextIO) -> bool:
+    if not command.destructive or ns.yes:
+        return True
+    what = getattr(request, "key_id", "") or "this"
+    if not stdin.isatty():
+        raise UsageError(f"{PROG}: refusing to delete {what} without --yes "
+                         "(no terminal to confirm on)")
+    print(f"Delete {what}? This cannot be undone. [y/N] ", end="", file=err, flush=True)
+    return stdin.readline().strip().lower() in ("y", "yes")
+
+
+def _call(channel: grpc.Channel, command: Command, request: Any, metadata: Any,
+          timeout_s: float) -> Any:
+    method = channel.unary_unary(
+        command.path,
+        request_serializer=command.request_class.SerializeToString,
+        response_deserializer=command.response_class.FromString,
+    )
+    return method(request, timeout=timeout_s, metadata=metadata)
+
+
+def run(argv: Sequence[str], env: Mapping[str, str], out: TextIO, err: TextIO,
+        stdin: TextIO) -> int:
+    ns = build_parser(env).parse_args(list(argv))
+    command: Command = ns.rpc
+    request = command.build_request(ns)
+    token = _admin_token(ns, env)
+    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    if not _confirm(command, request, ns, stdin, err):
+        print("aborted", file=err)
+        return 1
+    with _channel(ns) as channel:
+        response = _call(channel, command, request, metadata, ns.timeout_s)
+        if ns.output == "json":
+            print(render.to_json(response), file=out)
+            if isinstance(response, keys_pb.CreateKeyResponse):
+                print(f"WARNING: {render.SECRET_WARNING}", file=err)
+            return 0
+        overviews: dict[str, keys_pb.KeyOverview] = {}
+        if isinstance(response, keys_pb.ListKeysResponse):
+            overviews = _overviews(channel, response, metadata, ns.timeout_s)
+        if command.destructive:
+            print(f"deleted {getattr(request, 'key_id', '')}".rstrip(), file=out)
+        else:
+            render.human(response, out, err, overviews)
+    return 0
+
+
+def _overviews(channel: grpc.Channel, response: keys_pb.ListKeysResponse, metadata: Any,
+               timeout_s: float) -> dict[str, keys_pb.KeyOverview]:
+    """Usage for the USAGE column; a key deleted meanwhile just shows '-'."""
+    get = next(c for c in commands(SERVICE) if c.method.name == "GetKeyOverview")
+    found = {}
+    for key in response.keys:
+        try:
+            reply = _call(channel, get, keys_pb.GetKeyOverviewRequest(key_id=key.key_id),
+                          metadata, timeout_s)
+        except grpc.RpcError:
+            continue
+        found[key.key_id] = reply.overview
+    return found
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        return run(args, os.environ, sys.stdout, sys.stderr, sys.stdin)
+    except UsageError as exc:
+        print(_one_line(str(exc)), file=sys.stderr)
+        return 2
+    except grpc.RpcError as exc:
+        code = exc.code().name if hasattr(exc, "code") else "UNKNOWN"
+        details = exc.details() if hasattr(exc, "details") else ""
+        print(f"{PROG}: error: {_one_line(details or code)} [{code}]{_HINTS.get(code, '')}",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the promise: one line, never a traceback
+        print(f"{PROG}: error: {_one_line(str(exc)) or type(exc).__name__}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""Human output of aigw-admin: aligned tables and summaries; JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, TextIO
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from aigw_sidecar.api.v1 import keys_pb2 as keys_pb
+
+_MICRO = Decimal(1_000_000)
+SECRET_WARNING = (
+    "Store this secret now: it is shown only this once and cannot be recovered "
+    "(only its hash is kept)."
+)
+
+
+def to_json(message: Message) -> str:
+    data = json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    return json.dumps(data, indent=2, sort_keys=False)
+
+
+def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
+    widths = [len(h) for h in header]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    lines = [header, *rows]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )
+
+
+def usd(micro: int) -> str:
+    amount = (Decimal(micro) / _MICRO).quantize(Decimal("0.01")) if micro else Decimal(0)
+    return f"${amount:,}" if micro % 10_000 == 0 else f"${Decimal(micro) / _MICRO:,}"
+
+
+def count(n: int) -> str:
+    for size, suffix in ((10**9, "B"), (10**6, "M"), (10**3, "k")):
+        if n >= size:
+            text = f"{n / size:.1f}".rstrip("0").rstrip(".")
+            return f"{text}{suffix}"
+    return str(n)
+
+
+def _period(value: int) -> str:
+    return keys_pb.ResetPeriod.Name(value).removeprefix("RESET_PERIOD_").lower()
+
+
+def _status(value: int) -> str:
+    return keys_pb.KeyStatus.Name(value).removeprefix("KEY_STATUS_").lower()
+
+
+def limits_text(key: keys_pb.ApiKey) -> str:
+    lim = key.limits
+    parts = []
+    if lim.HasField("cost_limit_micro_usd"):
+        parts.append(usd(lim.cost_limit_micro_usd))
+    if lim.HasField("token_limit"):
+        parts.append(f"{count(lim.token_limit)} tok")
+    if lim.HasField("requests_per_minute"):
+        parts.append(f"{count(lim.requests_per_minute)} rpm")
+    if not parts:
+        return "-"
+    period = _period(lim.reset_period)
+    return " · ".join(parts) + ("" if period in ("never", "unspecified") else f" /{period}")
+
+
+def usage_text(ov: keys_pb.KeyOverview | None) -> str:
+    if ov is None:
+        return "-"
+    parts = [f"{usd(ov.cost_micro_usd.used)}"]
+    if ov.cost_micro_usd.limited:
+        parts[0] += f"/{usd(ov.cost_micro_usd.limit)}"
+    tok = f"{count(ov.tokens.used)} tok"
+    if ov.tokens.limited:
+        tok = f"{count(ov.tokens.used)}/{count(ov.tokens.limit)} tok"
+    parts.append(tok)
+    return " · ".join(parts)
+
+
+def _time(ts: Any, present: bool = True) -> str:
+    if not present:
+        return "never"
+    when: datetime = ts.ToDatetime(tzinfo=UTC)
+    return when.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _in(ts: Any, now: Any) -> str:
+    seconds = max(0, ts.seconds - now.seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    if days:
+        return f"in {days}d {hours}h"
+    if hours:
+        return f"in {hours}h {minutes}m"
+    return f"in {minutes}m"
+
+
+def keys_table(
+    keys: Sequence[keys_pb.ApiKey], overviews: dict[str, keys_pb.KeyOverview]
+) -> str:
+    rows = [
+        [
+            k.name,
+            k.key_id,
+            k.masked_secret,
+            _status(k.status),
+            "yes" if k.legacy else "no",
+            limits_text(k),
+            usage_text(overviews.get(k.key_id)),
+        ]
+        for k in keys
+    ]
+    return table(rows, ["NAME", "KEY ID", "KEY", "STATUS", "LEGACY", "LIMITS", "USAGE"])
+
+
+def key_details(key: keys_pb.ApiKey) -> str:
+    rows = [
+        ["name", key.name],
+        ["key id", key.key_id],
+        ["key", key.masked_secret],
+        ["status", _status(key.status)],
+        ["legacy", "yes" if key.legacy else "no"],
+        ["workspace", key.workspace],
+        ["project", key.project or "-"],
+        ["environment", key.environment or "-"],
+        ["labels", ", ".join(f"{k}={v}" for k, v in sorted(key.labels.items())) or "-"],
+        ["limits", limits_text(key)],
+        ["created", _time(key.created_at)],
+        ["expires", _time(key.expires_at, key.HasField("expires_at"))],
+        ["last used", _time(key.last_used_at, key.HasField("last_used_at"))],
+    ]
+    return table(rows, ["FIELD", "VALUE"]).split("\n", 1)[1]
+
+
+def _usage_row(label: str, usage: keys_pb.LimitUsage, fmt: Callable[[int], str]) -> list[str]:
+    if not usage.limited:
+        return [label, fmt(usage.used), "no limit", "-", "-"]
+    pct = f"{100 * usage.used / usage.limit:.0f}%" if usage.limit else "-"
+    return [label, fmt(usage.used), fmt(usage.limit), fmt(usage.remaining), pct]
+
+
+def overview(ov: keys_pb.KeyOverview) -> str:
+    key = ov.key
+    rows = [
+        _usage_row("cost", ov.cost_micro_usd, usd),
+        _usage_row("tokens", ov.tokens, str),
+        _usage_row("requests/min", ov.requests_per_minute, str),
+    ]
+    period = _period(key.limits.reset_period)
+    if ov.HasField("next_reset"):
+        reset = f"{_time(ov.next_reset)} ({_in(ov.next_reset, ov.observed_at)})"
+    else:
+        reset = "never (budgets do not reset)"
+    lines = [
+        f"{key.name}  {key.key_id}  {key.masked_secret}  {_status(key.status)}"
+        + ("  legacy" if key.legacy else ""),
+        "",
+        table(rows, ["LIMIT", "USED", "LIMIT", "REMAINING", "USED %"]),
+        "",
+        f"reset period   {period}",
+        f"period start   {_time(ov.period_start)}",
+        f"next reset     {reset}",
+        f"this period    {ov.period_requests} requests, {ov.period_prompt_tokens} prompt + "
+        f"{ov.period_completion_tokens} completion tokens",
+        f"lifetime       {ov.lifetime_requests} requests, "
+        f"{ov.lifetime_prompt_tokens + ov.lifetime_completion_tokens} tokens, "
+        f"{usd(ov.lifetime_cost_micro_usd)}",
+        f"last used      {_time(ov.last_used_at, ov.HasField('last_used_at'))}",
+    ]
+    return "\n".join(lines)
+
+
+def audit_table(entries: Sequence[keys_pb.AuditEntry]) -> str:
+    rows = [
+        [_time(e.occurred_at), e.principal, e.action, e.key_id, e.name, e.detail or "-"]
+        for e in entries
+    ]
+    return table(rows, ["TIME", "PRINCIPAL", "ACTION", "KEY ID", "NAME", "DETAIL"])
+
+
+def human(response: Message, out: TextIO, err: TextIO,
+          overviews: dict[str, keys_pb.KeyOverview] | None = None) -> None:
+    """Print a response for people; messages without a view print as JSON."""
+    if isinstance(response, keys_pb.CreateKeyResponse):
+        print(key_details(response.key), file=out)
+        print(f"\nsecret: {response.secret}", file=out)
+        print(f"\nWARNING: {SECRET_WARNING}", file=err)
+    elif isinstance(response, keys_pb.ListKeysResponse):
+        if response.keys:
+            print(keys_table(response.keys, overviews or {}), file=out)
+        else:
+            print("no keys", file=err)
+        if response.next_page_token:
+            print(f"more: --page-token {response.next_page_token}", file=err)
+    elif isinstance(response, keys_pb.GetKeyOverviewResponse):
+        print(overview(response.overview), file=out)
+    elif isinstance(response, keys_pb.ListAuditEntriesResponse):
+        if response.entries:
+            print(audit_table(response.entries), file=out)
+        else:
+            print("no audit entries", file=err)
+        if response.next_page_token:
+            print(f"more: --page-token {response.next_page_token}", file=err)
+    elif response.DESCRIPTOR.fields_by_name.get("key") is not None and response.HasField("key"):
+        print(key_details(response.key), file=out)  # type: ignore[attr-defined]
+    elif not response.ListFields():
+        print("done", file=out)
+    else:
+        print(to_json(response), file=out)

@@ -1,0 +1,1 @@
+"""Vendored copies of aigw-sidecar's generated protobuf modules (see ../README.md)."""
