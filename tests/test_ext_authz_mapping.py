@@ -22,6 +22,7 @@ from aigw_sidecar.server.status import (
     reset_duration,
     store_unavailable_denial,
 )
+from aigw_sidecar.settings import parse_settings
 
 SECRET = "sk-aigw-0123456789abcdefghjk_ABCDEFGHIJKLMNOPQRSTUVWXYZabcdef123456"
 OTHER = "sk-aigw-zzzzzzzzzzzzzzzzzzzz_ABCDEFGHIJKLMNOPQRSTUVWXYZabcdef123456"
@@ -213,3 +214,29 @@ def test_fail_open_marks_the_request_and_drops_every_identity_header() -> None:
     ok = fail_open_response(ExtAuthzOptions()).ok_response
     assert [(h.header.key, h.header.value) for h in ok.headers] == [("x-aigw-fail-open", "true")]
     assert {"x-aigw-key-id", "x-aigw-workspace", "x-aigw-project"} <= set(ok.headers_to_remove)
+
+
+# --- settings ---------------------------------------------------------------------
+
+
+def test_the_envoy_defaults_fail_closed_and_strip_the_key_headers() -> None:
+    settings = parse_settings([], env={})
+    assert settings.envoy_failure_mode == "closed"
+    assert settings.envoy_strip_key_headers is True
+    assert ExtAuthzOptions.parse_key_headers(settings.envoy_key_headers) == DEFAULT_KEY_HEADERS
+
+
+def test_the_envoy_settings_come_from_aigw_environment_variables() -> None:
+    settings = parse_settings([], env={
+        "AIGW_ENVOY_FAILURE_MODE": "open",
+        "AIGW_ENVOY_STRIP_KEY_HEADERS": "false",
+        "AIGW_ENVOY_KEY_HEADERS": "x-api-key",
+    })
+    assert settings.envoy_failure_mode == "open"
+    assert settings.envoy_strip_key_headers is False
+    assert settings.envoy_key_headers == "x-api-key"
+
+
+def test_an_unknown_failure_mode_is_refused() -> None:
+    with pytest.raises(SystemExit):
+        parse_settings(["--envoy-failure-mode", "maybe"], env={})

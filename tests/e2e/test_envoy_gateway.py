@@ -6,6 +6,7 @@ import json
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import openai
@@ -171,10 +172,10 @@ async def test_streaming_passes_through_unbuffered(gateway: Gateway) -> None:
 
 
 @pytest.fixture
-def own_store(tmp_path: Path) -> StoreProcess:
+def own_store(tmp_path: Path) -> Iterator[StoreProcess]:
     """A store this test may stop."""
     proc = StoreProcess("valkey", find_server_binary(), tmp_path / "store").start()
-    yield proc  # type: ignore[misc]
+    yield proc
     proc.stop()
 
 
