@@ -86,7 +86,9 @@ async def run(seconds: float, concurrency: int, max_calls: int) -> dict[str, dic
                 results = {
                     "noop_1": await _closed_loop(noop, 1, seconds, max_calls),
                     "authorize_1": await _closed_loop(authorize, 1, seconds, max_calls),
-                    f"noop_{concurrency}": await _closed_loop(noop, concurrency, seconds, max_calls),
+                    f"noop_{concurrency}": await _closed_loop(
+                        noop, concurrency, seconds, max_calls
+                    ),
                     f"authorize_{concurrency}": await _closed_loop(
                         authorize, concurrency, seconds, max_calls
                     ),
