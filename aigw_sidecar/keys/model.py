@@ -186,8 +186,9 @@ def validate_labels(labels: Mapping[str, str], field_name: str = "labels") -> di
         raise InvalidArgument(field_name, f"at most {MAX_LABELS} labels")
     for key, val in labels.items():
         if not _LABEL_KEY_RE.match(key):
+            # The bad key is not echoed: it may be a secret pasted into the wrong field.
             raise InvalidArgument(
-                f"{field_name}[{key[:64]!r}]",
+                field_name,
                 "label keys are 1-63 characters of a-z, 0-9, '.', '_', '/' or '-'",
             )
         if len(val) > _MAX_LABEL_VALUE or any(not ch.isprintable() for ch in val):

@@ -16,7 +16,9 @@ def parse_usd(field: str, text: str) -> int:
     try:
         amount = Decimal(text.strip())
     except InvalidOperation:
-        raise InvalidArgument(field, f"{text!r} is not a decimal USD amount") from None
+        # The input is not echoed: a secret pasted into the wrong field must not
+        # come back in an error message (or a log of it).
+        raise InvalidArgument(field, "is not a decimal USD amount") from None
     if not amount.is_finite():
         raise InvalidArgument(field, "must be a finite decimal USD amount")
     micro = amount * MICRO_PER_USD

@@ -228,7 +228,10 @@ def update_from_proto(request: keys_pb.UpdateKeyRequest) -> KeyUpdate:
     fields: set[str] = set()
     for path in request.update_mask.paths:
         if path not in _MASK_PATHS:
-            raise InvalidArgument("update_mask", f"unknown path {path[:64]!r}")
+            # Not echoed (it may be a pasted secret); list what is accepted instead.
+            raise InvalidArgument(
+                "update_mask", f"unknown path; use one of {', '.join(sorted(_MASK_PATHS))}"
+            )
         fields |= _MASK_PATHS[path]
     return KeyUpdate(
         fields=frozenset(fields),
