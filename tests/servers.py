@@ -98,7 +98,7 @@ class SidecarProcess:
             "--shutdown-grace-s", "2",
             *self.extra_args,
         ]
-        out = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        out = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(cmd, stdout=out, stderr=out, env=env, cwd=REPO)
         deadline = time.monotonic() + 20
