@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from redis.asyncio import Redis
 
@@ -311,3 +313,16 @@ async def test_a_create_refused_for_a_past_expiry_leaves_the_store_as_it_was(
         await keys.create(KeySpec(name="n", workspace="fresh", expires_at_ms=T0_MS))
     assert err.value.field == "expires_at"
     assert await snapshot(redis_client, key_prefix) == before
+
+
+async def test_concurrent_creates_of_one_name_make_exactly_one_key(
+    keys: KeyService, redis_client: Redis, key_prefix: str
+) -> None:
+    results = await asyncio.gather(
+        *(keys.create(KeySpec(name="race")) for _ in range(10)), return_exceptions=True
+    )
+    made = [r for r in results if not isinstance(r, BaseException)]
+    assert len(made) == 1
+    assert all(isinstance(r, AlreadyExists) for r in results if isinstance(r, BaseException))
+    listed, _ = await keys.list(KeyFilter())
+    assert [k.key_id for k in listed] == [made[0][0].key_id]
