@@ -28,6 +28,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check aigw_sidecar tests
 	$(PY) -m mypy aigw_sidecar
+	cd clients/python && ../../$(PY) -m mypy aigw_client
 
 ## Regenerate the committed gRPC/protobuf modules from protos/.
 proto: $(STAMP)
