@@ -12,6 +12,7 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
@@ -23,7 +24,9 @@ from redis.retry import Retry
 
 from aigw_sidecar.admission.service import AdmissionService
 from aigw_sidecar.api.v1 import admission_pb2, admission_pb2_grpc, keys_pb2, keys_pb2_grpc
+from aigw_sidecar.errors import AigwError
 from aigw_sidecar.keys.audit import AuditedKeyService
+from aigw_sidecar.pricing.loader import PricingFile
 from aigw_sidecar.server.admin_auth import (
     AdminAuthenticator,
     AdminAuthInterceptor,
@@ -108,6 +111,7 @@ class Sidecar:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     admin_server: grpc.aio.Server | None = None  # None: KeyManagement is on ``server``
     admin_port: int = 0
+    pricing: PricingFile | None = None
 
     async def stop(self) -> None:
         await self.watcher.shutdown()
@@ -122,9 +126,28 @@ class Sidecar:
         log.info("stopped")
 
 
+def load_pricing(settings: Settings) -> PricingFile | None:
+    if not settings.pricing_file:
+        return None
+    try:
+        pricing = PricingFile(Path(settings.pricing_file))
+    except (AigwError, OSError, ValueError) as exc:
+        raise RuntimeError(f"pricing file {settings.pricing_file}: {exc}") from exc
+    log.info("pricing file %s loaded (%d models, %d patterns)", settings.pricing_file,
+             len(pricing.table.models), len(pricing.table.patterns))
+    return pricing
+
+
+async def _reload_pricing(pricing: PricingFile, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        pricing.reload_if_changed()
+
+
 async def start(settings: Settings) -> Sidecar:
     # Checked before anything starts, so a refusal leaves nothing running.
     authenticator = admin_authenticator(settings)
+    pricing = load_pricing(settings)
     embedded = None
     url = settings.redis_url
     if not url:
@@ -133,7 +156,10 @@ async def start(settings: Settings) -> Sidecar:
         log.info("embedded store ready in %s", settings.data_dir)
     redis = connect_store(url, settings)
     store = RedisKeyStore(
-        redis, Keyspace(settings.key_prefix), dedupe_ms=settings.usage_dedupe_s * 1000
+        redis,
+        Keyspace(settings.key_prefix),
+        dedupe_ms=settings.usage_dedupe_s * 1000,
+        lease_ms=settings.reservation_ttl_s * 1000,
     )
 
     interceptors = [AdminAuthInterceptor(authenticator, ADMIN_SERVICE_NAMES)]
@@ -144,7 +170,9 @@ async def start(settings: Settings) -> Sidecar:
         if settings.admin_listen
         else None
     )
-    admission = AdmissionService(store)
+    admission = AdmissionService(
+        store, (lambda: pricing.table) if pricing is not None else (lambda: None)
+    )
     admission_pb2_grpc.add_AdmissionServicer_to_server(AdmissionServicer(admission), server)
     # Envoy's Authorization/Check: the same AdmissionService, so the same one script.
     ext_authz = ExtAuthzServicer(admission, ExtAuthzOptions(
@@ -198,6 +226,11 @@ async def start(settings: Settings) -> Sidecar:
         admin_server=admin_server, admin_port=admin_port,
     )
     sidecar._tasks.append(asyncio.create_task(watcher.run()))
+    if pricing is not None:
+        sidecar.pricing = pricing
+        sidecar._tasks.append(
+            asyncio.create_task(_reload_pricing(pricing, settings.pricing_reload_s))
+        )
     host = settings.listen.rsplit(":", 1)[0]
     log.info("listening on %s:%d", host, port)
     return sidecar
@@ -210,6 +243,8 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if sidecar.pricing is not None:
+        loop.add_signal_handler(signal.SIGHUP, sidecar.pricing.reload)
     await stop.wait()
     log.info("draining (grace %.1f s)", settings.shutdown_grace_s)
     await sidecar.stop()

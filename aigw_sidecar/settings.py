@@ -43,6 +43,10 @@ class Settings:
     envoy_key_headers: str = "authorization,x-api-key,api-key"
     envoy_strip_key_headers: bool = True
     envoy_failure_mode: str = "closed"  # closed | open: when the store is unreachable
+    # Usage accounting
+    pricing_file: str = ""  # YAML or JSON price table; empty: cost only as reported
+    pricing_reload_s: float = 2.0  # how often the pricing file is checked for changes
+    reservation_ttl_s: int = 600  # lease of a budget reservation that is never settled
 
 
 def _boolean(text: str) -> bool:
@@ -73,6 +77,12 @@ _OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
      "how long in-flight calls may finish after SIGTERM"),
     ("--log-level", "AIGW_LOG_LEVEL", "log_level", str, "DEBUG, INFO, WARNING or ERROR"),
     ("--event-loop", "AIGW_EVENT_LOOP", "event_loop", str, "auto, uvloop or asyncio"),
+    ("--pricing-file", "AIGW_PRICING_FILE", "pricing_file", str,
+     "price table (YAML or JSON) to cost usage reported without a cost; reloaded on change"),
+    ("--pricing-reload-s", "AIGW_PRICING_RELOAD_S", "pricing_reload_s", float,
+     "how often the pricing file is checked for changes (SIGHUP reloads at once)"),
+    ("--reservation-ttl-s", "AIGW_RESERVATION_TTL_S", "reservation_ttl_s", int,
+     "lease of a budget reservation: a request never settled releases it after this"),
     ("--admin-listen", "AIGW_ADMIN_LISTEN", "admin_listen", str,
      "own address (host:port or unix:/path) for KeyManagement; empty shares --listen"),
     ("--admin-token-file", "AIGW_ADMIN_TOKEN_FILE", "admin_token_file", str,
@@ -125,6 +135,10 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) ->
     settings = replace(Settings(**vars(ns)), admin_token=env.get("AIGW_ADMIN_TOKEN", ""))
     if settings.store_timeout_ms <= 0:
         parser.error("--store-timeout-ms must be positive")
+    if settings.reservation_ttl_s <= 0:
+        parser.error("--reservation-ttl-s must be positive")
+    if settings.pricing_reload_s <= 0:
+        parser.error("--pricing-reload-s must be positive")
     if settings.event_loop not in ("auto", "uvloop", "asyncio"):
         parser.error("--event-loop must be auto, uvloop or asyncio")
     if settings.envoy_failure_mode not in ("closed", "open"):

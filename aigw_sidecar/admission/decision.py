@@ -41,6 +41,29 @@ class LimitState:
 
 
 @dataclass(frozen=True, slots=True)
+class Estimate:
+    """What a request is expected to use, given before it runs."""
+
+    model: str = ""
+    prompt_tokens: int = 0
+    max_output_tokens: int = 0
+    cost_micro_usd: int | None = None  # None: priced from the model when possible
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.max_output_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Budget held for one admitted request until it is settled, released or expires."""
+
+    request_id: str
+    tokens: int
+    cost_micro_usd: int
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     """The answer to one Authorize."""
 
@@ -55,6 +78,7 @@ class Decision:
     tokens: LimitState | None = None
     cost_micro_usd: LimitState | None = None
     retry_after_ms: int | None = None  # None: retrying will not help
+    reservation: Reservation | None = None  # what this request reserved, if anything
 
     @property
     def message(self) -> str:
@@ -85,7 +109,10 @@ class UsageReport:
     request_id: str
     prompt_tokens: int
     completion_tokens: int
-    cost_micro_usd: int
+    cost_micro_usd: int | None  # None: priced by the sidecar from the model
+    model: str = ""
+    cached_prompt_tokens: int = 0
+    unpriced_model: bool = False  # set by the service: the model had no price
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,3 +120,5 @@ class UsageResult:
     counted: bool  # False: the request id was already counted
     period_tokens: int
     period_cost_micro_usd: int
+    cost_micro_usd: int = 0  # what this report charged
+    settled_reservation: bool = False

@@ -3,37 +3,73 @@
 Malformed secrets (bad prefix, length or checksum) are refused here, before the
 store; a well-formed secret carries its key id, so the decision is one script.
 Legacy secrets carry no key id and cost one extra lookup of their key hash.
+
+An Authorize may carry an estimate (model, prompt and max output tokens, or a
+cost); on a key with a token or cost limit the estimate is reserved in the same
+script, and RecordUsage (or ReleaseReservation) settles it.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Protocol
 
-from aigw_sidecar.admission.decision import Decision, DenyReason, UsageReport, UsageResult
+from aigw_sidecar.admission.decision import (
+    Decision,
+    DenyReason,
+    Estimate,
+    UsageReport,
+    UsageResult,
+)
 from aigw_sidecar.errors import InvalidArgument
 from aigw_sidecar.keys import secrets
 from aigw_sidecar.keys.money import MAX_MICRO_USD
+from aigw_sidecar.pricing.table import PriceTable
 
 MAX_TOKENS_PER_REPORT = 10**12
 _REQUEST_ID_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
+_MODEL_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
 
 
 class AdmissionStore(Protocol):
-    async def authorize(self, key_id: str, key_hash: str) -> Decision: ...
+    async def authorize(
+        self,
+        key_id: str,
+        key_hash: str,
+        request_id: str = "",
+        tokens: int | None = None,
+        cost_micro_usd: int | None = None,
+    ) -> Decision: ...
 
     async def resolve_legacy(self, key_hash: str) -> str | None: ...
 
     async def record_usage(self, report: UsageReport) -> UsageResult: ...
 
+    async def release_reservation(self, key_id: str, request_id: str) -> bool: ...
+
+
+def _no_pricing() -> PriceTable | None:
+    return None
+
 
 class AdmissionService:
-    """Authorize and RecordUsage, independent of any transport."""
+    """Authorize, RecordUsage and ReleaseReservation, independent of any transport."""
 
-    def __init__(self, store: AdmissionStore) -> None:
+    def __init__(
+        self, store: AdmissionStore, pricing: Callable[[], PriceTable | None] = _no_pricing
+    ) -> None:
+        """Args:
+        pricing: the price table in force (it may be reloaded), or None without one.
+        """
         self._store = store
+        self._pricing = pricing
 
-    async def authorize(self, secret: str) -> Decision:
+    async def authorize(
+        self, secret: str, request_id: str = "", estimate: Estimate | None = None
+    ) -> Decision:
+        if estimate is not None:
+            validate_estimate(request_id, estimate)
         if not secret:
             return Decision.deny(DenyReason.KEY_MISSING)
         key_id = secrets.parse_key_id(secret)
@@ -44,31 +80,109 @@ class AdmissionService:
             key_id = await self._store.resolve_legacy(key_hash)
             if key_id is None:
                 return Decision.deny(DenyReason.KEY_UNKNOWN)
-        return await self._store.authorize(key_id, key_hash)
+        if estimate is None:
+            return await self._store.authorize(key_id, key_hash)
+        return await self._store.authorize(
+            key_id, key_hash, request_id, estimate.tokens, self._estimated_cost(estimate)
+        )
+
+    def _estimated_cost(self, estimate: Estimate) -> int | None:
+        if estimate.cost_micro_usd is not None:
+            return estimate.cost_micro_usd
+        table = self._pricing()
+        if table is None or not estimate.model:
+            return None
+        try:
+            return table.quote(
+                estimate.model, estimate.prompt_tokens, estimate.max_output_tokens
+            ).cost_micro_usd
+        except InvalidArgument:
+            return None  # an unpriced model reserves tokens only
 
     async def record_usage(self, report: UsageReport) -> UsageResult:
         validate_usage(report)
+        if report.cost_micro_usd is None:
+            report = self._priced(report)
         return await self._store.record_usage(report)
+
+    def _priced(self, report: UsageReport) -> UsageReport:
+        table = self._pricing()
+        if table is None or not report.model:
+            return _with_cost(report, 0, unpriced=bool(report.model))
+        quote = table.quote(
+            report.model,
+            report.prompt_tokens,
+            report.completion_tokens,
+            report.cached_prompt_tokens,
+        )
+        return _with_cost(report, quote.cost_micro_usd, unpriced=not quote.known_model)
+
+    async def release_reservation(self, key_id: str, request_id: str) -> bool:
+        _check_key_id(key_id)
+        _check_request_id(request_id)
+        return await self._store.release_reservation(key_id, request_id)
+
+
+def _with_cost(report: UsageReport, cost: int, *, unpriced: bool) -> UsageReport:
+    return UsageReport(
+        key_id=report.key_id,
+        request_id=report.request_id,
+        prompt_tokens=report.prompt_tokens,
+        completion_tokens=report.completion_tokens,
+        cost_micro_usd=cost,
+        model=report.model,
+        cached_prompt_tokens=report.cached_prompt_tokens,
+        unpriced_model=unpriced,
+    )
 
 
 def _legacy_shaped(secret: str) -> bool:
     return not secrets.looks_like_ours(secret) and secrets.is_plausible_legacy_secret(secret)
 
 
-def validate_usage(report: UsageReport) -> None:
-    if not report.key_id:
+def _check_key_id(key_id: str) -> None:
+    if not key_id:
         raise InvalidArgument("key_id", "is required")
-    if not secrets.is_valid_key_id(report.key_id):
+    if not secrets.is_valid_key_id(key_id):
         raise InvalidArgument("key_id", "is not a key id (key_ followed by 20 characters)")
-    if not _REQUEST_ID_RE.match(report.request_id):
+
+
+def _check_request_id(request_id: str, field: str = "request_id") -> None:
+    if not _REQUEST_ID_RE.match(request_id):
         raise InvalidArgument(
-            "request_id", "is required: 1-128 printable ASCII characters without spaces"
+            field, "is required: 1-128 printable ASCII characters without spaces"
         )
-    for name, value in (
-        ("prompt_tokens", report.prompt_tokens),
-        ("completion_tokens", report.completion_tokens),
-    ):
-        if not 0 <= value <= MAX_TOKENS_PER_REPORT:
-            raise InvalidArgument(name, f"must be between 0 and {MAX_TOKENS_PER_REPORT}")
-    if not 0 <= report.cost_micro_usd <= MAX_MICRO_USD:
+
+
+def _check_count(field: str, value: int) -> None:
+    if not 0 <= value <= MAX_TOKENS_PER_REPORT:
+        raise InvalidArgument(field, f"must be between 0 and {MAX_TOKENS_PER_REPORT}")
+
+
+def _check_model(field: str, model: str) -> None:
+    if model and not _MODEL_RE.match(model):
+        raise InvalidArgument(field, "must be 1-128 printable ASCII characters without spaces")
+
+
+def validate_estimate(request_id: str, estimate: Estimate) -> None:
+    _check_request_id(request_id)
+    _check_model("estimate.model", estimate.model)
+    _check_count("estimate.prompt_tokens", estimate.prompt_tokens)
+    _check_count("estimate.max_output_tokens", estimate.max_output_tokens)
+    if estimate.cost_micro_usd is not None and not 0 <= estimate.cost_micro_usd <= MAX_MICRO_USD:
+        raise InvalidArgument(
+            "estimate.cost_micro_usd", f"must be between 0 and {MAX_MICRO_USD}"
+        )
+
+
+def validate_usage(report: UsageReport) -> None:
+    _check_key_id(report.key_id)
+    _check_request_id(report.request_id)
+    _check_model("model", report.model)
+    _check_count("prompt_tokens", report.prompt_tokens)
+    _check_count("completion_tokens", report.completion_tokens)
+    _check_count("cached_prompt_tokens", report.cached_prompt_tokens)
+    if report.cached_prompt_tokens > report.prompt_tokens:
+        raise InvalidArgument("cached_prompt_tokens", "must not exceed prompt_tokens")
+    if report.cost_micro_usd is not None and not 0 <= report.cost_micro_usd <= MAX_MICRO_USD:
         raise InvalidArgument("cost_micro_usd", f"must be between 0 and {MAX_MICRO_USD}")

@@ -98,6 +98,21 @@ class KeyOverview:
     lifetime_prompt_tokens: int
     lifetime_completion_tokens: int
     lifetime_cost_micro_usd: int
+    reserved_tokens: int = 0  # held by requests in flight, not yet settled
+    reserved_cost_micro_usd: int = 0
+    open_reservations: int = 0
+    per_model: tuple[ModelUsage, ...] = ()  # this period, most expensive first
+    unpriced_requests: int = 0  # reports whose model had no price
+
+
+@dataclass(frozen=True, slots=True)
+class ModelUsage:
+    """Usage of one model in the current period."""
+
+    model: str
+    requests: int
+    tokens: int
+    cost_micro_usd: int
 
 
 @dataclass(frozen=True, slots=True)

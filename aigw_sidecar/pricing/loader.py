@@ -91,7 +91,11 @@ class PricingFile:
         self._mtime_ns = os.stat(path).st_mtime_ns
         self.table = load_table(path)
 
-    def reload_if_changed(self) -> bool:
+    def reload(self) -> bool:
+        """Reload now (SIGHUP)."""
+        return self.reload_if_changed(force=True)
+
+    def reload_if_changed(self, *, force: bool = False) -> bool:
         """Reload after a change; on a broken file keep the old table and log why."""
         try:
             mtime_ns = os.stat(self._path).st_mtime_ns
@@ -99,7 +103,7 @@ class PricingFile:
             log.warning("pricing file %s unreadable, keeping the previous table: %s",
                         self._path, exc)
             return False
-        if mtime_ns == self._mtime_ns:
+        if mtime_ns == self._mtime_ns and not force:
             return False
         self._mtime_ns = mtime_ns
         try:

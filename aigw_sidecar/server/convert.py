@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from aigw_sidecar.admission.decision import Decision, DenyReason, LimitState, UsageReport
+from aigw_sidecar.admission.decision import (
+    Decision,
+    DenyReason,
+    Estimate,
+    LimitState,
+    UsageReport,
+    UsageResult,
+)
 from aigw_sidecar.admission.periods import ResetPeriod
 from aigw_sidecar.api.v1 import admission_pb2 as adm_pb
 from aigw_sidecar.api.v1 import keys_pb2 as keys_pb
@@ -92,13 +99,33 @@ def decision_to_proto(decision: Decision) -> adm_pb.AuthorizeResponse:
         tokens=_rate_limit(decision.tokens),
         cost_micro_usd=_rate_limit(decision.cost_micro_usd),
         retry_after_ms=decision.retry_after_ms or 0,
+        reservation=(
+            adm_pb.Reservation(
+                tokens=decision.reservation.tokens,
+                cost_micro_usd=decision.reservation.cost_micro_usd,
+            )
+            if decision.reservation
+            else None
+        ),
+    )
+
+
+def estimate_from_proto(request: adm_pb.AuthorizeRequest) -> Estimate | None:
+    if not request.HasField("estimate"):
+        return None
+    msg = request.estimate
+    return Estimate(
+        model=msg.model,
+        prompt_tokens=msg.prompt_tokens,
+        max_output_tokens=msg.max_output_tokens,
+        cost_micro_usd=msg.cost_micro_usd if msg.HasField("cost_micro_usd") else None,
     )
 
 
 def usage_from_proto(request: adm_pb.RecordUsageRequest) -> UsageReport:
-    cost = request.cost_micro_usd
+    cost = request.cost_micro_usd if request.HasField("cost_micro_usd") else None
     if request.cost_usd:
-        if cost:
+        if cost is not None:
             raise InvalidArgument("cost_usd", "set cost_usd or cost_micro_usd, not both")
         cost = parse_usd("cost_usd", request.cost_usd)
     return UsageReport(
@@ -107,6 +134,18 @@ def usage_from_proto(request: adm_pb.RecordUsageRequest) -> UsageReport:
         prompt_tokens=request.prompt_tokens,
         completion_tokens=request.completion_tokens,
         cost_micro_usd=cost,
+        model=request.model,
+        cached_prompt_tokens=request.cached_prompt_tokens,
+    )
+
+
+def usage_result_to_proto(result: UsageResult) -> adm_pb.RecordUsageResponse:
+    return adm_pb.RecordUsageResponse(
+        counted=result.counted,
+        period_tokens=result.period_tokens,
+        period_cost_micro_usd=result.period_cost_micro_usd,
+        cost_micro_usd=result.cost_micro_usd,
+        settled_reservation=result.settled_reservation,
     )
 
 
@@ -272,6 +311,17 @@ def overview_to_proto(ov: KeyOverview) -> keys_pb.KeyOverview:
         lifetime_cost_micro_usd=ov.lifetime_cost_micro_usd,
         last_used_at=_timestamp(ov.key.last_used_at_ms),
         observed_at=_timestamp(ov.observed_at_ms),
+        reserved_tokens=ov.reserved_tokens,
+        reserved_cost_micro_usd=ov.reserved_cost_micro_usd,
+        open_reservations=ov.open_reservations,
+        per_model=[
+            keys_pb.ModelUsage(
+                model=m.model, requests=m.requests, tokens=m.tokens,
+                cost_micro_usd=m.cost_micro_usd,
+            )
+            for m in ov.per_model
+        ],
+        unpriced_requests=ov.unpriced_requests,
     )
 
 

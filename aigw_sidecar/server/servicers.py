@@ -24,18 +24,24 @@ class AdmissionServicer(adm_grpc.AdmissionServicer):
     async def Authorize(
         self, request: adm_pb.AuthorizeRequest, context: Ctx
     ) -> adm_pb.AuthorizeResponse:
-        return convert.decision_to_proto(await self._service.authorize(request.secret))
+        decision = await self._service.authorize(
+            request.secret, request.request_id, convert.estimate_from_proto(request)
+        )
+        return convert.decision_to_proto(decision)
 
     @domain_errors
     async def RecordUsage(
         self, request: adm_pb.RecordUsageRequest, context: Ctx
     ) -> adm_pb.RecordUsageResponse:
         result = await self._service.record_usage(convert.usage_from_proto(request))
-        return adm_pb.RecordUsageResponse(
-            counted=result.counted,
-            period_tokens=result.period_tokens,
-            period_cost_micro_usd=result.period_cost_micro_usd,
-        )
+        return convert.usage_result_to_proto(result)
+
+    @domain_errors
+    async def ReleaseReservation(
+        self, request: adm_pb.ReleaseReservationRequest, context: Ctx
+    ) -> adm_pb.ReleaseReservationResponse:
+        released = await self._service.release_reservation(request.key_id, request.request_id)
+        return adm_pb.ReleaseReservationResponse(released=released)
 
 
 class KeyManagementServicer(keys_grpc.KeyManagementServicer):

@@ -31,8 +31,34 @@ class Keyspace:
         """Sorted set: request ids already counted by RecordUsage, scored by ms."""
         return f"{self.prefix}:seen:{{{key_id}}}"
 
+    def lease(self, key_id: str) -> str:
+        """Sorted set: open budget reservations, request id -> lease expiry ms."""
+        return f"{self.prefix}:lease:{{{key_id}}}"
+
+    def lease_amounts(self, key_id: str) -> str:
+        """Hash: request id -> "tokens cost" reserved by that request."""
+        return f"{self.prefix}:leasev:{{{key_id}}}"
+
     def admission_keys(self, key_id: str) -> list[str]:
-        return [self.record(key_id), self.window(key_id), self.usage(key_id)]
+        """The keys of authorize.lua and read_key.lua, in their KEYS order."""
+        return [
+            self.record(key_id),
+            self.window(key_id),
+            self.usage(key_id),
+            self.lease(key_id),
+            self.lease_amounts(key_id),
+        ]
+
+    def all_keys(self, key_id: str) -> list[str]:
+        """Every key of one API key (what delete_key.lua removes), in its KEYS order."""
+        return [
+            self.record(key_id),
+            self.window(key_id),
+            self.usage(key_id),
+            self.seen(key_id),
+            self.lease(key_id),
+            self.lease_amounts(key_id),
+        ]
 
     def names(self, workspace: str) -> str:
         """Hash: key name -> key id, unique within the workspace."""

@@ -25,6 +25,7 @@ from aigw_sidecar.admission.decision import (
     Decision,
     DenyReason,
     LimitState,
+    Reservation,
     UsageReport,
     UsageResult,
 )
@@ -43,6 +44,7 @@ from aigw_sidecar.keys.model import (
     KeySpec,
     KeyUpdate,
     Limits,
+    ModelUsage,
     key_status,
 )
 from aigw_sidecar.keys.service import LEGACY_LIMITS_MESSAGE
@@ -52,6 +54,7 @@ from aigw_sidecar.store.scripts import Scripts
 # A name claim younger than this may belong to a create still in flight.
 STALE_CLAIM_MS = 10_000
 DEFAULT_DEDUPE_MS = 24 * 3600 * 1000
+DEFAULT_LEASE_MS = 10 * 60 * 1000
 _LIST_BATCH = 200
 _LIST_MAX_SCANNED = 5000
 
@@ -155,6 +158,7 @@ class RedisKeyStore:
         keyspace: Keyspace | None = None,
         *,
         dedupe_ms: int = DEFAULT_DEDUPE_MS,
+        lease_ms: int = DEFAULT_LEASE_MS,
         clock_us: Callable[[], int | None] = lambda: None,
     ) -> None:
         """Args:
@@ -164,6 +168,7 @@ class RedisKeyStore:
         self._ks = keyspace or Keyspace()
         self._scripts = Scripts.register(redis)
         self._dedupe_ms = dedupe_ms
+        self._lease_ms = lease_ms
         self._clock_us = clock_us
 
     def _now_arg(self) -> str:
@@ -176,10 +181,25 @@ class RedisKeyStore:
 
     # --- admission -----------------------------------------------------------
 
-    async def authorize(self, key_id: str, key_hash: str) -> Decision:
+    async def authorize(
+        self,
+        key_id: str,
+        key_hash: str,
+        request_id: str = "",
+        tokens: int | None = None,
+        cost_micro_usd: int | None = None,
+    ) -> Decision:
         async with _store_errors():
             res = await self._scripts.authorize(
-                keys=self._ks.admission_keys(key_id), args=[key_hash, self._now_arg()]
+                keys=self._ks.admission_keys(key_id),
+                args=[
+                    key_hash,
+                    self._now_arg(),
+                    request_id,
+                    _text(tokens),
+                    _text(cost_micro_usd),
+                    self._lease_ms,
+                ],
             )
         code = int(res[0])
         if code == 3:
@@ -193,10 +213,12 @@ class RedisKeyStore:
         }
         if code in (4, 5):
             return Decision(allowed=False, deny_reason=_DENY_CODES[code], **identity)
-        (rpm, rpm_left, rpm_reset, tok, tok_left, cost, cost_left, budget_reset, retry) = (
-            int(v) for v in res[6:15]
-        )
+        (rpm, rpm_left, rpm_reset, tok, tok_left, cost, cost_left, budget_reset, retry,
+         reserved_tok, reserved_cost) = (int(v) for v in res[6:17])
         return Decision(
+            reservation=(
+                Reservation(request_id, reserved_tok, reserved_cost) if reserved_tok >= 0 else None
+            ),
             allowed=code == 0,
             deny_reason=_DENY_CODES.get(code),
             requests=_limit_state(rpm, rpm_left, rpm_reset),
@@ -214,22 +236,45 @@ class RedisKeyStore:
     async def record_usage(self, report: UsageReport) -> UsageResult:
         kid = report.key_id
         async with _store_errors():
-            code, tokens, cost = await self._scripts.record_usage(
-                keys=[self._ks.record(kid), self._ks.usage(kid), self._ks.seen(kid)],
+            code, tokens, cost, settled = await self._scripts.record_usage(
+                keys=[
+                    self._ks.record(kid),
+                    self._ks.usage(kid),
+                    self._ks.seen(kid),
+                    self._ks.lease(kid),
+                    self._ks.lease_amounts(kid),
+                ],
                 args=[
                     report.request_id,
                     report.prompt_tokens,
                     report.completion_tokens,
-                    report.cost_micro_usd,
+                    report.cost_micro_usd or 0,
                     self._now_arg(),
                     self._dedupe_ms,
+                    report.model,
+                    "1" if report.unpriced_model else "0",
                 ],
             )
         if code == 0:
             raise NotFound("no API key with that key_id")
         return UsageResult(
-            counted=code == 1, period_tokens=int(tokens), period_cost_micro_usd=int(cost)
+            counted=code == 1,
+            period_tokens=int(tokens),
+            period_cost_micro_usd=int(cost),
+            cost_micro_usd=(report.cost_micro_usd or 0) if code == 1 else 0,
+            settled_reservation=settled == 1,
         )
+
+    async def release_reservation(self, key_id: str, request_id: str) -> bool:
+        async with _store_errors():
+            res = await self._scripts.release_reservation(
+                keys=[self._ks.record(key_id), self._ks.lease(key_id),
+                      self._ks.lease_amounts(key_id)],
+                args=[request_id, self._now_arg()],
+            )
+        if int(res) < 0:
+            raise NotFound("no API key with that key_id")
+        return int(res) == 1
 
     # --- key management ------------------------------------------------------
 
@@ -327,9 +372,17 @@ class RedisKeyStore:
         if not res:
             raise NotFound("no API key with that key_id")
         fields = _pairs(res[0])
-        (now_ms, start_ms, end_ms, tokens, cost, requests, pt, ct, in_window) = (
-            int(v) for v in res[1:10]
-        )
+        (now_ms, start_ms, end_ms, tokens, cost, requests, pt, ct, in_window,
+         rsv_tok, rsv_cost, rsv_count) = (int(v) for v in res[1:13])
+        flat_models, unpriced = res[13], int(res[14])
+        per_model = tuple(sorted(
+            (
+                ModelUsage(str(flat_models[i]), int(flat_models[i + 1]),
+                           int(flat_models[i + 2]), int(flat_models[i + 3]))
+                for i in range(0, len(flat_models), 4)
+            ),
+            key=lambda usage: (-usage.cost_micro_usd, -usage.tokens, usage.model),
+        ))
         key = decode_key(fields, now_ms)
         return KeyOverview(
             key=key,
@@ -347,6 +400,11 @@ class RedisKeyStore:
             lifetime_prompt_tokens=int(fields.get("lt_pt", 0)),
             lifetime_completion_tokens=int(fields.get("lt_ct", 0)),
             lifetime_cost_micro_usd=int(fields.get("lt_cost", 0)),
+            reserved_tokens=rsv_tok,
+            reserved_cost_micro_usd=rsv_cost,
+            open_reservations=rsv_count,
+            per_model=per_model,
+            unpriced_requests=unpriced,
         )
 
     async def update_key(self, key_id: str, update: KeyUpdate) -> ApiKey:
@@ -425,10 +483,7 @@ class RedisKeyStore:
     async def delete_key(self, key_id: str) -> None:
         kid = key_id
         async with _store_errors():
-            res = await self._scripts.delete_key(
-                keys=[self._ks.record(kid), self._ks.window(kid), self._ks.usage(kid),
-                      self._ks.seen(kid)]
-            )
+            res = await self._scripts.delete_key(keys=self._ks.all_keys(kid))
             if int(res[0]) == 0:
                 raise NotFound("no API key with that key_id")
             ws, name, key_hash, legacy = str(res[1]), str(res[2]), str(res[3]), res[4] == "1"

@@ -25,6 +25,7 @@ _NAMES = (
     "update_key",
     "delete_key",
     "read_key",
+    "release_reservation",
 )
 
 
@@ -45,6 +46,7 @@ class Scripts:
     update_key: AsyncScript
     delete_key: AsyncScript
     read_key: AsyncScript
+    release_reservation: AsyncScript
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:

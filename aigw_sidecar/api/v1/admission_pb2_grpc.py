@@ -44,6 +44,11 @@ class AdmissionStub:
                 request_serializer=aigw__sidecar_dot_api_dot_v1_dot_admission__pb2.RecordUsageRequest.SerializeToString,
                 response_deserializer=aigw__sidecar_dot_api_dot_v1_dot_admission__pb2.RecordUsageResponse.FromString,
                 _registered_method=True)
+        self.ReleaseReservation = channel.unary_unary(
+                '/aigw.v1.Admission/ReleaseReservation',
+                request_serializer=aigw__sidecar_dot_api_dot_v1_dot_admission__pb2.ReleaseReservationRequest.SerializeToString,
+                response_deserializer=aigw__sidecar_dot_api_dot_v1_dot_admission__pb2.ReleaseReservationResponse.FromString,
+                _registered_method=True)
 
 
 class AdmissionServicer:
@@ -61,6 +66,14 @@ class AdmissionServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReleaseReservation(self, request, context):
+        """Give back a reservation of a request that will report no usage (it failed
+        upstream). A reservation never settled expires by itself.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdmissionServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -73,6 +86,11 @@ def add_AdmissionServicer_to_server(servicer, server):
                     servicer.RecordUsage,
                     request_deserializer=aigw__sidecar_dot_api_dot_v1_dot_admission__pb2.RecordUsageRequest.FromString,
                     response_serializer=aigw__sidecar_dot_api_dot_v1_dot_admission__pb2.RecordUsageResponse.SerializeToString,
+            ),
+            'ReleaseReservation': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseReservation,
+                    request_deserializer=aigw__sidecar_dot_api_dot_v1_dot_admission__pb2.ReleaseReservationRequest.FromString,
+                    response_serializer=aigw__sidecar_dot_api_dot_v1_dot_admission__pb2.ReleaseReservationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -129,6 +147,33 @@ class Admission:
             '/aigw.v1.Admission/RecordUsage',
             aigw__sidecar_dot_api_dot_v1_dot_admission__pb2.RecordUsageRequest.SerializeToString,
             aigw__sidecar_dot_api_dot_v1_dot_admission__pb2.RecordUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseReservation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aigw.v1.Admission/ReleaseReservation',
+            aigw__sidecar_dot_api_dot_v1_dot_admission__pb2.ReleaseReservationRequest.SerializeToString,
+            aigw__sidecar_dot_api_dot_v1_dot_admission__pb2.ReleaseReservationResponse.FromString,
             options,
             channel_credentials,
             insecure,

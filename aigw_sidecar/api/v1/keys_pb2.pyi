@@ -276,7 +276,7 @@ class LimitUsage(_message.Message):
     def __init__(self, limited: _Optional[bool] = ..., limit: _Optional[int] = ..., used: _Optional[int] = ..., remaining: _Optional[int] = ...) -> None: ...
 
 class KeyOverview(_message.Message):
-    __slots__ = ("key", "cost_micro_usd", "tokens", "requests_per_minute", "period_start", "next_reset", "period_requests", "period_prompt_tokens", "period_completion_tokens", "lifetime_requests", "lifetime_prompt_tokens", "lifetime_completion_tokens", "lifetime_cost_micro_usd", "last_used_at", "observed_at")
+    __slots__ = ("key", "cost_micro_usd", "tokens", "requests_per_minute", "period_start", "next_reset", "period_requests", "period_prompt_tokens", "period_completion_tokens", "lifetime_requests", "lifetime_prompt_tokens", "lifetime_completion_tokens", "lifetime_cost_micro_usd", "last_used_at", "observed_at", "reserved_tokens", "reserved_cost_micro_usd", "open_reservations", "per_model", "unpriced_requests")
     KEY_FIELD_NUMBER: _ClassVar[int]
     COST_MICRO_USD_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -292,6 +292,11 @@ class KeyOverview(_message.Message):
     LIFETIME_COST_MICRO_USD_FIELD_NUMBER: _ClassVar[int]
     LAST_USED_AT_FIELD_NUMBER: _ClassVar[int]
     OBSERVED_AT_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_COST_MICRO_USD_FIELD_NUMBER: _ClassVar[int]
+    OPEN_RESERVATIONS_FIELD_NUMBER: _ClassVar[int]
+    PER_MODEL_FIELD_NUMBER: _ClassVar[int]
+    UNPRICED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     key: ApiKey
     cost_micro_usd: LimitUsage
     tokens: LimitUsage
@@ -307,7 +312,24 @@ class KeyOverview(_message.Message):
     lifetime_cost_micro_usd: int
     last_used_at: _timestamp_pb2.Timestamp
     observed_at: _timestamp_pb2.Timestamp
-    def __init__(self, key: _Optional[_Union[ApiKey, _Mapping]] = ..., cost_micro_usd: _Optional[_Union[LimitUsage, _Mapping]] = ..., tokens: _Optional[_Union[LimitUsage, _Mapping]] = ..., requests_per_minute: _Optional[_Union[LimitUsage, _Mapping]] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_reset: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_requests: _Optional[int] = ..., period_prompt_tokens: _Optional[int] = ..., period_completion_tokens: _Optional[int] = ..., lifetime_requests: _Optional[int] = ..., lifetime_prompt_tokens: _Optional[int] = ..., lifetime_completion_tokens: _Optional[int] = ..., lifetime_cost_micro_usd: _Optional[int] = ..., last_used_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., observed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    reserved_tokens: int
+    reserved_cost_micro_usd: int
+    open_reservations: int
+    per_model: _containers.RepeatedCompositeFieldContainer[ModelUsage]
+    unpriced_requests: int
+    def __init__(self, key: _Optional[_Union[ApiKey, _Mapping]] = ..., cost_micro_usd: _Optional[_Union[LimitUsage, _Mapping]] = ..., tokens: _Optional[_Union[LimitUsage, _Mapping]] = ..., requests_per_minute: _Optional[_Union[LimitUsage, _Mapping]] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_reset: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_requests: _Optional[int] = ..., period_prompt_tokens: _Optional[int] = ..., period_completion_tokens: _Optional[int] = ..., lifetime_requests: _Optional[int] = ..., lifetime_prompt_tokens: _Optional[int] = ..., lifetime_completion_tokens: _Optional[int] = ..., lifetime_cost_micro_usd: _Optional[int] = ..., last_used_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., observed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reserved_tokens: _Optional[int] = ..., reserved_cost_micro_usd: _Optional[int] = ..., open_reservations: _Optional[int] = ..., per_model: _Optional[_Iterable[_Union[ModelUsage, _Mapping]]] = ..., unpriced_requests: _Optional[int] = ...) -> None: ...
+
+class ModelUsage(_message.Message):
+    __slots__ = ("model", "requests", "tokens", "cost_micro_usd")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_MICRO_USD_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    requests: int
+    tokens: int
+    cost_micro_usd: int
+    def __init__(self, model: _Optional[str] = ..., requests: _Optional[int] = ..., tokens: _Optional[int] = ..., cost_micro_usd: _Optional[int] = ...) -> None: ...
 
 class GetKeyOverviewResponse(_message.Message):
     __slots__ = ("overview",)

@@ -101,3 +101,56 @@ local function open_period(usage_key, pid, end_ms, now_ms)
   end
 end
 
+-- Budget reservations are leases: KEYS lease zset (request id -> expiry ms)
+-- and lease hash (request id -> "tokens cost"); their open totals live in the
+-- key record as rsv_tok and rsv_cost. An expired lease no longer counts,
+-- whether or not it has been swept yet.
+local function lease_amounts(lease_hash, request_id)
+  local v = redis.call('HGET', lease_hash, request_id)
+  if not v then return nil, nil end
+  local t, c = string.match(v, '^(%d+) (%d+)$')
+  return tonumber(t), tonumber(c)
+end
+
+-- Open reservation totals {tokens, cost, count, earliest expiry ms or -1}
+-- as of now_ms, without writing anything.
+local function open_reservations(record_key, lease_zset, lease_hash, now_ms)
+  local r = redis.call('HMGET', record_key, 'rsv_tok', 'rsv_cost')
+  local tokens, cost = tonumber(r[1]) or 0, tonumber(r[2]) or 0
+  local count = redis.call('ZCOUNT', lease_zset, '(' .. fmt(now_ms), '+inf')
+  if tokens == 0 and cost == 0 and count == 0 then
+    return 0, 0, 0, -1
+  end
+  local expired = redis.call('ZRANGE', lease_zset, '-inf', fmt(now_ms), 'BYSCORE')
+  for _, id in ipairs(expired) do
+    local t, c = lease_amounts(lease_hash, id)
+    if t then
+      tokens, cost = tokens - t, cost - c
+    end
+  end
+  local first = redis.call('ZRANGE', lease_zset, '(' .. fmt(now_ms), '+inf', 'BYSCORE',
+    'LIMIT', 0, 1, 'WITHSCORES')
+  local earliest = -1
+  if first[2] then earliest = tonumber(first[2]) end
+  return tokens, cost, count, earliest
+end
+
+-- Close one lease (settled, released or expired): its amounts leave the totals.
+local function close_lease(record_key, lease_zset, lease_hash, request_id)
+  local t, c = lease_amounts(lease_hash, request_id)
+  redis.call('ZREM', lease_zset, request_id)
+  if not t then return false end
+  redis.call('HDEL', lease_hash, request_id)
+  redis.call('HINCRBY', record_key, 'rsv_tok', fmt(-t))
+  redis.call('HINCRBY', record_key, 'rsv_cost', fmt(-c))
+  return true
+end
+
+-- Sweep every lease that expired by now_ms.
+local function sweep_leases(record_key, lease_zset, lease_hash, now_ms)
+  local expired = redis.call('ZRANGE', lease_zset, '-inf', fmt(now_ms), 'BYSCORE')
+  for _, id in ipairs(expired) do
+    close_lease(record_key, lease_zset, lease_hash, id)
+  end
+end
+

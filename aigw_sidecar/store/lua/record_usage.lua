@@ -1,24 +1,37 @@
--- record_usage: count what one admitted request used, once per request id.
--- KEYS[1]  key record        aigw:key:{<key id>}    (hash)
--- KEYS[2]  period usage      aigw:usage:{<key id>}  (hash)
--- KEYS[3]  seen request ids  aigw:seen:{<key id>}   (zset, score = ms)
+-- record_usage: count what one admitted request used, once per request id,
+-- settling its reservation (charge the actual usage, release the rest).
+-- KEYS[1]  key record        aigw:key:{<key id>}     (hash)
+-- KEYS[2]  period usage      aigw:usage:{<key id>}   (hash)
+-- KEYS[3]  seen request ids  aigw:seen:{<key id>}    (zset, score = ms)
+-- KEYS[4]  lease expiries    aigw:lease:{<key id>}   (zset)
+-- KEYS[5]  lease amounts     aigw:leasev:{<key id>}  (hash)
 -- ARGV[1]  request id
 -- ARGV[2]  prompt tokens      ARGV[3] completion tokens   ARGV[4] cost in micro-USD
 -- ARGV[5]  now in µs, or '' for Redis TIME
 -- ARGV[6]  how long a request id is remembered, in ms
--- Returns {code, period_tokens, period_cost}
+-- ARGV[7]  model ('' when not given); usage is also split per model
+-- ARGV[8]  '1' when the model had no price in the pricing table
+-- Returns {code, period_tokens, period_cost, settled}
 --   code: 1 counted, 2 already counted (nothing changed), 0 unknown key
+--   settled: 1 when an open reservation of this request was settled
+local MAX_MODELS = 64
 local rec = redis.call('HMGET', KEYS[1], 'kid', 'period', 'epoch')
 if not rec[1] then
-  return {0, 0, 0}
+  return {0, 0, 0, 0}
 end
 local now_ms = floor_div(clock_us(ARGV[5]), 1000)
 local start_ms, end_ms = period_bounds(rec[2], now_ms)
 local pid = period_id(rec[3], start_ms)
 if redis.call('ZSCORE', KEYS[3], ARGV[1]) then
   local tokens, cost = period_usage(KEYS[2], pid)
-  return {2, tokens, cost}
+  return {2, tokens, cost, 0}
 end
+
+local settled = 0
+if close_lease(KEYS[1], KEYS[4], KEYS[5], ARGV[1]) then
+  settled = 1
+end
+sweep_leases(KEYS[1], KEYS[4], KEYS[5], now_ms)
 
 open_period(KEYS[2], pid, end_ms, now_ms)
 local total = tonumber(ARGV[2]) + tonumber(ARGV[3])
@@ -30,8 +43,25 @@ redis.call('HINCRBY', KEYS[1], 'lt_pt', ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'lt_ct', ARGV[3])
 redis.call('HINCRBY', KEYS[1], 'lt_cost', ARGV[4])
 
+local model = ARGV[7]
+if model ~= '' then
+  -- At most MAX_MODELS models per period; the rest are pooled as '(other)'.
+  if redis.call('HEXISTS', KEYS[2], 'mn:' .. model) == 0 then
+    if redis.call('HINCRBY', KEYS[2], 'models', 1) > MAX_MODELS then
+      redis.call('HINCRBY', KEYS[2], 'models', -1)
+      model = '(other)'
+    end
+  end
+  redis.call('HINCRBY', KEYS[2], 'mn:' .. model, 1)
+  redis.call('HINCRBY', KEYS[2], 'mt:' .. model, fmt(total))
+  redis.call('HINCRBY', KEYS[2], 'mc:' .. model, ARGV[4])
+end
+if ARGV[8] == '1' then
+  redis.call('HINCRBY', KEYS[2], 'unpriced', 1)
+end
+
 local keep_ms = tonumber(ARGV[6])
 redis.call('ZADD', KEYS[3], fmt(now_ms), ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', fmt(now_ms - keep_ms))
 redis.call('PEXPIRE', KEYS[3], fmt(keep_ms))
-return {1, tokens, cost}
+return {1, tokens, cost, settled}

@@ -41,14 +41,38 @@ class RateLimit(_message.Message):
     resets: bool
     def __init__(self, limited: _Optional[bool] = ..., limit: _Optional[int] = ..., remaining: _Optional[int] = ..., reset_ms: _Optional[int] = ..., resets: _Optional[bool] = ...) -> None: ...
 
+class Estimate(_message.Message):
+    __slots__ = ("model", "prompt_tokens", "max_output_tokens", "cost_micro_usd")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MAX_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_MICRO_USD_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    prompt_tokens: int
+    max_output_tokens: int
+    cost_micro_usd: int
+    def __init__(self, model: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., cost_micro_usd: _Optional[int] = ...) -> None: ...
+
 class AuthorizeRequest(_message.Message):
-    __slots__ = ("secret",)
+    __slots__ = ("secret", "request_id", "estimate")
     SECRET_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATE_FIELD_NUMBER: _ClassVar[int]
     secret: str
-    def __init__(self, secret: _Optional[str] = ...) -> None: ...
+    request_id: str
+    estimate: Estimate
+    def __init__(self, secret: _Optional[str] = ..., request_id: _Optional[str] = ..., estimate: _Optional[_Union[Estimate, _Mapping]] = ...) -> None: ...
+
+class Reservation(_message.Message):
+    __slots__ = ("tokens", "cost_micro_usd")
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_MICRO_USD_FIELD_NUMBER: _ClassVar[int]
+    tokens: int
+    cost_micro_usd: int
+    def __init__(self, tokens: _Optional[int] = ..., cost_micro_usd: _Optional[int] = ...) -> None: ...
 
 class AuthorizeResponse(_message.Message):
-    __slots__ = ("allowed", "deny_reason", "message", "key_id", "workspace", "project", "environment", "legacy", "requests", "tokens", "cost_micro_usd", "retry_after_ms")
+    __slots__ = ("allowed", "deny_reason", "message", "key_id", "workspace", "project", "environment", "legacy", "requests", "tokens", "cost_micro_usd", "retry_after_ms", "reservation")
     ALLOWED_FIELD_NUMBER: _ClassVar[int]
     DENY_REASON_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +85,7 @@ class AuthorizeResponse(_message.Message):
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     COST_MICRO_USD_FIELD_NUMBER: _ClassVar[int]
     RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    RESERVATION_FIELD_NUMBER: _ClassVar[int]
     allowed: bool
     deny_reason: DenyReason
     message: str
@@ -73,30 +98,53 @@ class AuthorizeResponse(_message.Message):
     tokens: RateLimit
     cost_micro_usd: RateLimit
     retry_after_ms: int
-    def __init__(self, allowed: _Optional[bool] = ..., deny_reason: _Optional[_Union[DenyReason, str]] = ..., message: _Optional[str] = ..., key_id: _Optional[str] = ..., workspace: _Optional[str] = ..., project: _Optional[str] = ..., environment: _Optional[str] = ..., legacy: _Optional[bool] = ..., requests: _Optional[_Union[RateLimit, _Mapping]] = ..., tokens: _Optional[_Union[RateLimit, _Mapping]] = ..., cost_micro_usd: _Optional[_Union[RateLimit, _Mapping]] = ..., retry_after_ms: _Optional[int] = ...) -> None: ...
+    reservation: Reservation
+    def __init__(self, allowed: _Optional[bool] = ..., deny_reason: _Optional[_Union[DenyReason, str]] = ..., message: _Optional[str] = ..., key_id: _Optional[str] = ..., workspace: _Optional[str] = ..., project: _Optional[str] = ..., environment: _Optional[str] = ..., legacy: _Optional[bool] = ..., requests: _Optional[_Union[RateLimit, _Mapping]] = ..., tokens: _Optional[_Union[RateLimit, _Mapping]] = ..., cost_micro_usd: _Optional[_Union[RateLimit, _Mapping]] = ..., retry_after_ms: _Optional[int] = ..., reservation: _Optional[_Union[Reservation, _Mapping]] = ...) -> None: ...
 
 class RecordUsageRequest(_message.Message):
-    __slots__ = ("key_id", "request_id", "prompt_tokens", "completion_tokens", "cost_micro_usd", "cost_usd")
+    __slots__ = ("key_id", "request_id", "prompt_tokens", "completion_tokens", "cost_micro_usd", "cost_usd", "model", "cached_prompt_tokens")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     COST_MICRO_USD_FIELD_NUMBER: _ClassVar[int]
     COST_USD_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    CACHED_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     request_id: str
     prompt_tokens: int
     completion_tokens: int
     cost_micro_usd: int
     cost_usd: str
-    def __init__(self, key_id: _Optional[str] = ..., request_id: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., cost_micro_usd: _Optional[int] = ..., cost_usd: _Optional[str] = ...) -> None: ...
+    model: str
+    cached_prompt_tokens: int
+    def __init__(self, key_id: _Optional[str] = ..., request_id: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., cost_micro_usd: _Optional[int] = ..., cost_usd: _Optional[str] = ..., model: _Optional[str] = ..., cached_prompt_tokens: _Optional[int] = ...) -> None: ...
 
 class RecordUsageResponse(_message.Message):
-    __slots__ = ("counted", "period_tokens", "period_cost_micro_usd")
+    __slots__ = ("counted", "period_tokens", "period_cost_micro_usd", "cost_micro_usd", "settled_reservation")
     COUNTED_FIELD_NUMBER: _ClassVar[int]
     PERIOD_TOKENS_FIELD_NUMBER: _ClassVar[int]
     PERIOD_COST_MICRO_USD_FIELD_NUMBER: _ClassVar[int]
+    COST_MICRO_USD_FIELD_NUMBER: _ClassVar[int]
+    SETTLED_RESERVATION_FIELD_NUMBER: _ClassVar[int]
     counted: bool
     period_tokens: int
     period_cost_micro_usd: int
-    def __init__(self, counted: _Optional[bool] = ..., period_tokens: _Optional[int] = ..., period_cost_micro_usd: _Optional[int] = ...) -> None: ...
+    cost_micro_usd: int
+    settled_reservation: bool
+    def __init__(self, counted: _Optional[bool] = ..., period_tokens: _Optional[int] = ..., period_cost_micro_usd: _Optional[int] = ..., cost_micro_usd: _Optional[int] = ..., settled_reservation: _Optional[bool] = ...) -> None: ...
+
+class ReleaseReservationRequest(_message.Message):
+    __slots__ = ("key_id", "request_id")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    request_id: str
+    def __init__(self, key_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class ReleaseReservationResponse(_message.Message):
+    __slots__ = ("released",)
+    RELEASED_FIELD_NUMBER: _ClassVar[int]
+    released: bool
+    def __init__(self, released: _Optional[bool] = ...) -> None: ...

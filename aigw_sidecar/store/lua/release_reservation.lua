@@ -1,0 +1,18 @@
+-- release_reservation: give back the reservation of a request that will not
+-- report usage (it failed upstream, or the client went away before any usage).
+-- KEYS[1] record  KEYS[2] lease expiries (zset)  KEYS[3] lease amounts (hash)
+-- ARGV[1] request id   ARGV[2] now in µs, or '' for Redis TIME
+-- Returns 1 released, 0 no open reservation for that request id (settled,
+-- released or expired already), -1 unknown key.
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return -1
+end
+local now_ms = floor_div(clock_us(ARGV[2]), 1000)
+local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
+local released = 0
+if score and tonumber(score) > now_ms then
+  released = 1
+end
+close_lease(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
+sweep_leases(KEYS[1], KEYS[2], KEYS[3], now_ms)
+return released
