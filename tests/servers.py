@@ -100,7 +100,11 @@ class SidecarProcess:
         ]
         out = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.process = subprocess.Popen(cmd, stdout=out, stderr=out, env=env, cwd=REPO)
+        try:
+            self.process = subprocess.Popen(cmd, stdout=out, stderr=out, env=env, cwd=REPO)
+        finally:
+            if not isinstance(out, int):
+                out.close()  # the child holds its own descriptor
         deadline = time.monotonic() + 20
         with grpc.insecure_channel(self.target) as channel:
             stub = health_pb2_grpc.HealthStub(channel)

@@ -152,6 +152,9 @@ def _check_request_id(request_id: str, field: str = "request_id") -> None:
         raise InvalidArgument(
             field, "is required: 1-128 printable ASCII characters without spaces"
         )
+    if secrets.looks_like_ours(request_id):
+        # Request ids are stored; a secret pasted here must never be.
+        raise InvalidArgument(field, "must not be an API key secret")
 
 
 def _check_count(field: str, value: int) -> None:

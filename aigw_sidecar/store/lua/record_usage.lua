@@ -22,7 +22,8 @@ end
 local now_ms = floor_div(clock_us(ARGV[5]), 1000)
 local start_ms, end_ms = period_bounds(rec[2], now_ms)
 local pid = period_id(rec[3], start_ms)
-if redis.call('ZSCORE', KEYS[3], ARGV[1]) then
+local seen_at = redis.call('ZSCORE', KEYS[3], ARGV[1])
+if seen_at and tonumber(seen_at) > now_ms - tonumber(ARGV[6]) then
   local tokens, cost = period_usage(KEYS[2], pid)
   return {2, tokens, cost, 0}
 end
