@@ -20,9 +20,9 @@
 --   a limit of -1 means "no such limit"; budget_reset_ms and
 --   retry_after_ms are -1 when nothing resets; reserved_* are -1 when
 --   nothing was reserved.
--- Budgets count usage + open reservations: a request with an estimate is
--- admitted only if usage + reservations + its estimate fit the limit; one
--- without an estimate only if usage + reservations are below the limit.
+-- Budgets count usage + open reservations: every request needs usage +
+-- reservations below the limit, and one with an estimate also needs usage +
+-- reservations + its estimate to fit the limit.
 -- Invariant: a denied request writes nothing: every counter stays untouched.
 local rec = redis.call('HMGET', KEYS[1], 'hash', 'enabled', 'expires_at', 'cost_limit',
   'token_limit', 'rpm', 'period', 'epoch', 'kid', 'ws', 'proj', 'env', 'legacy')
@@ -67,13 +67,13 @@ local function remaining(limit, used)
   return limit - used
 end
 
--- Does a budget refuse this request? With an estimate: it must fit whole.
+-- Does a budget refuse this request? A used-up budget refuses every request;
+-- with an estimate the request must also fit whole. (A zero estimate admitted
+-- at a used-up budget would overshoot it by whatever the request then uses.)
 local function exhausted(limit, used, estimate)
   if limit < 0 then return false end
-  if reserving and estimate then
-    return used + estimate > limit
-  end
-  return used >= limit
+  if used >= limit then return true end
+  return reserving and estimate ~= nil and used + estimate > limit
 end
 
 -- When a budget refuses: the next reset, or sooner if open reservations

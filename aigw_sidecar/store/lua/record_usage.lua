@@ -28,8 +28,11 @@ if seen_at and tonumber(seen_at) > now_ms - tonumber(ARGV[6]) then
   return {2, tokens, cost, 0}
 end
 
+-- An expired lease is closed too, but it was no longer open: not settled.
+local lease_end = redis.call('ZSCORE', KEYS[4], ARGV[1])
 local settled = 0
-if close_lease(KEYS[1], KEYS[4], KEYS[5], ARGV[1]) then
+if close_lease(KEYS[1], KEYS[4], KEYS[5], ARGV[1]) and lease_end
+    and tonumber(lease_end) > now_ms then
   settled = 1
 end
 sweep_leases(KEYS[1], KEYS[4], KEYS[5], now_ms)
