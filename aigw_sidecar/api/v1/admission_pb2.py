@@ -24,33 +24,33 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#aigw_sidecar/api/v1/admission.proto\x12\x07\x61igw.v1\"`\n\tRateLimit\x12\x0f\n\x07limited\x18\x01 \x01(\x08\x12\r\n\x05limit\x18\x02 \x01(\x03\x12\x11\n\tremaining\x18\x03 \x01(\x03\x12\x10\n\x08reset_ms\x18\x04 \x01(\x03\x12\x0e\n\x06resets\x18\x05 \x01(\x08\"{\n\x08\x45stimate\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rprompt_tokens\x18\x02 \x01(\x03\x12\x19\n\x11max_output_tokens\x18\x03 \x01(\x03\x12\x1b\n\x0e\x63ost_micro_usd\x18\x04 \x01(\x03H\x00\x88\x01\x01\x42\x11\n\x0f_cost_micro_usd\"[\n\x10\x41uthorizeRequest\x12\x0e\n\x06secret\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12#\n\x08\x65stimate\x18\x03 \x01(\x0b\x32\x11.aigw.v1.Estimate\"5\n\x0bReservation\x12\x0e\n\x06tokens\x18\x01 \x01(\x03\x12\x16\n\x0e\x63ost_micro_usd\x18\x02 \x01(\x03\"\xf1\x02\n\x11\x41uthorizeResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12(\n\x0b\x64\x65ny_reason\x18\x02 \x01(\x0e\x32\x13.aigw.v1.DenyReason\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12\x11\n\tworkspace\x18\x05 \x01(\t\x12\x0f\n\x07project\x18\x06 \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x07 \x01(\t\x12\x0e\n\x06legacy\x18\x08 \x01(\x08\x12$\n\x08requests\x18\t \x01(\x0b\x32\x12.aigw.v1.RateLimit\x12\"\n\x06tokens\x18\n \x01(\x0b\x32\x12.aigw.v1.RateLimit\x12*\n\x0e\x63ost_micro_usd\x18\x0b \x01(\x0b\x32\x12.aigw.v1.RateLimit\x12\x16\n\x0eretry_after_ms\x18\x0c \x01(\x03\x12)\n\x0breservation\x18\r \x01(\x0b\x32\x14.aigw.v1.Reservation\"\xd9\x01\n\x12RecordUsageRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x15\n\rprompt_tokens\x18\x03 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x04 \x01(\x03\x12\x1b\n\x0e\x63ost_micro_usd\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12\x10\n\x08\x63ost_usd\x18\x06 \x01(\t\x12\r\n\x05model\x18\x07 \x01(\t\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x08 \x01(\x03\x42\x11\n\x0f_cost_micro_usd\"\x91\x01\n\x13RecordUsageResponse\x12\x0f\n\x07\x63ounted\x18\x01 \x01(\x08\x12\x15\n\rperiod_tokens\x18\x02 \x01(\x03\x12\x1d\n\x15period_cost_micro_usd\x18\x03 \x01(\x03\x12\x16\n\x0e\x63ost_micro_usd\x18\x04 \x01(\x03\x12\x1b\n\x13settled_reservation\x18\x05 \x01(\x08\"?\n\x19ReleaseReservationRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\".\n\x1aReleaseReservationResponse\x12\x10\n\x08released\x18\x01 \x01(\x08*\x9b\x02\n\nDenyReason\x12\x1b\n\x17\x44\x45NY_REASON_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x44\x45NY_REASON_KEY_MISSING\x10\x01\x12\x1d\n\x19\x44\x45NY_REASON_KEY_MALFORMED\x10\x02\x12\x1b\n\x17\x44\x45NY_REASON_KEY_UNKNOWN\x10\x03\x12\x1c\n\x18\x44\x45NY_REASON_KEY_DISABLED\x10\x04\x12\x1b\n\x17\x44\x45NY_REASON_KEY_EXPIRED\x10\x05\x12#\n\x1f\x44\x45NY_REASON_REQUESTS_PER_MINUTE\x10\x06\x12\x1b\n\x17\x44\x45NY_REASON_TOKEN_LIMIT\x10\x07\x12\x1a\n\x16\x44\x45NY_REASON_COST_LIMIT\x10\x08\x32\xf8\x01\n\tAdmission\x12\x42\n\tAuthorize\x12\x19.aigw.v1.AuthorizeRequest\x1a\x1a.aigw.v1.AuthorizeResponse\x12H\n\x0bRecordUsage\x12\x1b.aigw.v1.RecordUsageRequest\x1a\x1c.aigw.v1.RecordUsageResponse\x12]\n\x12ReleaseReservation\x12\".aigw.v1.ReleaseReservationRequest\x1a#.aigw.v1.ReleaseReservationResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#aigw_sidecar/api/v1/admission.proto\x12\x07\x61igw.v1\"`\n\tRateLimit\x12\x0f\n\x07limited\x18\x01 \x01(\x08\x12\r\n\x05limit\x18\x02 \x01(\x03\x12\x11\n\tremaining\x18\x03 \x01(\x03\x12\x10\n\x08reset_ms\x18\x04 \x01(\x03\x12\x0e\n\x06resets\x18\x05 \x01(\x08\"{\n\x08\x45stimate\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rprompt_tokens\x18\x02 \x01(\x03\x12\x19\n\x11max_output_tokens\x18\x03 \x01(\x03\x12\x1b\n\x0e\x63ost_micro_usd\x18\x04 \x01(\x03H\x00\x88\x01\x01\x42\x11\n\x0f_cost_micro_usd\"j\n\x10\x41uthorizeRequest\x12\x0e\n\x06secret\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12#\n\x08\x65stimate\x18\x03 \x01(\x0b\x32\x11.aigw.v1.Estimate\x12\r\n\x05model\x18\x04 \x01(\t\"5\n\x0bReservation\x12\x0e\n\x06tokens\x18\x01 \x01(\x03\x12\x16\n\x0e\x63ost_micro_usd\x18\x02 \x01(\x03\"\xe3\x03\n\x11\x41uthorizeResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12(\n\x0b\x64\x65ny_reason\x18\x02 \x01(\x0e\x32\x13.aigw.v1.DenyReason\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12\x11\n\tworkspace\x18\x05 \x01(\t\x12\x0f\n\x07project\x18\x06 \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x07 \x01(\t\x12\x0e\n\x06legacy\x18\x08 \x01(\x08\x12$\n\x08requests\x18\t \x01(\x0b\x32\x12.aigw.v1.RateLimit\x12\"\n\x06tokens\x18\n \x01(\x0b\x32\x12.aigw.v1.RateLimit\x12*\n\x0e\x63ost_micro_usd\x18\x0b \x01(\x0b\x32\x12.aigw.v1.RateLimit\x12\x16\n\x0eretry_after_ms\x18\x0c \x01(\x03\x12)\n\x0breservation\x18\r \x01(\x0b\x32\x14.aigw.v1.Reservation\x12-\n\x11tokens_per_minute\x18\x0e \x01(\x0b\x32\x12.aigw.v1.RateLimit\x12-\n\x11parallel_requests\x18\x0f \x01(\x0b\x32\x12.aigw.v1.RateLimit\x12\x12\n\nrequest_id\x18\x10 \x01(\t\"\xd9\x01\n\x12RecordUsageRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x15\n\rprompt_tokens\x18\x03 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x04 \x01(\x03\x12\x1b\n\x0e\x63ost_micro_usd\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12\x10\n\x08\x63ost_usd\x18\x06 \x01(\t\x12\r\n\x05model\x18\x07 \x01(\t\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x08 \x01(\x03\x42\x11\n\x0f_cost_micro_usd\"\x91\x01\n\x13RecordUsageResponse\x12\x0f\n\x07\x63ounted\x18\x01 \x01(\x08\x12\x15\n\rperiod_tokens\x18\x02 \x01(\x03\x12\x1d\n\x15period_cost_micro_usd\x18\x03 \x01(\x03\x12\x16\n\x0e\x63ost_micro_usd\x18\x04 \x01(\x03\x12\x1b\n\x13settled_reservation\x18\x05 \x01(\x08\"?\n\x19ReleaseReservationRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\".\n\x1aReleaseReservationResponse\x12\x10\n\x08released\x18\x01 \x01(\x08*\x84\x03\n\nDenyReason\x12\x1b\n\x17\x44\x45NY_REASON_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x44\x45NY_REASON_KEY_MISSING\x10\x01\x12\x1d\n\x19\x44\x45NY_REASON_KEY_MALFORMED\x10\x02\x12\x1b\n\x17\x44\x45NY_REASON_KEY_UNKNOWN\x10\x03\x12\x1c\n\x18\x44\x45NY_REASON_KEY_DISABLED\x10\x04\x12\x1b\n\x17\x44\x45NY_REASON_KEY_EXPIRED\x10\x05\x12#\n\x1f\x44\x45NY_REASON_REQUESTS_PER_MINUTE\x10\x06\x12\x1b\n\x17\x44\x45NY_REASON_TOKEN_LIMIT\x10\x07\x12\x1a\n\x16\x44\x45NY_REASON_COST_LIMIT\x10\x08\x12!\n\x1d\x44\x45NY_REASON_TOKENS_PER_MINUTE\x10\t\x12!\n\x1d\x44\x45NY_REASON_PARALLEL_REQUESTS\x10\n\x12!\n\x1d\x44\x45NY_REASON_MODEL_NOT_ALLOWED\x10\x0b\x32\xf8\x01\n\tAdmission\x12\x42\n\tAuthorize\x12\x19.aigw.v1.AuthorizeRequest\x1a\x1a.aigw.v1.AuthorizeResponse\x12H\n\x0bRecordUsage\x12\x1b.aigw.v1.RecordUsageRequest\x1a\x1c.aigw.v1.RecordUsageResponse\x12]\n\x12ReleaseReservation\x12\".aigw.v1.ReleaseReservationRequest\x1a#.aigw.v1.ReleaseReservationResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aigw_sidecar.api.v1.admission_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DENYREASON']._serialized_start=1273
-  _globals['_DENYREASON']._serialized_end=1556
+  _globals['_DENYREASON']._serialized_start=1402
+  _globals['_DENYREASON']._serialized_end=1790
   _globals['_RATELIMIT']._serialized_start=48
   _globals['_RATELIMIT']._serialized_end=144
   _globals['_ESTIMATE']._serialized_start=146
   _globals['_ESTIMATE']._serialized_end=269
   _globals['_AUTHORIZEREQUEST']._serialized_start=271
-  _globals['_AUTHORIZEREQUEST']._serialized_end=362
-  _globals['_RESERVATION']._serialized_start=364
-  _globals['_RESERVATION']._serialized_end=417
-  _globals['_AUTHORIZERESPONSE']._serialized_start=420
-  _globals['_AUTHORIZERESPONSE']._serialized_end=789
-  _globals['_RECORDUSAGEREQUEST']._serialized_start=792
-  _globals['_RECORDUSAGEREQUEST']._serialized_end=1009
-  _globals['_RECORDUSAGERESPONSE']._serialized_start=1012
-  _globals['_RECORDUSAGERESPONSE']._serialized_end=1157
-  _globals['_RELEASERESERVATIONREQUEST']._serialized_start=1159
-  _globals['_RELEASERESERVATIONREQUEST']._serialized_end=1222
-  _globals['_RELEASERESERVATIONRESPONSE']._serialized_start=1224
-  _globals['_RELEASERESERVATIONRESPONSE']._serialized_end=1270
-  _globals['_ADMISSION']._serialized_start=1559
-  _globals['_ADMISSION']._serialized_end=1807
+  _globals['_AUTHORIZEREQUEST']._serialized_end=377
+  _globals['_RESERVATION']._serialized_start=379
+  _globals['_RESERVATION']._serialized_end=432
+  _globals['_AUTHORIZERESPONSE']._serialized_start=435
+  _globals['_AUTHORIZERESPONSE']._serialized_end=918
+  _globals['_RECORDUSAGEREQUEST']._serialized_start=921
+  _globals['_RECORDUSAGEREQUEST']._serialized_end=1138
+  _globals['_RECORDUSAGERESPONSE']._serialized_start=1141
+  _globals['_RECORDUSAGERESPONSE']._serialized_end=1286
+  _globals['_RELEASERESERVATIONREQUEST']._serialized_start=1288
+  _globals['_RELEASERESERVATIONREQUEST']._serialized_end=1351
+  _globals['_RELEASERESERVATIONRESPONSE']._serialized_start=1353
+  _globals['_RELEASERESERVATIONRESPONSE']._serialized_end=1399
+  _globals['_ADMISSION']._serialized_start=1793
+  _globals['_ADMISSION']._serialized_end=2041
 # @@protoc_insertion_point(module_scope)

@@ -38,21 +38,27 @@ KEY_STATUS_DISABLED: KeyStatus
 KEY_STATUS_EXPIRED: KeyStatus
 
 class Limits(_message.Message):
-    __slots__ = ("cost_limit_usd", "cost_limit_micro_usd", "token_limit", "requests_per_minute", "reset_period")
+    __slots__ = ("cost_limit_usd", "cost_limit_micro_usd", "token_limit", "requests_per_minute", "reset_period", "tokens_per_minute", "max_parallel_requests", "allowed_models")
     COST_LIMIT_USD_FIELD_NUMBER: _ClassVar[int]
     COST_LIMIT_MICRO_USD_FIELD_NUMBER: _ClassVar[int]
     TOKEN_LIMIT_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
     RESET_PERIOD_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    MAX_PARALLEL_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_MODELS_FIELD_NUMBER: _ClassVar[int]
     cost_limit_usd: str
     cost_limit_micro_usd: int
     token_limit: int
     requests_per_minute: int
     reset_period: ResetPeriod
-    def __init__(self, cost_limit_usd: _Optional[str] = ..., cost_limit_micro_usd: _Optional[int] = ..., token_limit: _Optional[int] = ..., requests_per_minute: _Optional[int] = ..., reset_period: _Optional[_Union[ResetPeriod, str]] = ...) -> None: ...
+    tokens_per_minute: int
+    max_parallel_requests: int
+    allowed_models: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, cost_limit_usd: _Optional[str] = ..., cost_limit_micro_usd: _Optional[int] = ..., token_limit: _Optional[int] = ..., requests_per_minute: _Optional[int] = ..., reset_period: _Optional[_Union[ResetPeriod, str]] = ..., tokens_per_minute: _Optional[int] = ..., max_parallel_requests: _Optional[int] = ..., allowed_models: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ApiKey(_message.Message):
-    __slots__ = ("key_id", "name", "workspace", "project", "environment", "labels", "limits", "status", "enabled", "legacy", "masked_secret", "created_at", "updated_at", "expires_at", "last_used_at")
+    __slots__ = ("key_id", "name", "workspace", "project", "environment", "labels", "limits", "status", "enabled", "legacy", "masked_secret", "created_at", "updated_at", "expires_at", "last_used_at", "previous_secret_expires_at")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +81,7 @@ class ApiKey(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     LAST_USED_AT_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_SECRET_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     name: str
     workspace: str
@@ -90,7 +97,8 @@ class ApiKey(_message.Message):
     updated_at: _timestamp_pb2.Timestamp
     expires_at: _timestamp_pb2.Timestamp
     last_used_at: _timestamp_pb2.Timestamp
-    def __init__(self, key_id: _Optional[str] = ..., name: _Optional[str] = ..., workspace: _Optional[str] = ..., project: _Optional[str] = ..., environment: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., status: _Optional[_Union[KeyStatus, str]] = ..., enabled: _Optional[bool] = ..., legacy: _Optional[bool] = ..., masked_secret: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_used_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    previous_secret_expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, key_id: _Optional[str] = ..., name: _Optional[str] = ..., workspace: _Optional[str] = ..., project: _Optional[str] = ..., environment: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., status: _Optional[_Union[KeyStatus, str]] = ..., enabled: _Optional[bool] = ..., legacy: _Optional[bool] = ..., masked_secret: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_used_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., previous_secret_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateKeyRequest(_message.Message):
     __slots__ = ("name", "workspace", "project", "environment", "labels", "limits", "expires_at")
@@ -223,6 +231,22 @@ class UpdateKeyResponse(_message.Message):
     key: ApiKey
     def __init__(self, key: _Optional[_Union[ApiKey, _Mapping]] = ...) -> None: ...
 
+class RotateKeySecretRequest(_message.Message):
+    __slots__ = ("key_id", "grace_period_s")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    GRACE_PERIOD_S_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    grace_period_s: int
+    def __init__(self, key_id: _Optional[str] = ..., grace_period_s: _Optional[int] = ...) -> None: ...
+
+class RotateKeySecretResponse(_message.Message):
+    __slots__ = ("key", "secret")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    key: ApiKey
+    secret: str
+    def __init__(self, key: _Optional[_Union[ApiKey, _Mapping]] = ..., secret: _Optional[str] = ...) -> None: ...
+
 class EnableKeyRequest(_message.Message):
     __slots__ = ("key_id",)
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
@@ -276,7 +300,7 @@ class LimitUsage(_message.Message):
     def __init__(self, limited: _Optional[bool] = ..., limit: _Optional[int] = ..., used: _Optional[int] = ..., remaining: _Optional[int] = ...) -> None: ...
 
 class KeyOverview(_message.Message):
-    __slots__ = ("key", "cost_micro_usd", "tokens", "requests_per_minute", "period_start", "next_reset", "period_requests", "period_prompt_tokens", "period_completion_tokens", "lifetime_requests", "lifetime_prompt_tokens", "lifetime_completion_tokens", "lifetime_cost_micro_usd", "last_used_at", "observed_at", "reserved_tokens", "reserved_cost_micro_usd", "open_reservations", "per_model", "unpriced_requests")
+    __slots__ = ("key", "cost_micro_usd", "tokens", "requests_per_minute", "period_start", "next_reset", "period_requests", "period_prompt_tokens", "period_completion_tokens", "lifetime_requests", "lifetime_prompt_tokens", "lifetime_completion_tokens", "lifetime_cost_micro_usd", "last_used_at", "observed_at", "reserved_tokens", "reserved_cost_micro_usd", "open_reservations", "per_model", "unpriced_requests", "tokens_per_minute", "parallel_requests")
     KEY_FIELD_NUMBER: _ClassVar[int]
     COST_MICRO_USD_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -297,6 +321,8 @@ class KeyOverview(_message.Message):
     OPEN_RESERVATIONS_FIELD_NUMBER: _ClassVar[int]
     PER_MODEL_FIELD_NUMBER: _ClassVar[int]
     UNPRICED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    PARALLEL_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     key: ApiKey
     cost_micro_usd: LimitUsage
     tokens: LimitUsage
@@ -317,7 +343,9 @@ class KeyOverview(_message.Message):
     open_reservations: int
     per_model: _containers.RepeatedCompositeFieldContainer[ModelUsage]
     unpriced_requests: int
-    def __init__(self, key: _Optional[_Union[ApiKey, _Mapping]] = ..., cost_micro_usd: _Optional[_Union[LimitUsage, _Mapping]] = ..., tokens: _Optional[_Union[LimitUsage, _Mapping]] = ..., requests_per_minute: _Optional[_Union[LimitUsage, _Mapping]] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_reset: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_requests: _Optional[int] = ..., period_prompt_tokens: _Optional[int] = ..., period_completion_tokens: _Optional[int] = ..., lifetime_requests: _Optional[int] = ..., lifetime_prompt_tokens: _Optional[int] = ..., lifetime_completion_tokens: _Optional[int] = ..., lifetime_cost_micro_usd: _Optional[int] = ..., last_used_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., observed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reserved_tokens: _Optional[int] = ..., reserved_cost_micro_usd: _Optional[int] = ..., open_reservations: _Optional[int] = ..., per_model: _Optional[_Iterable[_Union[ModelUsage, _Mapping]]] = ..., unpriced_requests: _Optional[int] = ...) -> None: ...
+    tokens_per_minute: LimitUsage
+    parallel_requests: LimitUsage
+    def __init__(self, key: _Optional[_Union[ApiKey, _Mapping]] = ..., cost_micro_usd: _Optional[_Union[LimitUsage, _Mapping]] = ..., tokens: _Optional[_Union[LimitUsage, _Mapping]] = ..., requests_per_minute: _Optional[_Union[LimitUsage, _Mapping]] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_reset: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_requests: _Optional[int] = ..., period_prompt_tokens: _Optional[int] = ..., period_completion_tokens: _Optional[int] = ..., lifetime_requests: _Optional[int] = ..., lifetime_prompt_tokens: _Optional[int] = ..., lifetime_completion_tokens: _Optional[int] = ..., lifetime_cost_micro_usd: _Optional[int] = ..., last_used_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., observed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reserved_tokens: _Optional[int] = ..., reserved_cost_micro_usd: _Optional[int] = ..., open_reservations: _Optional[int] = ..., per_model: _Optional[_Iterable[_Union[ModelUsage, _Mapping]]] = ..., unpriced_requests: _Optional[int] = ..., tokens_per_minute: _Optional[_Union[LimitUsage, _Mapping]] = ..., parallel_requests: _Optional[_Union[LimitUsage, _Mapping]] = ...) -> None: ...
 
 class ModelUsage(_message.Message):
     __slots__ = ("model", "requests", "tokens", "cost_micro_usd")

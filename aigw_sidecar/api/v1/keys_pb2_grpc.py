@@ -59,6 +59,11 @@ class KeyManagementStub:
                 request_serializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.UpdateKeyRequest.SerializeToString,
                 response_deserializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.UpdateKeyResponse.FromString,
                 _registered_method=True)
+        self.RotateKeySecret = channel.unary_unary(
+                '/aigw.v1.KeyManagement/RotateKeySecret',
+                request_serializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.RotateKeySecretRequest.SerializeToString,
+                response_deserializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.RotateKeySecretResponse.FromString,
+                _registered_method=True)
         self.EnableKey = channel.unary_unary(
                 '/aigw.v1.KeyManagement/EnableKey',
                 request_serializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.EnableKeyRequest.SerializeToString,
@@ -115,6 +120,14 @@ class KeyManagementServicer:
 
     def UpdateKey(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateKeySecret(self, request, context):
+        """A new secret for the same key id, limits and usage; the old secret keeps
+        working for grace_period_s. FAILED_PRECONDITION on legacy keys.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -177,6 +190,11 @@ def add_KeyManagementServicer_to_server(servicer, server):
                     servicer.UpdateKey,
                     request_deserializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.UpdateKeyRequest.FromString,
                     response_serializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.UpdateKeyResponse.SerializeToString,
+            ),
+            'RotateKeySecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateKeySecret,
+                    request_deserializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.RotateKeySecretRequest.FromString,
+                    response_serializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.RotateKeySecretResponse.SerializeToString,
             ),
             'EnableKey': grpc.unary_unary_rpc_method_handler(
                     servicer.EnableKey,
@@ -339,6 +357,33 @@ class KeyManagement:
             '/aigw.v1.KeyManagement/UpdateKey',
             aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.UpdateKeyRequest.SerializeToString,
             aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.UpdateKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateKeySecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aigw.v1.KeyManagement/RotateKeySecret',
+            aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.RotateKeySecretRequest.SerializeToString,
+            aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.RotateKeySecretResponse.FromString,
             options,
             channel_credentials,
             insecure,

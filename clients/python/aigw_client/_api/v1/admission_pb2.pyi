@@ -17,6 +17,9 @@ class DenyReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DENY_REASON_REQUESTS_PER_MINUTE: _ClassVar[DenyReason]
     DENY_REASON_TOKEN_LIMIT: _ClassVar[DenyReason]
     DENY_REASON_COST_LIMIT: _ClassVar[DenyReason]
+    DENY_REASON_TOKENS_PER_MINUTE: _ClassVar[DenyReason]
+    DENY_REASON_PARALLEL_REQUESTS: _ClassVar[DenyReason]
+    DENY_REASON_MODEL_NOT_ALLOWED: _ClassVar[DenyReason]
 DENY_REASON_UNSPECIFIED: DenyReason
 DENY_REASON_KEY_MISSING: DenyReason
 DENY_REASON_KEY_MALFORMED: DenyReason
@@ -26,6 +29,9 @@ DENY_REASON_KEY_EXPIRED: DenyReason
 DENY_REASON_REQUESTS_PER_MINUTE: DenyReason
 DENY_REASON_TOKEN_LIMIT: DenyReason
 DENY_REASON_COST_LIMIT: DenyReason
+DENY_REASON_TOKENS_PER_MINUTE: DenyReason
+DENY_REASON_PARALLEL_REQUESTS: DenyReason
+DENY_REASON_MODEL_NOT_ALLOWED: DenyReason
 
 class RateLimit(_message.Message):
     __slots__ = ("limited", "limit", "remaining", "reset_ms", "resets")
@@ -54,14 +60,16 @@ class Estimate(_message.Message):
     def __init__(self, model: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., cost_micro_usd: _Optional[int] = ...) -> None: ...
 
 class AuthorizeRequest(_message.Message):
-    __slots__ = ("secret", "request_id", "estimate")
+    __slots__ = ("secret", "request_id", "estimate", "model")
     SECRET_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ESTIMATE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     secret: str
     request_id: str
     estimate: Estimate
-    def __init__(self, secret: _Optional[str] = ..., request_id: _Optional[str] = ..., estimate: _Optional[_Union[Estimate, _Mapping]] = ...) -> None: ...
+    model: str
+    def __init__(self, secret: _Optional[str] = ..., request_id: _Optional[str] = ..., estimate: _Optional[_Union[Estimate, _Mapping]] = ..., model: _Optional[str] = ...) -> None: ...
 
 class Reservation(_message.Message):
     __slots__ = ("tokens", "cost_micro_usd")
@@ -72,7 +80,7 @@ class Reservation(_message.Message):
     def __init__(self, tokens: _Optional[int] = ..., cost_micro_usd: _Optional[int] = ...) -> None: ...
 
 class AuthorizeResponse(_message.Message):
-    __slots__ = ("allowed", "deny_reason", "message", "key_id", "workspace", "project", "environment", "legacy", "requests", "tokens", "cost_micro_usd", "retry_after_ms", "reservation")
+    __slots__ = ("allowed", "deny_reason", "message", "key_id", "workspace", "project", "environment", "legacy", "requests", "tokens", "cost_micro_usd", "retry_after_ms", "reservation", "tokens_per_minute", "parallel_requests", "request_id")
     ALLOWED_FIELD_NUMBER: _ClassVar[int]
     DENY_REASON_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +94,9 @@ class AuthorizeResponse(_message.Message):
     COST_MICRO_USD_FIELD_NUMBER: _ClassVar[int]
     RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
     RESERVATION_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    PARALLEL_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     allowed: bool
     deny_reason: DenyReason
     message: str
@@ -99,7 +110,10 @@ class AuthorizeResponse(_message.Message):
     cost_micro_usd: RateLimit
     retry_after_ms: int
     reservation: Reservation
-    def __init__(self, allowed: _Optional[bool] = ..., deny_reason: _Optional[_Union[DenyReason, str]] = ..., message: _Optional[str] = ..., key_id: _Optional[str] = ..., workspace: _Optional[str] = ..., project: _Optional[str] = ..., environment: _Optional[str] = ..., legacy: _Optional[bool] = ..., requests: _Optional[_Union[RateLimit, _Mapping]] = ..., tokens: _Optional[_Union[RateLimit, _Mapping]] = ..., cost_micro_usd: _Optional[_Union[RateLimit, _Mapping]] = ..., retry_after_ms: _Optional[int] = ..., reservation: _Optional[_Union[Reservation, _Mapping]] = ...) -> None: ...
+    tokens_per_minute: RateLimit
+    parallel_requests: RateLimit
+    request_id: str
+    def __init__(self, allowed: _Optional[bool] = ..., deny_reason: _Optional[_Union[DenyReason, str]] = ..., message: _Optional[str] = ..., key_id: _Optional[str] = ..., workspace: _Optional[str] = ..., project: _Optional[str] = ..., environment: _Optional[str] = ..., legacy: _Optional[bool] = ..., requests: _Optional[_Union[RateLimit, _Mapping]] = ..., tokens: _Optional[_Union[RateLimit, _Mapping]] = ..., cost_micro_usd: _Optional[_Union[RateLimit, _Mapping]] = ..., retry_after_ms: _Optional[int] = ..., reservation: _Optional[_Union[Reservation, _Mapping]] = ..., tokens_per_minute: _Optional[_Union[RateLimit, _Mapping]] = ..., parallel_requests: _Optional[_Union[RateLimit, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class RecordUsageRequest(_message.Message):
     __slots__ = ("key_id", "request_id", "prompt_tokens", "completion_tokens", "cost_micro_usd", "cost_usd", "model", "cached_prompt_tokens")
