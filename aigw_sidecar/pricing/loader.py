@@ -83,12 +83,20 @@ def load_table(path: Path) -> PriceTable:
     return parse_table(data, path.name)
 
 
+def _signature(path: Path) -> tuple[int, int, int]:
+    # Size and inode too: a file truncated and rewritten within one timestamp
+    # tick (or swapped in by rename) keeps its mtime, and the half-written
+    # state seen in between must not hide the finished one.
+    stat = os.stat(path)
+    return stat.st_mtime_ns, stat.st_size, stat.st_ino
+
+
 class PricingFile:
-    """The table of one file, reloaded when its modification time changes."""
+    """The table of one file, reloaded when it changes (mtime, size or inode)."""
 
     def __init__(self, path: Path) -> None:
         self._path = path
-        self._mtime_ns = os.stat(path).st_mtime_ns
+        self._signature = _signature(path)
         self.table = load_table(path)
 
     def reload(self) -> bool:
@@ -98,14 +106,14 @@ class PricingFile:
     def reload_if_changed(self, *, force: bool = False) -> bool:
         """Reload after a change; on a broken file keep the old table and log why."""
         try:
-            mtime_ns = os.stat(self._path).st_mtime_ns
+            signature = _signature(self._path)
         except OSError as exc:
             log.warning("pricing file %s unreadable, keeping the previous table: %s",
                         self._path, exc)
             return False
-        if mtime_ns == self._mtime_ns and not force:
+        if signature == self._signature and not force:
             return False
-        self._mtime_ns = mtime_ns
+        self._signature = signature
         try:
             self.table = load_table(self._path)
         except (InvalidArgument, ValueError, yaml.YAMLError, OSError) as exc:
