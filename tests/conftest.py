@@ -9,6 +9,7 @@ by a key prefix of their own, not by flushing.
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ from aigw_sidecar.store.redis_store import RedisKeyStore
 from tests.servers import StoreProcess, store_binaries
 
 _prefixes = itertools.count()
+# The Redis Cluster suite starts its own cluster; `make test-cluster` runs it.
+collect_ignore = [] if os.environ.get("AIGW_TEST_CLUSTER") else ["cluster"]
 
 
 @pytest.fixture(scope="session")

@@ -11,10 +11,9 @@ import re
 from collections.abc import Sequence
 from typing import cast
 
-from redis.asyncio import Redis
-
 from aigw_sidecar.errors import InvalidArgument
 from aigw_sidecar.keys.audit import AuditAction, AuditEntry, AuditEvent
+from aigw_sidecar.store.client import StoreClient
 from aigw_sidecar.store.keyspace import Keyspace
 from aigw_sidecar.store.redis_store import _store_errors as store_errors
 
@@ -27,7 +26,7 @@ _ENTRY_ID_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
 
 class RedisAuditLog:
     def __init__(
-        self, redis: Redis, keyspace: Keyspace, max_entries: int = DEFAULT_MAX_ENTRIES
+        self, redis: StoreClient, keyspace: Keyspace, max_entries: int = DEFAULT_MAX_ENTRIES
     ) -> None:
         self._redis = redis
         self._key = keyspace.audit

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis import exceptions as redis_errors
-from redis.asyncio import Redis
 
 from aigw_sidecar.admission.decision import (
     Decision,
@@ -48,6 +47,7 @@ from aigw_sidecar.keys.model import (
     key_status,
 )
 from aigw_sidecar.keys.service import LEGACY_LIMITS_MESSAGE
+from aigw_sidecar.store.client import StoreClient
 from aigw_sidecar.store.keyspace import Keyspace
 from aigw_sidecar.store.scripts import Scripts
 
@@ -154,7 +154,7 @@ class RedisKeyStore:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: StoreClient,
         keyspace: Keyspace | None = None,
         *,
         dedupe_ms: int = DEFAULT_DEDUPE_MS,
@@ -565,6 +565,8 @@ async def _store_errors() -> AsyncIterator[None]:
     try:
         yield
     except (redis_errors.ConnectionError, redis_errors.TimeoutError,
-            redis_errors.BusyLoadingError, TimeoutError, OSError) as exc:
+            redis_errors.BusyLoadingError, redis_errors.ClusterDownError,
+            redis_errors.TryAgainError, redis_errors.RedisClusterException,
+            TimeoutError, OSError) as exc:
         raise StoreUnavailable("the key store is unavailable; try again") from exc
 

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+
+from aigw_sidecar.store.client import StoreClient
 
 _NAMES = (
     "authorize",
@@ -49,7 +50,7 @@ class Scripts:
     release_reservation: AsyncScript
 
     @classmethod
-    def register(cls, redis: Redis) -> Scripts:
+    def register(cls, redis: StoreClient) -> Scripts:
         registered: dict[str, Any] = {
             name: redis.register_script(script_source(name)) for name in _NAMES
         }

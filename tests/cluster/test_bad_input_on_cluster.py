@@ -1,0 +1,16 @@
+"""tests/test_bad_input.py on a Redis Cluster (fixtures: tests/cluster/conftest.py)."""
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from aigw_sidecar.store.client import StoreClient
+from tests.cluster.conftest import cluster_client
+from tests.test_bad_input import *  # noqa: F403
+
+
+@pytest.fixture
+async def store_client(valkey_url: str) -> AsyncIterator[StoreClient]:
+    client = await cluster_client(valkey_url)
+    yield client
+    await client.aclose()
