@@ -6,6 +6,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 
 from aigw_sidecar import __version__
 from aigw_sidecar.settings import Settings, parse_settings
@@ -31,7 +32,10 @@ def _run(settings: Settings) -> None:
     asyncio.run(serve(settings))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, worker: bool = False) -> int:
+    """Args:
+    worker: run as one of a supervisor's workers (shares the port, never supervises).
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["--version"]:
         print(f"aigw-sidecar {__version__}")
@@ -40,12 +44,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(USAGE, file=sys.stderr)
         return 0 if args[:1] in (["-h"], ["--help"]) else 2
     settings = parse_settings(args[1:])
+    if worker:
+        settings = replace(settings, workers=1, reuse_port=True)
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
     try:
+        if settings.workers != 1:
+            from aigw_sidecar.supervisor import Supervisor
+
+            return Supervisor(settings, args[1:]).run()
         _run(settings)
     except KeyboardInterrupt:
         pass
