@@ -19,6 +19,7 @@ from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from aigw_sidecar.admission.service import AdmissionService
+from aigw_sidecar.admission.settlement import UsageSettler
 from aigw_sidecar.api.v1 import admission_pb2, admission_pb2_grpc, keys_pb2, keys_pb2_grpc
 from aigw_sidecar.errors import AigwError
 from aigw_sidecar.keys.audit import AuditedKeyService
@@ -30,6 +31,7 @@ from aigw_sidecar.server.admin_auth import (
     load_admin_tokens,
 )
 from aigw_sidecar.server.ext_authz import ExtAuthzOptions, ExtAuthzServicer
+from aigw_sidecar.server.ext_proc import ExtProcOptions, ExtProcServicer
 from aigw_sidecar.server.health import StoreHealthWatcher
 from aigw_sidecar.server.listeners import bind, is_local_address, server_credentials
 from aigw_sidecar.server.servicers import AdmissionServicer, KeyManagementServicer
@@ -101,12 +103,15 @@ class Sidecar:
     admin_server: grpc.aio.Server | None = None  # None: KeyManagement is on ``server``
     admin_port: int = 0
     pricing: PricingFile | None = None
+    ext_proc: ExtProcServicer | None = None
 
     async def stop(self) -> None:
         await self.watcher.shutdown()
         if self.admin_server is not None:
             await self.admin_server.stop(self.settings.shutdown_grace_s)
         await self.server.stop(self.settings.shutdown_grace_s)
+        if self.ext_proc is not None:  # settlements of the last streams, before the pool closes
+            await self.ext_proc.drain()
         for task in self._tasks:
             task.cancel()
         await self.redis.aclose()
@@ -183,7 +188,11 @@ async def start(settings: Settings) -> Sidecar:
         strip_key_headers=settings.envoy_strip_key_headers,
         fail_open=settings.envoy_failure_mode == "open",
     ))
-    server.add_generic_rpc_handlers((ext_authz.handler(),))
+    # Envoy's ExternalProcessor/Process: settles what ext_authz admitted and reserved.
+    ext_proc = ExtProcServicer(
+        UsageSettler(admission), ExtProcOptions(include_usage=settings.envoy_include_usage)
+    )
+    server.add_generic_rpc_handlers((ext_authz.handler(), ext_proc.handler()))
     audit = RedisAuditLog(redis, Keyspace(settings.key_prefix), settings.audit_max_entries)
     keys_pb2_grpc.add_KeyManagementServicer_to_server(
         KeyManagementServicer(AuditedKeyService(store, audit, current_principal)),
@@ -226,7 +235,7 @@ async def start(settings: Settings) -> Sidecar:
         log.info("admin plane (KeyManagement) listening on %s", settings.admin_listen)
     sidecar = Sidecar(
         settings, server, redis, watcher, port, embedded,
-        admin_server=admin_server, admin_port=admin_port,
+        admin_server=admin_server, admin_port=admin_port, ext_proc=ext_proc,
     )
     sidecar._tasks.append(asyncio.create_task(watcher.run()))
     if pricing is not None:

@@ -43,6 +43,8 @@ class Settings:
     envoy_key_headers: str = "authorization,x-api-key,api-key"
     envoy_strip_key_headers: bool = True
     envoy_failure_mode: str = "closed"  # closed | open: when the store is unreachable
+    # Envoy ext_proc (ExternalProcessor/Process)
+    envoy_include_usage: bool = True  # ask streaming requests for the final usage chunk
     # Usage accounting
     pricing_file: str = ""  # YAML or JSON price table; empty: cost only as reported
     pricing_reload_s: float = 2.0  # how often the pricing file is checked for changes
@@ -121,6 +123,9 @@ _OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
     ("--envoy-failure-mode", "AIGW_ENVOY_FAILURE_MODE", "envoy_failure_mode", str,
      "ext_authz when the store is unreachable: closed (503 JSON error) or open"
      " (allow, upstream sees x-aigw-fail-open: true)"),
+    ("--envoy-include-usage", "AIGW_ENVOY_INCLUDE_USAGE", "envoy_include_usage", _boolean,
+     "ext_proc: add stream_options.include_usage to streaming requests that lack it, so"
+     " their usage can be read from the stream (true/false)"),
 )
 
 

@@ -5,6 +5,12 @@ One Check is one ``AdmissionService.authorize`` (one store script), exactly like
 the secret found in them, and the decision out as Envoy's CheckResponse. Which
 HTTP status and body a denial gets is decided in ``server/status.py``.
 
+With ``with_request_body`` in Envoy's config, the Check also carries the request
+body: an OpenAI-style body becomes an ``Estimate`` (``admission/usage_stream.py``)
+that the same script reserves, under a request id made from ``x-request-id``. An
+allowed request's dynamic metadata then holds what ext_proc needs to settle it
+(``server/ext_proc.py``): key id, request id, the estimate and the reservation.
+
 The messages come from our trimmed, wire-compatible proto (``aigw.envoy.v3``);
 the handler is registered under Envoy's own method path.
 """
@@ -21,6 +27,8 @@ from google.protobuf.struct_pb2 import Struct
 
 from aigw_sidecar.admission.decision import Decision, DenyReason
 from aigw_sidecar.admission.service import AdmissionService
+from aigw_sidecar.admission.settlement import proxy_request_id
+from aigw_sidecar.admission.usage_stream import RequestFacts, read_request
 from aigw_sidecar.api.envoy.v3 import ext_authz_pb2 as pb
 from aigw_sidecar.errors import StoreUnavailable
 from aigw_sidecar.server.status import (
@@ -40,6 +48,8 @@ KEY_ID_HEADER = "x-aigw-key-id"
 WORKSPACE_HEADER = "x-aigw-workspace"
 PROJECT_HEADER = "x-aigw-project"
 FAIL_OPEN_HEADER = "x-aigw-fail-open"
+REQUEST_ID_HEADER = "x-request-id"
+PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
 # Headers only the sidecar may set upstream: a client's copy is always replaced or removed.
 IDENTITY_HEADERS = (KEY_ID_HEADER, WORKSPACE_HEADER, PROJECT_HEADER, FAIL_OPEN_HEADER)
 
@@ -98,13 +108,33 @@ def _headers(pairs: Iterable[tuple[str, str]]) -> list[pb.HeaderValueOption]:
     return [_header(name, value) for name, value in pairs]
 
 
-def _metadata(**fields: str | bool) -> Struct:
+def request_facts(http: pb.AttributeContext.HttpRequest) -> RequestFacts | None:
+    """The estimate-relevant facts of the body Envoy sent along, or None without one."""
+    body = http.raw_body or http.body.encode()
+    if not body:
+        return None
+    try:
+        length: int | None = int(http.headers.get("content-length", ""))
+    except ValueError:
+        length = None
+    truncated = http.headers.get(PARTIAL_BODY_HEADER) == "true" or (
+        length is not None and length > len(body)
+    )
+    return read_request(body, truncated=truncated, content_length=length)
+
+
+def _metadata(**fields: str | bool | float) -> Struct:
     metadata = Struct()
     metadata.update(fields)
     return metadata
 
 
-def allowed_response(decision: Decision, options: ExtAuthzOptions) -> pb.CheckResponse:
+def allowed_response(
+    decision: Decision,
+    options: ExtAuthzOptions,
+    request_id: str = "",
+    facts: RequestFacts | None = None,
+) -> pb.CheckResponse:
     """Forward upstream with the key's identity; the client sees its rate-limit headers."""
     identity = [(KEY_ID_HEADER, decision.key_id), (WORKSPACE_HEADER, decision.workspace)]
     remove = [FAIL_OPEN_HEADER]
@@ -121,10 +151,30 @@ def allowed_response(decision: Decision, options: ExtAuthzOptions) -> pb.CheckRe
             headers_to_remove=remove,
             response_headers_to_add=_headers(rate_limit_headers(decision)),
         ),
-        dynamic_metadata=_metadata(
-            key_id=decision.key_id, workspace=decision.workspace, project=decision.project
-        ),
+        dynamic_metadata=_admitted_metadata(decision, request_id, facts),
     )
+
+
+def _admitted_metadata(
+    decision: Decision, request_id: str, facts: RequestFacts | None
+) -> Struct:
+    """Identity for access logs, plus what ext_proc needs to settle the request."""
+    metadata = _metadata(
+        key_id=decision.key_id, workspace=decision.workspace, project=decision.project,
+        request_id=request_id,
+    )
+    if facts is not None:
+        metadata.update({
+            "model": facts.model,
+            "prompt_tokens": facts.prompt_tokens,
+            "max_output_tokens": facts.max_output_tokens,
+        })
+    if decision.reservation is not None:
+        metadata.update({
+            "reserved_tokens": decision.reservation.tokens,
+            "reserved_cost_micro_usd": decision.reservation.cost_micro_usd,
+        })
+    return metadata
 
 
 def denied_response(denial: HttpDenial, decision: Decision | None = None) -> pb.CheckResponse:
@@ -169,12 +219,16 @@ class ExtAuthzServicer:
 
     @domain_errors
     async def Check(self, request: pb.CheckRequest, context: Ctx) -> pb.CheckResponse:
-        found = find_secret(request.attributes.request.http.headers, self._options.key_headers)
+        http = request.attributes.request.http
+        found = find_secret(http.headers, self._options.key_headers)
+        facts = request_facts(http)
+        request_id = proxy_request_id(http.headers.get(REQUEST_ID_HEADER, ""))
         try:
             if isinstance(found, DenyReason):
                 decision = Decision.deny(found)
             else:
-                decision = await self._service.authorize(found)
+                estimate = facts.estimate() if facts is not None else None
+                decision = await self._service.authorize(found, request_id, estimate)
         except StoreUnavailable:
             # The fail mode is this adapter's job: Authorize leaves it to its caller.
             return self._store_unavailable()
@@ -182,7 +236,7 @@ class ExtAuthzServicer:
             self._failing_open = False
             log.warning("ext_authz: store reachable again; checking keys again")
         if decision.allowed:
-            return allowed_response(decision, self._options)
+            return allowed_response(decision, self._options, request_id, facts)
         return denied_response(http_denial(decision), decision)
 
     def _store_unavailable(self) -> pb.CheckResponse:

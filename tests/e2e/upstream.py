@@ -1,13 +1,22 @@
 """A small OpenAI-compatible upstream on loopback: chat completions (JSON and SSE).
 
-It records the headers of every request it receives, so tests can prove what
-Envoy forwarded. SSE chunks are sent ``chunk_delay_s`` apart, each flushed on
+It records the headers and body of every request it receives, so tests can prove
+what Envoy forwarded. SSE chunks are sent ``chunk_delay_s`` apart, each flushed on
 its own, so a test can tell a streamed response from a buffered one.
+
+Usage is reported like OpenAI does: in every JSON completion, and in a stream only
+as a final chunk (empty ``choices``) when the request asked for it with
+``stream_options.include_usage``. Request headers steer the rest:
+``x-mock-completion-tokens`` / ``x-mock-cached-tokens`` set the usage reported
+(default 5 completion tokens, none cached; prompt tokens are always 11),
+``x-mock-mode: crash`` cuts the stream (or the JSON body) mid-way by closing the
+connection, ``slow`` spaces stream chunks 0.5 s apart, and ``error`` answers 500.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -15,6 +24,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 WORDS = ("Hello", " from", " the", " mock", " upstream")
+PROMPT_TOKENS = 11
+SLOW_CHUNK_DELAY_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,9 +33,19 @@ class SeenRequest:
     method: str
     path: str
     headers: dict[str, str]
+    body: bytes = b""
 
 
-def completion(model: str) -> dict[str, Any]:
+def usage(completion_tokens: int = 5, cached_tokens: int = 0) -> dict[str, Any]:
+    return {
+        "prompt_tokens": PROMPT_TOKENS,
+        "completion_tokens": completion_tokens,
+        "total_tokens": PROMPT_TOKENS + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": cached_tokens},
+    }
+
+
+def completion(model: str, reported: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "id": "chatcmpl-mock",
         "object": "chat.completion",
@@ -37,7 +58,7 @@ def completion(model: str) -> dict[str, Any]:
                 "finish_reason": "stop",
             }
         ],
-        "usage": {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16},
+        "usage": reported or usage(),
     }
 
 
@@ -62,10 +83,17 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
-    def _record(self) -> None:
+    def _record(self, body: bytes = b"") -> dict[str, str]:
         headers = {name.lower(): value for name, value in self.headers.items()}
         with self.server.lock:
-            self.server.seen.append(SeenRequest(self.command, self.path, headers))
+            self.server.seen.append(SeenRequest(self.command, self.path, headers, body))
+        return headers
+
+    def _crash(self) -> None:
+        """Drop the connection mid-response, as a crashing upstream would."""
+        self.wfile.flush()
+        self.connection.shutdown(socket.SHUT_RDWR)
+        self.close_connection = True
 
     def _json(self, status: int, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode()
@@ -83,34 +111,58 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(404, {"error": {"message": "not found"}})
 
     def do_POST(self) -> None:
-        self._record()
         length = int(self.headers.get("content-length") or 0)
-        request = json.loads(self.rfile.read(length) or b"{}")
+        raw = self.rfile.read(length)
+        headers = self._record(raw)
+        request = json.loads(raw or b"{}")
         model = str(request.get("model", "mock"))
+        mode = headers.get("x-mock-mode", "")
+        reported = usage(
+            int(headers.get("x-mock-completion-tokens", "5")),
+            int(headers.get("x-mock-cached-tokens", "0")),
+        )
         if not self.path.startswith("/v1/chat/completions"):
             self._json(404, {"error": {"message": "not found"}})
+        elif mode == "error":
+            self._json(500, {"error": {"message": "upstream failed", "type": "server_error"}})
         elif request.get("stream"):
-            self._stream(model)
+            options = request.get("stream_options") or {}
+            self._stream(model, reported if options.get("include_usage") else None, mode)
+        elif mode == "crash":
+            data = json.dumps(completion(model, reported)).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self._crash()
         else:
-            self._json(200, completion(model))
+            self._json(200, completion(model, reported))
 
-    def _stream(self, model: str) -> None:
+    def _stream(self, model: str, reported: dict[str, Any] | None, mode: str) -> None:
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.send_header("transfer-encoding", "chunked")
         self.end_headers()
         events = [chunk(model, {"role": "assistant", "content": ""})]
         events += [chunk(model, {"content": word}) for word in WORDS]
-        events.append(chunk(model, {}, {"prompt_tokens": 11, "completion_tokens": 5,
-                                        "total_tokens": 16}))
+        if reported is not None:
+            events.append(chunk(model, {}, reported))
         events.append(b"data: [DONE]\n\n")
-        for i, event in enumerate(events):
-            if 1 < i <= len(WORDS):
-                time.sleep(self.server.chunk_delay_s)
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+        delay = SLOW_CHUNK_DELAY_S if mode == "slow" else self.server.chunk_delay_s
+        try:
+            for i, event in enumerate(events):
+                if 1 < i <= len(WORDS):
+                    time.sleep(delay)
+                if mode == "crash" and i == 3:
+                    self._crash()
+                    return
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
-        self.wfile.write(b"0\r\n\r\n")
-        self.wfile.flush()
+        except OSError:  # the client (Envoy) went away
+            self.close_connection = True
 
 
 class _Server(ThreadingHTTPServer):

@@ -1,0 +1,139 @@
+"""Settling a request admitted at the proxy: charge its usage, its estimate, or nothing.
+
+The Envoy path has two halves that never share a Python object: ext_authz admits
+the request (and reserves its estimate) and hands an ``AdmittedRequest`` to Envoy
+as dynamic metadata; ext_proc reads it back, watches the response, and calls
+``UsageSettler.settle`` exactly once when the response has ended, completely or
+not. The rule for what is charged is ``usage_stream.settlement``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets as random_tokens
+from collections import Counter
+from dataclasses import dataclass
+
+from aigw_sidecar.admission.decision import Estimate, Reservation, UsageReport
+from aigw_sidecar.admission.service import AdmissionService
+from aigw_sidecar.admission.usage_stream import Settlement, Usage, settlement
+from aigw_sidecar.errors import InvalidArgument, StoreUnavailable
+from aigw_sidecar.keys import secrets
+
+log = logging.getLogger(__name__)
+
+_PROXY_ID_RE = re.compile(r"^[\x21-\x7e]{1,100}$")
+STORE_RETRY_DELAY_S = 0.2
+
+
+def proxy_request_id(x_request_id: str) -> str:
+    """The request id a proxied request reserves and settles under.
+
+    The proxy's ``x-request-id`` (Envoy's, or a client's when Envoy keeps it) plus
+    a random suffix: a client that sends the same ``x-request-id`` twice must not
+    replace its first reservation, nor have its second usage ignored as a retry.
+    """
+    base = x_request_id.strip()
+    if not _PROXY_ID_RE.match(base) or secrets.looks_like_ours(base):
+        base = random_tokens.token_hex(16)
+    return f"{base}.{random_tokens.token_hex(4)}"
+
+
+@dataclass(frozen=True, slots=True)
+class AdmittedRequest:
+    """What admission knew about a request, carried to whoever settles it."""
+
+    key_id: str
+    request_id: str
+    estimate: Estimate | None = None
+    reservation: Reservation | None = None  # None: nothing was reserved
+
+
+class UsageSettler:
+    """Turns the end of one proxied response into one RecordUsage or one release."""
+
+    def __init__(self, service: AdmissionService) -> None:
+        self._service = service
+        self.counts: Counter[str] = Counter()  # settlements and failures, by name
+
+    async def settle(
+        self, admitted: AdmittedRequest, status: int | None, usage: Usage | None
+    ) -> Settlement:
+        """Settle once; a store that stays unreachable leaves the lease to expire."""
+        outcome = settlement(status, usage)
+        for attempt in (1, 2):
+            try:
+                await self._apply(admitted, outcome, usage)
+                break
+            except StoreUnavailable:
+                if attempt == 2:
+                    self.counts["store_unavailable"] += 1
+                    log.error("usage of request %s on key %s not settled: store unavailable; "
+                              "its reservation expires with its lease",
+                              admitted.request_id, admitted.key_id)
+                    return outcome
+                await asyncio.sleep(STORE_RETRY_DELAY_S)
+        self.counts[outcome.value] += 1
+        return outcome
+
+    async def _apply(
+        self, admitted: AdmittedRequest, outcome: Settlement, usage: Usage | None
+    ) -> None:
+        if outcome is Settlement.RELEASE:
+            if admitted.reservation is not None:
+                await self._service.release_reservation(admitted.key_id, admitted.request_id)
+            return
+        report = self._report(admitted, outcome, usage)
+        if report is None:
+            return
+        try:
+            await self._service.record_usage(report)
+        except InvalidArgument as exc:
+            # The pricing table refuses the model. The request already ran: count
+            # its tokens at the reserved cost (or nothing) rather than lose them.
+            self.counts["unpriced_model"] += 1
+            log.warning("request %s on key %s: %s; charged its reserved cost instead",
+                        admitted.request_id, admitted.key_id, exc)
+            reserved = admitted.reservation.cost_micro_usd if admitted.reservation else 0
+            await self._service.record_usage(_with_cost(report, reserved))
+
+    def _report(
+        self, admitted: AdmittedRequest, outcome: Settlement, usage: Usage | None
+    ) -> UsageReport | None:
+        model = admitted.estimate.model if admitted.estimate else ""
+        if outcome is Settlement.CHARGE_USAGE and usage is not None:
+            return UsageReport(
+                key_id=admitted.key_id,
+                request_id=admitted.request_id,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                cost_micro_usd=None,  # priced by the pricing table, 0 without one
+                model=model or usage.model,
+                cached_prompt_tokens=usage.cached_prompt_tokens,
+            )
+        if admitted.estimate is None:  # nothing known: nothing to charge
+            return None
+        reserved_cost = admitted.reservation.cost_micro_usd if admitted.reservation else 0
+        return UsageReport(
+            key_id=admitted.key_id,
+            request_id=admitted.request_id,
+            prompt_tokens=admitted.estimate.prompt_tokens,
+            completion_tokens=admitted.estimate.max_output_tokens,
+            # Exactly what was held, so the settlement changes nothing but its label.
+            cost_micro_usd=reserved_cost or None,
+            model=model,
+        )
+
+
+def _with_cost(report: UsageReport, cost: int) -> UsageReport:
+    return UsageReport(
+        key_id=report.key_id,
+        request_id=report.request_id,
+        prompt_tokens=report.prompt_tokens,
+        completion_tokens=report.completion_tokens,
+        cost_micro_usd=cost,
+        model=report.model,
+        cached_prompt_tokens=report.cached_prompt_tokens,
+    )
