@@ -6,7 +6,7 @@ STAMP   = $(VENV)/.installed
 PROTOS  = $(wildcard protos/aigw_sidecar/api/v1/*.proto) \
           $(wildcard protos/aigw_sidecar/api/envoy/v3/*.proto)
 
-.PHONY: install run test test-cluster lint typecheck proto proto-check bench bench-envoy clean
+.PHONY: install run test test-cluster lint typecheck proto proto-check bench bench-envoy bench-overshoot clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,10 @@ proto-check: $(STAMP)
 ## Latency Envoy + sidecar adds over Envoy alone (loopback; not part of `make test`).
 bench-envoy: $(STAMP)
 	$(PY) -m tests.bench.envoy_latency $(BENCH_ARGS)
+
+## Budget overshoot under a concurrent burst, with and without estimates (loopback).
+bench-overshoot: $(STAMP)
+	$(PY) -m tests.bench.overshoot $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) aigw-data .pytest_cache .mypy_cache .ruff_cache
