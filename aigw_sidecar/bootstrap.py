@@ -238,6 +238,8 @@ async def start(settings: Settings) -> Sidecar:
         admin_server=admin_server, admin_port=admin_port, ext_proc=ext_proc,
     )
     sidecar._tasks.append(asyncio.create_task(watcher.run()))
+    if embedded is not None and embedded.process is not None:
+        sidecar._tasks.append(asyncio.create_task(embedded.keep_alive()))
     if pricing is not None:
         sidecar.pricing = pricing
         sidecar._tasks.append(

@@ -10,6 +10,7 @@ The supervisor:
   (it resolves port 0, and a stale server without SO_REUSEPORT cannot take
   the port), then starts the workers with SO_REUSEPORT on; the kernel spreads
   incoming connections over them;
+* starts the embedded store again when it dies (it reloads its append-only file);
 * restarts a worker that dies (after ``RESTART_DELAY_S``), and gives up,
   stopping everything, when one keeps dying right after its start;
 * on SIGTERM or SIGINT forwards SIGTERM to every worker (each drains as a
@@ -118,7 +119,7 @@ class Supervisor:
             count = worker_count(settings)
             self._workers = [self._spawn(i) for i in range(count)]
             log.info("supervisor: %d workers on %s", count, self._overrides[1])
-            return self._watch()
+            return self._watch(embedded)
         finally:
             self._stop_workers()
             if embedded is not None:
@@ -134,10 +135,18 @@ class Supervisor:
         log.info("supervisor: worker %d started (pid %d)", index, process.pid)
         return _Worker(index, process, time.monotonic())
 
-    def _watch(self) -> int:
+    def _watch(self, embedded: EmbeddedStore | None) -> int:
         restart_at: dict[int, float] = {}
         while not self._stopping:
             now = time.monotonic()
+            if embedded is not None and embedded.exited():
+                assert embedded.process is not None
+                log.warning("supervisor: the embedded store exited with %s; starting it again",
+                            embedded.process.returncode)
+                try:
+                    asyncio.run(embedded.start())
+                except RuntimeError as exc:
+                    log.error("supervisor: %s", exc)
             for i, worker in enumerate(self._workers):
                 if i in restart_at:
                     if now >= restart_at[i]:

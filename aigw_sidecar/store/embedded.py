@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -20,6 +21,9 @@ from redis.asyncio import Redis
 
 SOCKET_NAME = "store.sock"
 _START_TIMEOUT_S = 10.0
+KEEP_ALIVE_INTERVAL_S = 0.5
+
+log = logging.getLogger(__name__)
 
 
 def find_server_binary(explicit: str = "") -> str:
@@ -110,6 +114,27 @@ class EmbeddedStore:
             return False
         finally:
             await client.aclose()
+
+    def exited(self) -> bool:
+        """True when the store process we started is gone (crashed or killed)."""
+        return self.process is not None and self.process.poll() is not None
+
+    async def keep_alive(self, interval_s: float = KEEP_ALIVE_INTERVAL_S) -> None:
+        """Start the store again whenever it dies; it reloads its append-only file.
+
+        Usage fsynced in the last second before a crash may be lost; keys are not.
+        """
+        while True:
+            await asyncio.sleep(interval_s)
+            if not self.exited():
+                continue
+            assert self.process is not None
+            log.warning("the embedded store exited with %s; starting it again",
+                        self.process.returncode)
+            try:
+                await self.start()
+            except RuntimeError as exc:
+                log.error("%s", exc)
 
     def stop(self) -> None:
         """SIGTERM lets the store flush its append-only file before it exits."""
