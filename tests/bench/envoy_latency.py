@@ -3,7 +3,8 @@
 Not a test: run with ``make bench-envoy`` (or ``python -m tests.bench.envoy_latency``).
 Starts its own Valkey, ``aigw-sidecar serve``, the mock OpenAI upstream (its own
 process) and two Envoys with the same config, clients/envoy/envoy.yaml as shipped:
-one with it as is, one with the ext_authz filter cut out ("Envoy alone"). Then it
+one with it as is, one with the sidecar's filters (ext_authz and ext_proc) cut
+out ("Envoy alone"). Then it
 sends sequential keep-alive ``POST /v1/chat/completions`` requests, alternating
 batches between the two, so both paths see the same machine in the same run.
 
