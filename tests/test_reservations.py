@@ -487,6 +487,28 @@ async def test_concurrent_requests_over_grpc_never_push_settled_usage_past_the_l
     assert (ov.reserved_tokens, ov.open_reservations) == (0, 0)
 
 
+async def test_over_grpc_a_reservation_shows_in_the_overview_until_it_is_released(
+    grpc_stubs: Stubs,
+) -> None:
+    created = await grpc_stubs.keys.CreateKey(
+        kpb.CreateKeyRequest(name="rsv", limits=kpb.Limits(token_limit=1000))
+    )
+    key_id = created.key.key_id
+    reply = await grpc_stubs.admission.Authorize(adm.AuthorizeRequest(
+        secret=created.secret, request_id="g1",
+        estimate=adm.Estimate(prompt_tokens=100, max_output_tokens=50, cost_micro_usd=9),
+    ))
+    assert (reply.reservation.tokens, reply.reservation.cost_micro_usd) == (150, 9)
+    ov = (await grpc_stubs.keys.GetKeyOverview(kpb.GetKeyOverviewRequest(key_id=key_id))).overview
+    assert (ov.tokens.used, ov.reserved_tokens, ov.reserved_cost_micro_usd) == (0, 150, 9)
+    assert ov.open_reservations == 1
+    released = await grpc_stubs.admission.ReleaseReservation(
+        adm.ReleaseReservationRequest(key_id=key_id, request_id="g1")
+    )
+    ov = (await grpc_stubs.keys.GetKeyOverview(kpb.GetKeyOverviewRequest(key_id=key_id))).overview
+    assert released.released and (ov.reserved_tokens, ov.open_reservations) == (0, 0)
+
+
 @pytest.fixture(scope="module")
 def two_priced_sidecars(
     valkey_url: str, tmp_path_factory: pytest.TempPathFactory
