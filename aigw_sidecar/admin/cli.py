@@ -32,6 +32,7 @@ ALIASES: dict[str, dict[str, str]] = {
         "get": "GetKey",
         "list": "ListKeys",
         "update": "UpdateKey",
+        "rotate": "RotateKeySecret",
         "enable": "EnableKey",
         "disable": "DisableKey",
         "delete": "DeleteKey",
@@ -173,7 +174,7 @@ def run(argv: Sequence[str], env: Mapping[str, str], out: TextIO, err: TextIO,
         response = _call(channel, command, request, metadata, ns.timeout_s)
         if ns.output == "json":
             print(render.to_json(response), file=out)
-            if isinstance(response, keys_pb.CreateKeyResponse):
+            if isinstance(response, keys_pb.CreateKeyResponse | keys_pb.RotateKeySecretResponse):
                 print(f"WARNING: {render.SECRET_WARNING}", file=err)
             return 0
         overviews: dict[str, keys_pb.KeyOverview] = {}

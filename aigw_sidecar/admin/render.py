@@ -68,6 +68,13 @@ def limits_text(key: keys_pb.ApiKey) -> str:
         parts.append(f"{count(lim.token_limit)} tok")
     if lim.HasField("requests_per_minute"):
         parts.append(f"{count(lim.requests_per_minute)} rpm")
+    if lim.HasField("tokens_per_minute"):
+        parts.append(f"{count(lim.tokens_per_minute)} tpm")
+    if lim.HasField("max_parallel_requests"):
+        parts.append(f"{count(lim.max_parallel_requests)} parallel")
+    if lim.allowed_models:
+        parts.append(f"{len(lim.allowed_models)} model" + ("s" if len(lim.allowed_models) > 1
+                                                             else ""))
     if not parts:
         return "-"
     period = _period(lim.reset_period)
@@ -136,10 +143,13 @@ def key_details(key: keys_pb.ApiKey) -> str:
         ["environment", key.environment or "-"],
         ["labels", ", ".join(f"{k}={v}" for k, v in sorted(key.labels.items())) or "-"],
         ["limits", limits_text(key)],
+        ["models", ", ".join(key.limits.allowed_models) or "any"],
         ["created", _time(key.created_at)],
         ["expires", _time(key.expires_at, key.HasField("expires_at"))],
         ["last used", _time(key.last_used_at, key.HasField("last_used_at"))],
     ]
+    if key.HasField("previous_secret_expires_at"):
+        rows.append(["previous secret", f"works until {_time(key.previous_secret_expires_at)}"])
     return table(rows, ["FIELD", "VALUE"]).split("\n", 1)[1]
 
 
@@ -156,6 +166,8 @@ def overview(ov: keys_pb.KeyOverview) -> str:
         _usage_row("cost", ov.cost_micro_usd, usd),
         _usage_row("tokens", ov.tokens, str),
         _usage_row("requests/min", ov.requests_per_minute, str),
+        _usage_row("tokens/min", ov.tokens_per_minute, str),
+        _usage_row("in flight", ov.parallel_requests, str),
     ]
     period = _period(key.limits.reset_period)
     if ov.HasField("next_reset"):
@@ -177,6 +189,7 @@ def overview(ov: keys_pb.KeyOverview) -> str:
         f"{ov.lifetime_prompt_tokens + ov.lifetime_completion_tokens} tokens, "
         f"{usd(ov.lifetime_cost_micro_usd)}",
         f"last used      {_time(ov.last_used_at, ov.HasField('last_used_at'))}",
+        f"models         {', '.join(key.limits.allowed_models) or 'any'}",
     ]
     return "\n".join(lines)
 
@@ -192,7 +205,7 @@ def audit_table(entries: Sequence[keys_pb.AuditEntry]) -> str:
 def human(response: Message, out: TextIO, err: TextIO,
           overviews: dict[str, keys_pb.KeyOverview] | None = None) -> None:
     """Print a response for people; messages without a view print as JSON."""
-    if isinstance(response, keys_pb.CreateKeyResponse):
+    if isinstance(response, keys_pb.CreateKeyResponse | keys_pb.RotateKeySecretResponse):
         print(key_details(response.key), file=out)
         print(f"\nsecret: {response.secret}", file=out)
         print(f"\nWARNING: {SECRET_WARNING}", file=err)

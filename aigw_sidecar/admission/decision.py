@@ -17,6 +17,9 @@ class DenyReason(StrEnum):
     REQUESTS_PER_MINUTE = "requests_per_minute"
     TOKEN_LIMIT = "token_limit"
     COST_LIMIT = "cost_limit"
+    TOKENS_PER_MINUTE = "tokens_per_minute"
+    PARALLEL_REQUESTS = "parallel_requests"
+    MODEL_NOT_ALLOWED = "model_not_allowed"
 
 
 DENY_MESSAGES: dict[DenyReason, str] = {
@@ -28,7 +31,21 @@ DENY_MESSAGES: dict[DenyReason, str] = {
     DenyReason.REQUESTS_PER_MINUTE: "Requests-per-minute limit reached for this API key.",
     DenyReason.TOKEN_LIMIT: "Token limit reached for this API key.",
     DenyReason.COST_LIMIT: "Cost limit reached for this API key.",
+    DenyReason.TOKENS_PER_MINUTE: "Tokens-per-minute limit reached for this API key.",
+    DenyReason.PARALLEL_REQUESTS: (
+        "Too many requests in flight for this API key (max parallel requests reached)."
+    ),
+    DenyReason.MODEL_NOT_ALLOWED: "This API key may not use the model requested.",
 }
+# Deny reasons a wait can cure; their message says how long.
+_WAITABLE = frozenset({
+    DenyReason.REQUESTS_PER_MINUTE,
+    DenyReason.TOKEN_LIMIT,
+    DenyReason.COST_LIMIT,
+    DenyReason.TOKENS_PER_MINUTE,
+    DenyReason.PARALLEL_REQUESTS,
+})
+_SHOWN_MODEL_CHARS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,26 +96,47 @@ class Decision:
     cost_micro_usd: LimitState | None = None
     retry_after_ms: int | None = None  # None: retrying will not help
     reservation: Reservation | None = None  # what this request reserved, if anything
+    tokens_per_minute: LimitState | None = None
+    parallel_requests: LimitState | None = None
+    # Admitted with a parallel-request slot or a reservation: the id that frees it.
+    request_id: str = ""
+    model: str = ""  # the model asked for (named in a MODEL_NOT_ALLOWED message)
 
     @property
     def message(self) -> str:
         if self.deny_reason is None:
             return ""
         text = DENY_MESSAGES[self.deny_reason]
-        if self.retry_after_ms is not None and self.deny_reason in (
-            DenyReason.REQUESTS_PER_MINUTE,
-            DenyReason.TOKEN_LIMIT,
-            DenyReason.COST_LIMIT,
-        ):
+        if self.deny_reason is DenyReason.MODEL_NOT_ALLOWED:
+            return _model_message(self.model)
+        if self.retry_after_ms is not None and self.deny_reason in _WAITABLE:
             seconds = -(-self.retry_after_ms // 1000)
             text += f" Retry in {seconds} s."
         elif self.deny_reason in (DenyReason.TOKEN_LIMIT, DenyReason.COST_LIMIT):
             text += " The budget does not reset; ask an admin to raise the limit."
+        elif self.deny_reason is DenyReason.TOKENS_PER_MINUTE:
+            text += " The request's estimate alone exceeds the limit; ask for fewer tokens."
         return text
 
     @staticmethod
     def deny(reason: DenyReason) -> Decision:
         return Decision(allowed=False, deny_reason=reason)
+
+
+def _model_message(model: str) -> str:
+    """Names the model, truncated; never a value that looks like a secret."""
+    if not model:
+        return (
+            "This API key may only use certain models, and the request names none. "
+            "Send the model in the request."
+        )
+    if model.startswith("sk-"):
+        shown = "(hidden)"
+    elif len(model) > _SHOWN_MODEL_CHARS:
+        shown = model[:_SHOWN_MODEL_CHARS] + "…"
+    else:
+        shown = model
+    return f"The model '{shown}' is not allowed for this API key."
 
 
 @dataclass(frozen=True, slots=True)

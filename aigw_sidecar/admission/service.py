@@ -5,13 +5,18 @@ store; a well-formed secret carries its key id, so the decision is one script.
 Legacy secrets carry no key id and cost one extra lookup of their key hash.
 
 An Authorize may carry an estimate (model, prompt and max output tokens, or a
-cost); on a key with a token or cost limit the estimate is reserved in the same
-script, and RecordUsage (or ReleaseReservation) settles it.
+cost); on a key with a token, tokens-per-minute or cost limit the estimate is
+reserved in the same script, and RecordUsage (or ReleaseReservation) settles it.
+On a key with max parallel requests the admitted request holds a slot under its
+request id (made here when the caller gave none, and returned in the decision)
+until the same calls free it. The model (given, or the estimate's) is checked
+against the key's allowed models in the same script.
 """
 
 from __future__ import annotations
 
 import re
+import secrets as random_tokens
 from collections.abc import Callable
 from typing import Protocol
 
@@ -40,6 +45,7 @@ class AdmissionStore(Protocol):
         request_id: str = "",
         tokens: int | None = None,
         cost_micro_usd: int | None = None,
+        model: str = "",
     ) -> Decision: ...
 
     async def resolve_legacy(self, key_hash: str) -> str | None: ...
@@ -66,10 +72,23 @@ class AdmissionService:
         self._pricing = pricing
 
     async def authorize(
-        self, secret: str, request_id: str = "", estimate: Estimate | None = None
+        self,
+        secret: str,
+        request_id: str = "",
+        estimate: Estimate | None = None,
+        model: str = "",
     ) -> Decision:
+        """Args:
+        model: what the allowed models are checked against; "" means the estimate's.
+        """
         if estimate is not None:
             validate_estimate(request_id, estimate)
+        elif request_id:
+            _check_request_id(request_id)
+        _check_model("model", model)
+        model = model or (estimate.model if estimate is not None else "")
+        # Used only if the request ends up holding a parallel-request slot.
+        request_id = request_id or new_request_id()
         if not secret:
             return Decision.deny(DenyReason.KEY_MISSING)
         key_id = secrets.parse_key_id(secret)
@@ -81,9 +100,10 @@ class AdmissionService:
             if key_id is None:
                 return Decision.deny(DenyReason.KEY_UNKNOWN)
         if estimate is None:
-            return await self._store.authorize(key_id, key_hash)
+            return await self._store.authorize(key_id, key_hash, request_id, model=model)
         return await self._store.authorize(
-            key_id, key_hash, request_id, estimate.tokens, self._estimated_cost(estimate)
+            key_id, key_hash, request_id, estimate.tokens, self._estimated_cost(estimate),
+            model=model,
         )
 
     def _estimated_cost(self, estimate: Estimate) -> int | None:
@@ -134,6 +154,11 @@ def _with_cost(report: UsageReport, cost: int, *, unpriced: bool) -> UsageReport
         cached_prompt_tokens=report.cached_prompt_tokens,
         unpriced_model=unpriced,
     )
+
+
+def new_request_id() -> str:
+    """A request id made by the sidecar for an Authorize that gave none."""
+    return "req_" + random_tokens.token_hex(12)
 
 
 def _legacy_shaped(secret: str) -> bool:

@@ -31,6 +31,7 @@ class AuditAction(StrEnum):
     CREATE_KEY = "create_key"
     IMPORT_LEGACY_KEY = "import_legacy_key"
     UPDATE_KEY = "update_key"
+    ROTATE_KEY_SECRET = "rotate_key_secret"
     ENABLE_KEY = "enable_key"
     DISABLE_KEY = "disable_key"
     DELETE_KEY = "delete_key"
@@ -107,6 +108,13 @@ class AuditedKeyService(KeyService):
         key = await super().update(key_id, update)
         await self._record(AuditAction.UPDATE_KEY, key, ",".join(sorted(update.fields)))
         return key
+
+    async def rotate_secret(self, key_id: str, grace_period_s: int = 0) -> tuple[ApiKey, str]:
+        key, secret = await super().rotate_secret(key_id, grace_period_s)
+        await self._record(
+            AuditAction.ROTATE_KEY_SECRET, key, f"grace_period_s={grace_period_s}"
+        )
+        return key, secret
 
     async def set_enabled(self, key_id: str, enabled: bool) -> ApiKey:
         key = await super().set_enabled(key_id, enabled)

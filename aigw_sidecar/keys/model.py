@@ -6,9 +6,10 @@ same input with the same message naming the field.
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from aigw_sidecar.admission.periods import ResetPeriod
@@ -18,7 +19,13 @@ from aigw_sidecar.keys.money import MAX_MICRO_USD
 DEFAULT_WORKSPACE = "default"
 MAX_TOKENS = 10**15
 MAX_REQUESTS_PER_MINUTE = 10**6
+MAX_PARALLEL_REQUESTS = 10**5
+MAX_ALLOWED_MODELS = 64
 MAX_LABELS = 32
+# An allowed-models entry: a model name, or a pattern where '*' matches any run of
+# characters. Other glob characters are refused rather than taken literally.
+_MODEL_PATTERN_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
+_GLOB_ONLY_STAR = frozenset("?[]")
 _IDENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _LABEL_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._/-]{0,62}$")
 _MAX_NAME = 128
@@ -39,6 +46,9 @@ class Limits:
     token_limit: int | None = None
     requests_per_minute: int | None = None
     reset_period: ResetPeriod = ResetPeriod.NEVER
+    tokens_per_minute: int | None = None  # rolling 60 s, like requests_per_minute
+    max_parallel_requests: int | None = None
+    allowed_models: tuple[str, ...] = ()  # empty: any model
 
     @property
     def any(self) -> bool:
@@ -47,6 +57,9 @@ class Limits:
             or self.token_limit is not None
             or self.requests_per_minute is not None
             or self.reset_period is not ResetPeriod.NEVER
+            or self.tokens_per_minute is not None
+            or self.max_parallel_requests is not None
+            or bool(self.allowed_models)
         )
 
 
@@ -69,6 +82,8 @@ class ApiKey:
     expires_at_ms: int | None
     last_used_at_ms: int | None
     status: KeyStatus  # as of the store's clock when the key was read
+    # During a rotation's grace period: when the previous secret stops working.
+    previous_secret_expires_at_ms: int | None = None
 
 
 def key_status(enabled: bool, expires_at_ms: int | None, now_ms: int) -> KeyStatus:
@@ -98,6 +113,8 @@ class KeyOverview:
     lifetime_prompt_tokens: int
     lifetime_completion_tokens: int
     lifetime_cost_micro_usd: int
+    tokens_last_minute: int = 0  # reported in the last 60 s + reserved in flight
+    requests_in_flight: int = 0  # parallel-request slots held
     reserved_tokens: int = 0  # held by requests in flight, not yet settled
     reserved_cost_micro_usd: int = 0
     open_reservations: int = 0
@@ -150,7 +167,8 @@ class KeyUpdate:
     """A partial update: only the fields named in ``fields`` change.
 
     Field names: name, project, environment, labels, expires_at,
-    cost_limit, token_limit, requests_per_minute, reset_period.
+    cost_limit, token_limit, requests_per_minute, reset_period,
+    tokens_per_minute, max_parallel_requests, allowed_models.
     """
 
     fields: frozenset[str]
@@ -161,7 +179,10 @@ class KeyUpdate:
     limits: Limits = Limits()
     expires_at_ms: int | None = None
 
-    LIMIT_FIELDS = frozenset({"cost_limit", "token_limit", "requests_per_minute", "reset_period"})
+    LIMIT_FIELDS = frozenset({
+        "cost_limit", "token_limit", "requests_per_minute", "reset_period",
+        "tokens_per_minute", "max_parallel_requests", "allowed_models",
+    })
 
     @property
     def touches_limits(self) -> bool:
@@ -226,7 +247,44 @@ def validate_limits(limits: Limits, field_prefix: str = "limits") -> Limits:
         limits.requests_per_minute,
         MAX_REQUESTS_PER_MINUTE,
     )
-    return limits
+    _check_positive(f"{field_prefix}.tokens_per_minute", limits.tokens_per_minute, MAX_TOKENS)
+    _check_positive(
+        f"{field_prefix}.max_parallel_requests",
+        limits.max_parallel_requests,
+        MAX_PARALLEL_REQUESTS,
+    )
+    models = validate_allowed_models(limits.allowed_models, f"{field_prefix}.allowed_models")
+    if models == limits.allowed_models:
+        return limits
+    return replace(limits, allowed_models=models)
+
+
+def validate_allowed_models(
+    patterns: tuple[str, ...], field_name: str = "limits.allowed_models"
+) -> tuple[str, ...]:
+    """Model names or ``*`` patterns, duplicates dropped, order kept."""
+    if len(patterns) > MAX_ALLOWED_MODELS:
+        raise InvalidArgument(field_name, f"at most {MAX_ALLOWED_MODELS} entries")
+    for i, pattern in enumerate(patterns):
+        # Entries are not echoed: one may be a secret pasted into the wrong field.
+        if not _MODEL_PATTERN_RE.match(pattern):
+            raise InvalidArgument(
+                f"{field_name}[{i}]", "must be 1-128 printable ASCII characters without spaces"
+            )
+        if _GLOB_ONLY_STAR.intersection(pattern):
+            raise InvalidArgument(
+                f"{field_name}[{i}]", "only '*' is a wildcard ('?', '[' and ']' are refused)"
+            )
+        if pattern.startswith("sk-"):
+            raise InvalidArgument(f"{field_name}[{i}]", "must not be an API key secret")
+    return tuple(dict.fromkeys(patterns))
+
+
+def model_allowed(model: str, patterns: tuple[str, ...]) -> bool:
+    """The rule authorize.lua applies (kept here for tests and documentation)."""
+    if not patterns:
+        return True
+    return any(fnmatch.fnmatchcase(model, pattern) for pattern in patterns) if model else False
 
 
 def _check_positive(field_name: str, value: int | None, maximum: int) -> None:

@@ -72,9 +72,14 @@ def mask_secret(secret: str) -> str:
     return "…"
 
 
-def new_secret() -> NewSecret:
-    """Mint a key id and its secret."""
-    body = "".join(secrets.choice(_BASE32) for _ in range(_ID_LEN))
+def new_secret(key_id: str | None = None) -> NewSecret:
+    """Mint a key id and its secret, or a new secret for ``key_id`` (rotation)."""
+    if key_id is None:
+        body = "".join(secrets.choice(_BASE32) for _ in range(_ID_LEN))
+    elif is_valid_key_id(key_id):
+        body = key_id.removeprefix(KEY_ID_PREFIX)
+    else:
+        raise ValueError("not a key id")
     random_part = "".join(secrets.choice(_BASE62) for _ in range(_RANDOM_LEN))
     unchecked = f"{PREFIX}{body}_{random_part}"
     secret = unchecked + _checksum(unchecked)

@@ -26,6 +26,11 @@ LEGACY_LIMITS_MESSAGE = (
     "with the limits you need (CreateKey), move your integrations to it, then "
     "disable or delete this legacy key"
 )
+LEGACY_ROTATION_MESSAGE = (
+    "legacy keys cannot be rotated: their secret carries no key id; create a new "
+    "API key (CreateKey), move your integrations to it, then delete this legacy key"
+)
+MAX_GRACE_PERIOD_S = 30 * 24 * 3600
 
 
 class KeyStore(Protocol):
@@ -40,6 +45,10 @@ class KeyStore(Protocol):
     ) -> tuple[Sequence[ApiKey], str]: ...
 
     async def update_key(self, key_id: str, update: KeyUpdate) -> ApiKey: ...
+
+    async def rotate_secret(
+        self, key_id: str, key_hash: str, masked: str, grace_ms: int
+    ) -> ApiKey: ...
 
     async def set_enabled(self, key_id: str, enabled: bool) -> ApiKey: ...
 
@@ -108,6 +117,20 @@ class KeyService:
         if not update.fields:
             raise InvalidArgument("update_mask", "names no field to update")
         return await self._store.update_key(key_id, validate_update(update))
+
+    async def rotate_secret(self, key_id: str, grace_period_s: int = 0) -> tuple[ApiKey, str]:
+        """A new secret for the same key (returned this once); the old one works
+        for ``grace_period_s`` more seconds, then stops."""
+        key_id = _checked_key_id(key_id)
+        if not 0 <= grace_period_s <= MAX_GRACE_PERIOD_S:
+            raise InvalidArgument(
+                "grace_period_s", f"must be between 0 and {MAX_GRACE_PERIOD_S} (30 days)"
+            )
+        minted = secrets.new_secret(key_id)
+        key = await self._store.rotate_secret(
+            key_id, minted.key_hash, minted.masked, grace_period_s * 1000
+        )
+        return key, minted.secret
 
     async def set_enabled(self, key_id: str, enabled: bool) -> ApiKey:
         return await self._store.set_enabled(_checked_key_id(key_id), enabled)

@@ -38,6 +38,9 @@ _DENY = {
     DenyReason.REQUESTS_PER_MINUTE: adm_pb.DENY_REASON_REQUESTS_PER_MINUTE,
     DenyReason.TOKEN_LIMIT: adm_pb.DENY_REASON_TOKEN_LIMIT,
     DenyReason.COST_LIMIT: adm_pb.DENY_REASON_COST_LIMIT,
+    DenyReason.TOKENS_PER_MINUTE: adm_pb.DENY_REASON_TOKENS_PER_MINUTE,
+    DenyReason.PARALLEL_REQUESTS: adm_pb.DENY_REASON_PARALLEL_REQUESTS,
+    DenyReason.MODEL_NOT_ALLOWED: adm_pb.DENY_REASON_MODEL_NOT_ALLOWED,
 }
 _PERIOD_TO_PB = {
     ResetPeriod.NEVER: keys_pb.RESET_PERIOD_NEVER,
@@ -67,6 +70,9 @@ _MASK_PATHS = {
     "limits.token_limit": {"token_limit"},
     "limits.requests_per_minute": {"requests_per_minute"},
     "limits.reset_period": {"reset_period"},
+    "limits.tokens_per_minute": {"tokens_per_minute"},
+    "limits.max_parallel_requests": {"max_parallel_requests"},
+    "limits.allowed_models": {"allowed_models"},
 }
 
 
@@ -107,6 +113,9 @@ def decision_to_proto(decision: Decision) -> adm_pb.AuthorizeResponse:
             if decision.reservation
             else None
         ),
+        tokens_per_minute=_rate_limit(decision.tokens_per_minute),
+        parallel_requests=_rate_limit(decision.parallel_requests),
+        request_id=decision.request_id,
     )
 
 
@@ -190,6 +199,11 @@ def limits_from_proto(msg: keys_pb.Limits, field: str = "limits") -> Limits:
             msg.requests_per_minute if msg.HasField("requests_per_minute") else None
         ),
         reset_period=_PERIOD_FROM_PB[msg.reset_period],
+        tokens_per_minute=msg.tokens_per_minute if msg.HasField("tokens_per_minute") else None,
+        max_parallel_requests=(
+            msg.max_parallel_requests if msg.HasField("max_parallel_requests") else None
+        ),
+        allowed_models=tuple(msg.allowed_models),
     )
 
 
@@ -202,6 +216,11 @@ def limits_to_proto(limits: Limits) -> keys_pb.Limits:
         msg.token_limit = limits.token_limit
     if limits.requests_per_minute is not None:
         msg.requests_per_minute = limits.requests_per_minute
+    if limits.tokens_per_minute is not None:
+        msg.tokens_per_minute = limits.tokens_per_minute
+    if limits.max_parallel_requests is not None:
+        msg.max_parallel_requests = limits.max_parallel_requests
+    msg.allowed_models.extend(limits.allowed_models)
     return msg
 
 
@@ -222,6 +241,7 @@ def key_to_proto(key: ApiKey) -> keys_pb.ApiKey:
         updated_at=_timestamp(key.updated_at_ms),
         expires_at=_timestamp(key.expires_at_ms),
         last_used_at=_timestamp(key.last_used_at_ms),
+        previous_secret_expires_at=_timestamp(key.previous_secret_expires_at_ms),
     )
 
 
@@ -322,6 +342,8 @@ def overview_to_proto(ov: KeyOverview) -> keys_pb.KeyOverview:
             for m in ov.per_model
         ],
         unpriced_requests=ov.unpriced_requests,
+        tokens_per_minute=_limit_usage(limits.tokens_per_minute, ov.tokens_last_minute),
+        parallel_requests=_limit_usage(limits.max_parallel_requests, ov.requests_in_flight),
     )
 
 

@@ -25,7 +25,8 @@ class AdmissionServicer(adm_grpc.AdmissionServicer):
         self, request: adm_pb.AuthorizeRequest, context: Ctx
     ) -> adm_pb.AuthorizeResponse:
         decision = await self._service.authorize(
-            request.secret, request.request_id, convert.estimate_from_proto(request)
+            request.secret, request.request_id, convert.estimate_from_proto(request),
+            request.model,
         )
         return convert.decision_to_proto(decision)
 
@@ -84,6 +85,13 @@ class KeyManagementServicer(keys_grpc.KeyManagementServicer):
     ) -> keys_pb.UpdateKeyResponse:
         key = await self._service.update(request.key_id, convert.update_from_proto(request))
         return keys_pb.UpdateKeyResponse(key=convert.key_to_proto(key))
+
+    @domain_errors
+    async def RotateKeySecret(
+        self, request: keys_pb.RotateKeySecretRequest, context: Ctx
+    ) -> keys_pb.RotateKeySecretResponse:
+        key, secret = await self._service.rotate_secret(request.key_id, request.grace_period_s)
+        return keys_pb.RotateKeySecretResponse(key=convert.key_to_proto(key), secret=secret)
 
     @domain_errors
     async def EnableKey(

@@ -85,6 +85,9 @@ HTTP_STATUS_OF: dict[DenyReason, int] = {
     DenyReason.REQUESTS_PER_MINUTE: 429,
     DenyReason.TOKEN_LIMIT: 429,
     DenyReason.COST_LIMIT: 429,
+    DenyReason.TOKENS_PER_MINUTE: 429,
+    DenyReason.PARALLEL_REQUESTS: 429,
+    DenyReason.MODEL_NOT_ALLOWED: 403,  # waiting cannot help; another model might
 }
 HTTP_STORE_UNAVAILABLE = 503
 # The "type" of an OpenAI-style error body, by HTTP status.
@@ -155,10 +158,25 @@ def _limit_headers(kind: str, state: LimitState | None) -> list[tuple[str, str]]
     return headers
 
 
+def token_limit_shown(decision: Decision) -> LimitState | None:
+    """The one token limit the ``-tokens`` headers show.
+
+    Tokens per minute and the token budget share the headers: a denial shows the
+    limit that refused it; otherwise the tighter one (fewer tokens remaining,
+    tokens per minute on a tie), which is what a client must pace itself by.
+    """
+    per_minute, budget = decision.tokens_per_minute, decision.tokens
+    if decision.deny_reason is DenyReason.TOKENS_PER_MINUTE or budget is None:
+        return per_minute
+    if decision.deny_reason is DenyReason.TOKEN_LIMIT or per_minute is None:
+        return budget
+    return per_minute if per_minute.remaining <= budget.remaining else budget
+
+
 def rate_limit_headers(decision: Decision) -> list[tuple[str, str]]:
     """``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` for the key's limits."""
     return _limit_headers("requests", decision.requests) + _limit_headers(
-        "tokens", decision.tokens
+        "tokens", token_limit_shown(decision)
     )
 
 

@@ -39,6 +39,15 @@ class Keyspace:
         """Hash: request id -> "tokens cost" reserved by that request."""
         return f"{self.prefix}:leasev:{{{key_id}}}"
 
+    def token_window(self, key_id: str) -> str:
+        """Sorted set: tokens charged in the last 60 s (tokens per minute), scored by µs;
+        members are ``<µs>-<seq>:<tokens>``, their total is kept in the record."""
+        return f"{self.prefix}:tpm:{{{key_id}}}"
+
+    def slots(self, key_id: str) -> str:
+        """Sorted set: parallel-request slots held, request id -> lease expiry ms."""
+        return f"{self.prefix}:slot:{{{key_id}}}"
+
     def admission_keys(self, key_id: str) -> list[str]:
         """The keys of authorize.lua and read_key.lua, in their KEYS order."""
         return [
@@ -47,6 +56,8 @@ class Keyspace:
             self.usage(key_id),
             self.lease(key_id),
             self.lease_amounts(key_id),
+            self.token_window(key_id),
+            self.slots(key_id),
         ]
 
     def all_keys(self, key_id: str) -> list[str]:
@@ -58,6 +69,8 @@ class Keyspace:
             self.seen(key_id),
             self.lease(key_id),
             self.lease_amounts(key_id),
+            self.token_window(key_id),
+            self.slots(key_id),
         ]
 
     def names(self, workspace: str) -> str:

@@ -29,6 +29,7 @@ from aigw_sidecar.admission.decision import (
     UsageResult,
 )
 from aigw_sidecar.admission.periods import ResetPeriod
+from aigw_sidecar.admission.service import new_request_id
 from aigw_sidecar.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -46,7 +47,7 @@ from aigw_sidecar.keys.model import (
     ModelUsage,
     key_status,
 )
-from aigw_sidecar.keys.service import LEGACY_LIMITS_MESSAGE
+from aigw_sidecar.keys.service import LEGACY_LIMITS_MESSAGE, LEGACY_ROTATION_MESSAGE
 from aigw_sidecar.store.client import StoreClient
 from aigw_sidecar.store.keyspace import Keyspace
 from aigw_sidecar.store.scripts import Scripts
@@ -65,6 +66,9 @@ _DENY_CODES = {
     6: DenyReason.REQUESTS_PER_MINUTE,
     7: DenyReason.TOKEN_LIMIT,
     8: DenyReason.COST_LIMIT,
+    9: DenyReason.TOKENS_PER_MINUTE,
+    10: DenyReason.PARALLEL_REQUESTS,
+    11: DenyReason.MODEL_NOT_ALLOWED,
 }
 # KeyUpdate field -> record field, for the plain string fields.
 _TEXT_FIELDS = {"name": "name", "project": "proj", "environment": "env"}
@@ -114,6 +118,9 @@ def decode_key(fields: dict[str, str], now_ms: int) -> ApiKey:
             token_limit=_opt_int(fields.get("token_limit")),
             requests_per_minute=_opt_int(fields.get("rpm")),
             reset_period=ResetPeriod(fields.get("period") or "never"),
+            tokens_per_minute=_opt_int(fields.get("tpm")),
+            max_parallel_requests=_opt_int(fields.get("maxpar")),
+            allowed_models=tuple(filter(None, (fields.get("models") or "").split("\n"))),
         ),
         enabled=enabled,
         legacy=fields.get("legacy") == "1",
@@ -123,7 +130,14 @@ def decode_key(fields: dict[str, str], now_ms: int) -> ApiKey:
         expires_at_ms=expires_at_ms,
         last_used_at_ms=_opt_int(fields.get("last_used_at")),
         status=key_status(enabled, expires_at_ms, now_ms),
+        previous_secret_expires_at_ms=_grace_end(fields.get("prev_until"), now_ms),
     )
+
+
+def _grace_end(prev_until: str | None, now_ms: int) -> int | None:
+    """When the previous secret of a rotation stops, while it still works."""
+    end = _opt_int(prev_until)
+    return end if end is not None and end > now_ms else None
 
 
 def _pairs(flat: Sequence[str]) -> dict[str, str]:
@@ -142,6 +156,10 @@ def _limit_fields(limits: Limits) -> dict[str, str]:
         "token_limit": _text(limits.token_limit),
         "rpm": _text(limits.requests_per_minute),
         "period": limits.reset_period.value,
+        "tpm": _text(limits.tokens_per_minute),
+        "maxpar": _text(limits.max_parallel_requests),
+        # Validated model patterns hold no whitespace, so a newline separates them.
+        "models": "\n".join(limits.allowed_models),
     }
 
 
@@ -188,7 +206,10 @@ class RedisKeyStore:
         request_id: str = "",
         tokens: int | None = None,
         cost_micro_usd: int | None = None,
+        model: str = "",
     ) -> Decision:
+        # A key with max parallel requests holds a slot under the request id.
+        request_id = request_id or new_request_id()
         async with _store_errors():
             res = await self._scripts.authorize(
                 keys=self._ks.admission_keys(key_id),
@@ -199,6 +220,7 @@ class RedisKeyStore:
                     _text(tokens),
                     _text(cost_micro_usd),
                     self._lease_ms,
+                    model,
                 ],
             )
         code = int(res[0])
@@ -211,11 +233,18 @@ class RedisKeyStore:
             "environment": res[4] or "",
             "legacy": res[5] == "1",
         }
-        if code in (4, 5):
-            return Decision(allowed=False, deny_reason=_DENY_CODES[code], **identity)
+        if code in (4, 5, 11):
+            return Decision(
+                allowed=False, deny_reason=_DENY_CODES[code], model=model, **identity
+            )
         (rpm, rpm_left, rpm_reset, tok, tok_left, cost, cost_left, budget_reset, retry,
-         reserved_tok, reserved_cost) = (int(v) for v in res[6:17])
+         reserved_tok, reserved_cost, tpm, tpm_left, tpm_reset, par, par_left,
+         slot_held) = (int(v) for v in res[6:23])
         return Decision(
+            tokens_per_minute=_limit_state(tpm, tpm_left, tpm_reset),
+            # Slots never reset on a schedule: no reset time.
+            parallel_requests=_limit_state(par, par_left, -1),
+            request_id=request_id if code == 0 and (slot_held or reserved_tok >= 0) else "",
             reservation=(
                 Reservation(request_id, reserved_tok, reserved_cost) if reserved_tok >= 0 else None
             ),
@@ -243,6 +272,8 @@ class RedisKeyStore:
                     self._ks.seen(kid),
                     self._ks.lease(kid),
                     self._ks.lease_amounts(kid),
+                    self._ks.token_window(kid),
+                    self._ks.slots(kid),
                 ],
                 args=[
                     report.request_id,
@@ -269,7 +300,7 @@ class RedisKeyStore:
         async with _store_errors():
             res = await self._scripts.release_reservation(
                 keys=[self._ks.record(key_id), self._ks.lease(key_id),
-                      self._ks.lease_amounts(key_id)],
+                      self._ks.lease_amounts(key_id), self._ks.slots(key_id)],
                 args=[request_id, self._now_arg()],
             )
         if int(res) < 0:
@@ -375,6 +406,7 @@ class RedisKeyStore:
         (now_ms, start_ms, end_ms, tokens, cost, requests, pt, ct, in_window,
          rsv_tok, rsv_cost, rsv_count) = (int(v) for v in res[1:13])
         flat_models, unpriced = res[13], int(res[14])
+        tokens_last_minute, in_flight = int(res[15]), int(res[16])
         per_model = tuple(sorted(
             (
                 ModelUsage(str(flat_models[i]), int(flat_models[i + 1]),
@@ -400,6 +432,8 @@ class RedisKeyStore:
             lifetime_prompt_tokens=int(fields.get("lt_pt", 0)),
             lifetime_completion_tokens=int(fields.get("lt_ct", 0)),
             lifetime_cost_micro_usd=int(fields.get("lt_cost", 0)),
+            tokens_last_minute=tokens_last_minute + rsv_tok,
+            requests_in_flight=in_flight,
             reserved_tokens=rsv_tok,
             reserved_cost_micro_usd=rsv_cost,
             open_reservations=rsv_count,
@@ -421,6 +455,9 @@ class RedisKeyStore:
             ("token_limit", "token_limit"),
             ("requests_per_minute", "rpm"),
             ("reset_period", "period"),
+            ("tokens_per_minute", "tpm"),
+            ("max_parallel_requests", "maxpar"),
+            ("allowed_models", "models"),
         ):
             if name not in update.fields:
                 continue
@@ -465,6 +502,21 @@ class RedisKeyStore:
                 raise InvalidArgument("expires_at", "must be in the future")
             if rename_from:
                 await self._release_name(rename_from[0], rename_from[1], key_id)
+        return await self.get_key(key_id)
+
+    async def rotate_secret(
+        self, key_id: str, key_hash: str, masked: str, grace_ms: int
+    ) -> ApiKey:
+        async with _store_errors():
+            res = await self._scripts.rotate_key(
+                keys=[self._ks.record(key_id)],
+                args=[self._now_arg(), key_hash, masked, grace_ms],
+            )
+        code = int(res[0])
+        if code == 0:
+            raise NotFound("no API key with that key_id")
+        if code == 2:
+            raise FailedPrecondition(LEGACY_ROTATION_MESSAGE)
         return await self.get_key(key_id)
 
     async def _release_name(self, ws: str, name: str, key_id: str) -> None:

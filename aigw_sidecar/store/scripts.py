@@ -27,6 +27,7 @@ _NAMES = (
     "delete_key",
     "read_key",
     "release_reservation",
+    "rotate_key",
 )
 
 
@@ -48,6 +49,7 @@ class Scripts:
     delete_key: AsyncScript
     read_key: AsyncScript
     release_reservation: AsyncScript
+    rotate_key: AsyncScript
 
     @classmethod
     def register(cls, redis: StoreClient) -> Scripts:

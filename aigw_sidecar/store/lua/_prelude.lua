@@ -154,3 +154,64 @@ local function sweep_leases(record_key, lease_zset, lease_hash, now_ms)
   end
 end
 
+-- Tokens per minute: a token window zset (score µs, member
+-- '<µs>-<seq>:<tokens>') whose running total is the record's 'tpm_tok', so a
+-- decision never sums the whole window. The window is (now - 60 s, now], like
+-- the request window. A token window that is gone (its TTL passed, 61 s after
+-- its last charge) held nothing still in the window, whatever 'tpm_tok' says.
+local function token_entry_amount(member)
+  return tonumber(string.match(member, ':(%d+)$')) or 0
+end
+
+-- Tokens charged in the window as of now_us, without writing anything.
+local function window_tokens(record_key, token_window, now_us)
+  if redis.call('EXISTS', token_window) == 0 then return 0 end
+  local total = tonumber(redis.call('HGET', record_key, 'tpm_tok')) or 0
+  local gone = redis.call('ZRANGE', token_window, '-inf', fmt(now_us - WINDOW_US), 'BYSCORE')
+  for _, member in ipairs(gone) do
+    total = total - token_entry_amount(member)
+  end
+  return total
+end
+
+-- Drop the entries that left the window, keeping the total in step with them.
+local function trim_token_window(record_key, token_window, now_us)
+  if redis.call('EXISTS', token_window) == 0 then
+    redis.call('HDEL', record_key, 'tpm_tok')
+    return
+  end
+  local since = fmt(now_us - WINDOW_US)
+  local gone = redis.call('ZRANGE', token_window, '-inf', since, 'BYSCORE')
+  if #gone == 0 then return end
+  local freed = 0
+  for _, member in ipairs(gone) do
+    freed = freed + token_entry_amount(member)
+  end
+  redis.call('ZREMRANGEBYSCORE', token_window, '-inf', since)
+  redis.call('HINCRBY', record_key, 'tpm_tok', fmt(-freed))
+end
+
+-- Charge tokens to the window at now_us (they leave it at now_us + 60 s).
+local function charge_token_window(record_key, token_window, now_us, tokens)
+  trim_token_window(record_key, token_window, now_us)
+  if tokens <= 0 then return end
+  local seq = redis.call('HINCRBY', record_key, 'wseq', 1)
+  redis.call('ZADD', token_window, fmt(now_us), fmt(now_us) .. '-' .. seq .. ':' .. fmt(tokens))
+  redis.call('HINCRBY', record_key, 'tpm_tok', fmt(tokens))
+  redis.call('PEXPIRE', token_window, 61000)
+end
+
+-- Parallel-request slots: a zset, request id -> lease expiry ms. An expired
+-- slot no longer counts, swept or not, so a crashed proxy never locks a key out.
+local function slots_held(slots, now_ms)
+  return redis.call('ZCOUNT', slots, '(' .. fmt(now_ms), '+inf')
+end
+
+-- Free the slot of one request; true when it was still held (not expired).
+local function free_slot(slots, request_id, now_ms)
+  local lease_end = redis.call('ZSCORE', slots, request_id)
+  if not lease_end then return false end
+  redis.call('ZREM', slots, request_id)
+  return tonumber(lease_end) > now_ms
+end
+

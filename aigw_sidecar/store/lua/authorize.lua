@@ -5,38 +5,94 @@
 -- KEYS[4]  lease expiries    aigw:lease:{<key id>}      (zset, request id -> expiry ms)
 -- KEYS[5]  lease amounts     aigw:leasev:{<key id>}     (hash, request id -> "tokens cost")
 --          (the lease keys belong to the API key: swept here, deleted with it)
+-- KEYS[6]  token window      aigw:tpm:{<key id>}        (zset, score = µs, '<µs>-<seq>:<tokens>')
+-- KEYS[7]  parallel slots    aigw:slot:{<key id>}       (zset, request id -> lease expiry ms)
 -- ARGV[1]  key hash (hex SHA-256 of the secret)
 -- ARGV[2]  now in µs, or '' for Redis TIME
 -- ARGV[3]  request id ('' when the caller gives none; needed to reserve)
 -- ARGV[4]  estimated tokens, or '' for no estimate
 -- ARGV[5]  estimated cost in micro-USD, or '' for no estimate
--- ARGV[6]  reservation lease in ms
+-- ARGV[6]  reservation (and parallel slot) lease in ms
+-- ARGV[7]  model the request uses ('' when unknown), checked against allowed models
 -- Returns {code, key_id, workspace, project, environment, legacy,
 --          rpm_limit, rpm_remaining, rpm_reset_ms,
 --          token_limit, token_remaining, cost_limit, cost_remaining,
---          budget_reset_ms, retry_after_ms, reserved_tokens, reserved_cost}
+--          budget_reset_ms, retry_after_ms, reserved_tokens, reserved_cost,
+--          tpm_limit, tpm_remaining, tpm_reset_ms, parallel_limit,
+--          parallel_remaining, slot_held}
 --   code: 0 allowed, 3 unknown key, 4 disabled, 5 expired,
---         6 requests per minute, 7 token limit, 8 cost limit
+--         6 requests per minute, 7 token limit, 8 cost limit,
+--         9 tokens per minute, 10 parallel requests, 11 model not allowed
+--   (4, 5 and 11 return the identity only)
 --   a limit of -1 means "no such limit"; budget_reset_ms and
 --   retry_after_ms are -1 when nothing resets; reserved_* are -1 when
 --   nothing was reserved.
 -- Budgets count usage + open reservations: every request needs usage +
 -- reservations below the limit, and one with an estimate also needs usage +
 -- reservations + its estimate to fit the limit.
+-- Tokens per minute counts the token window plus open reservations (estimates
+-- of requests in flight), checked like a budget. The previous secret of a
+-- rotation is accepted until its 'prev_until' (exclusive).
 -- Invariant: a denied request writes nothing: every counter stays untouched.
 local rec = redis.call('HMGET', KEYS[1], 'hash', 'enabled', 'expires_at', 'cost_limit',
-  'token_limit', 'rpm', 'period', 'epoch', 'kid', 'ws', 'proj', 'env', 'legacy')
-if not rec[1] or rec[1] ~= ARGV[1] then
+  'token_limit', 'rpm', 'period', 'epoch', 'kid', 'ws', 'proj', 'env', 'legacy',
+  'tpm', 'maxpar', 'models', 'prev_hash', 'prev_until')
+if not rec[1] then
   return {3}
 end
 local now_us = clock_us(ARGV[2])
 local now_ms = floor_div(now_us, 1000)
+if rec[1] ~= ARGV[1] and not (rec[17] == ARGV[1] and (tonumber(rec[18]) or 0) > now_ms) then
+  return {3}
+end
 local kid, ws, proj, env, legacy = rec[9], rec[10], rec[11] or '', rec[12] or '', rec[13] or '0'
 if rec[2] ~= '1' then
   return {4, kid, ws, proj, env, legacy}
 end
 if rec[3] and rec[3] ~= '' and tonumber(rec[3]) <= now_ms then
   return {5, kid, ws, proj, env, legacy}
+end
+
+-- Does the model match a line of the allow-list? A line is a name, or a
+-- pattern where '*' matches any run of characters. Only plain string.find is
+-- used, never Lua patterns: no other character of a model or a line is special.
+local function glob_match(text, pattern)
+  local parts, from = {}, 1
+  while true do
+    local star = string.find(pattern, '*', from, true)
+    if not star then
+      parts[#parts + 1] = string.sub(pattern, from)
+      break
+    end
+    parts[#parts + 1] = string.sub(pattern, from, star - 1)
+    from = star + 1
+  end
+  if #parts == 1 then return text == pattern end
+  local first, last = parts[1], parts[#parts]
+  if #text < #first + #last or string.sub(text, 1, #first) ~= first then return false end
+  if #last > 0 and string.sub(text, -#last) ~= last then return false end
+  local pos, stop = #first + 1, #text - #last
+  for i = 2, #parts - 1 do
+    if #parts[i] > 0 then
+      local a, b = string.find(text, parts[i], pos, true)
+      if not a or b > stop then return false end
+      pos = b + 1
+    end
+  end
+  return true
+end
+
+if rec[16] and rec[16] ~= '' then
+  local allowed = false
+  for line in string.gmatch(rec[16], '[^\n]+') do
+    if glob_match(ARGV[7], line) then
+      allowed = true
+      break
+    end
+  end
+  if not allowed then
+    return {11, kid, ws, proj, env, legacy}
+  end
 end
 
 local cost_limit = tonumber(rec[4]) or -1
@@ -48,7 +104,9 @@ local tokens, cost = period_usage(KEYS[3], pid)
 local rsv_tok, rsv_cost, _, earliest_lease = open_reservations(KEYS[1], KEYS[4], KEYS[5], now_ms)
 local request_id = ARGV[3]
 local est_tok, est_cost = tonumber(ARGV[4]), tonumber(ARGV[5])
-local budgeted = token_limit >= 0 or cost_limit >= 0
+local tpm = tonumber(rec[14]) or -1
+local max_parallel = tonumber(rec[15]) or -1
+local budgeted = token_limit >= 0 or cost_limit >= 0 or tpm >= 0
 local reserving = budgeted and request_id ~= '' and (est_tok ~= nil or est_cost ~= nil)
 if reserving and redis.call('ZSCORE', KEYS[4], request_id) then
   -- The same request asking again: its earlier reservation is replaced, not added.
@@ -99,11 +157,57 @@ local function window_frees_in_ms(index)
   return math.ceil((tonumber(entry[2]) + WINDOW_US - now_us) / 1000)
 end
 
-local function denied(code, retry_ms, rpm_remaining, rpm_reset)
+-- Tokens in the token window, and slots held by other requests (an earlier
+-- slot of this same request id is replaced, not added); read, not trimmed.
+local tpm_used, in_flight = 0, 0
+if tpm >= 0 then
+  tpm_used = window_tokens(KEYS[1], KEYS[6], now_us)
+end
+if max_parallel >= 0 then
+  in_flight = slots_held(KEYS[7], now_ms)
+  local mine = request_id ~= '' and redis.call('ZSCORE', KEYS[7], request_id)
+  if mine and tonumber(mine) > now_ms then in_flight = in_flight - 1 end
+end
+
+-- ms until the oldest tokens leave the token window (0: it is empty).
+local function token_window_reset_ms()
+  local oldest = redis.call('ZRANGE', KEYS[6], '(' .. fmt(since), '+inf', 'BYSCORE',
+    'LIMIT', 0, 1, 'WITHSCORES')
+  if oldest[2] == nil then return 0 end
+  return math.ceil((tonumber(oldest[2]) + WINDOW_US - now_us) / 1000)
+end
+
+-- When tokens per minute refuses: until enough tokens leave the window for
+-- this request to fit; -1 when its estimate alone exceeds the limit. When
+-- open reservations hold the rest, until the window is empty (at least 1 s):
+-- requests in flight end and settle at a time nobody can predict.
+local function tpm_retry_ms()
+  local need = 1
+  if reserving and est_tok ~= nil then
+    if est_tok > tpm then return -1 end
+    need = math.max(est_tok, 1)
+  end
+  local target = tpm - need - rsv_tok  -- the window may hold at most this much
+  local left = tpm_used
+  local entries = redis.call('ZRANGE', KEYS[6], '(' .. fmt(since), '+inf', 'BYSCORE',
+    'WITHSCORES')
+  for i = 1, #entries, 2 do
+    left = left - token_entry_amount(entries[i])
+    if target >= 0 and left <= target then
+      return math.ceil((tonumber(entries[i + 1]) + WINDOW_US - now_us) / 1000)
+    end
+  end
+  return math.max(token_window_reset_ms(), 1000)
+end
+
+local function denied(code, retry_ms, rpm_remaining, rpm_reset, tpm_reset)
+  if tpm >= 0 and tpm_reset == nil then tpm_reset = token_window_reset_ms() end
   return {code, kid, ws, proj, env, legacy, rpm, rpm_remaining, rpm_reset,
     token_limit, remaining(token_limit, tokens + rsv_tok),
     cost_limit, remaining(cost_limit, cost + rsv_cost),
-    budget_reset_ms, retry_ms, -1, -1}
+    budget_reset_ms, retry_ms, -1, -1,
+    tpm, remaining(tpm, tpm_used + rsv_tok), tpm_reset or -1,
+    max_parallel, remaining(max_parallel, in_flight), 0}
 end
 
 if exhausted(cost_limit, cost + rsv_cost, est_cost) then
@@ -112,10 +216,23 @@ end
 if exhausted(token_limit, tokens + rsv_tok, est_tok) then
   return denied(7, budget_retry_ms(tokens, token_limit), remaining(rpm, in_window), -1)
 end
+if exhausted(tpm, tpm_used + rsv_tok, est_tok) then
+  local wait = tpm_retry_ms()
+  return denied(9, wait, remaining(rpm, in_window), -1, wait)
+end
 if rpm >= 0 and in_window >= rpm then
   -- The window has room again when the (in_window - rpm + 1)-th oldest leaves.
   local wait = window_frees_in_ms(in_window - rpm)
   return denied(6, wait, 0, wait)
+end
+if max_parallel >= 0 and in_flight >= max_parallel then
+  -- A slot frees when a request in flight ends, which nobody can predict: 1 s,
+  -- or sooner when the first slot's lease runs out before that.
+  local first = redis.call('ZRANGE', KEYS[7], '(' .. fmt(now_ms), '+inf', 'BYSCORE',
+    'LIMIT', 0, 1, 'WITHSCORES')
+  local wait = 1000
+  if first[2] and tonumber(first[2]) - now_ms < wait then wait = tonumber(first[2]) - now_ms end
+  return denied(10, wait, remaining(rpm, in_window), -1)
 end
 
 -- Admitted: now (and only now) write.
@@ -143,6 +260,20 @@ if reserving then
   rsv_tok, rsv_cost = rsv_tok + reserved_tok, rsv_cost + reserved_cost
 end
 
+local tpm_reset = -1
+if tpm >= 0 then
+  trim_token_window(KEYS[1], KEYS[6], now_us)
+  tpm_reset = token_window_reset_ms()
+end
+local slot_held = 0
+if max_parallel >= 0 and request_id ~= '' then
+  local lease_ms = tonumber(ARGV[6])
+  redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', fmt(now_ms))
+  redis.call('ZADD', KEYS[7], fmt(now_ms + lease_ms), request_id)
+  redis.call('PEXPIRE', KEYS[7], fmt(lease_ms))
+  in_flight, slot_held = in_flight + 1, 1
+end
+
 local rpm_remaining, rpm_reset = -1, -1
 if rpm >= 0 then
   rpm_remaining = remaining(rpm, in_window + 1)
@@ -151,4 +282,6 @@ end
 return {0, kid, ws, proj, env, legacy, rpm, rpm_remaining, rpm_reset,
   token_limit, remaining(token_limit, tokens + rsv_tok),
   cost_limit, remaining(cost_limit, cost + rsv_cost),
-  budget_reset_ms, -1, reserved_tok, reserved_cost}
+  budget_reset_ms, -1, reserved_tok, reserved_cost,
+  tpm, remaining(tpm, tpm_used + rsv_tok), tpm_reset,
+  max_parallel, remaining(max_parallel, in_flight), slot_held}

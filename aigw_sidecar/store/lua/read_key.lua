@@ -1,12 +1,14 @@
 -- read_key: a key record with its usage, at one instant of the store clock.
 -- KEYS[1] record  KEYS[2] window  KEYS[3] usage  KEYS[4] lease expiries  KEYS[5] lease amounts
+-- KEYS[6] token window  KEYS[7] parallel slots
 -- ARGV[1] now in µs, or '' for Redis TIME
 -- Returns {} when there is no such key, else
 --   {record as a flat field/value list, now_ms, period_start_ms, period_end_ms
 --    (-1: never), period tokens, cost, requests, prompt, completion,
 --    requests in the last 60 s, reserved tokens, reserved cost, open reservations,
 --    per-model usage as a flat list of model, requests, tokens, cost,
---    requests priced without a known model}
+--    requests priced without a known model,
+--    tokens in the token window (last 60 s), parallel slots held}
 local rec = redis.call('HGETALL', KEYS[1])
 if #rec == 0 then
   return {}
@@ -45,4 +47,5 @@ if redis.call('HGET', KEYS[3], 'pid') == pid then
   end
 end
 return {rec, now_ms, start_ms, end_ms, tokens, cost, requests, pt, ct, in_window,
-  rsv_tok, rsv_cost, rsv_count, per_model, unpriced}
+  rsv_tok, rsv_cost, rsv_count, per_model, unpriced,
+  window_tokens(KEYS[1], KEYS[6], now_us), slots_held(KEYS[7], now_ms)}

@@ -5,6 +5,8 @@
 -- KEYS[3]  seen request ids  aigw:seen:{<key id>}    (zset, score = ms)
 -- KEYS[4]  lease expiries    aigw:lease:{<key id>}   (zset)
 -- KEYS[5]  lease amounts     aigw:leasev:{<key id>}  (hash)
+-- KEYS[6]  token window      aigw:tpm:{<key id>}     (zset; charged when the key has tokens per minute)
+-- KEYS[7]  parallel slots    aigw:slot:{<key id>}    (zset; this request's slot is freed)
 -- ARGV[1]  request id
 -- ARGV[2]  prompt tokens      ARGV[3] completion tokens   ARGV[4] cost in micro-USD
 -- ARGV[5]  now in µs, or '' for Redis TIME
@@ -15,11 +17,12 @@
 --   code: 1 counted, 2 already counted (nothing changed), 0 unknown key
 --   settled: 1 when an open reservation of this request was settled
 local MAX_MODELS = 64
-local rec = redis.call('HMGET', KEYS[1], 'kid', 'period', 'epoch')
+local rec = redis.call('HMGET', KEYS[1], 'kid', 'period', 'epoch', 'tpm')
 if not rec[1] then
   return {0, 0, 0, 0}
 end
-local now_ms = floor_div(clock_us(ARGV[5]), 1000)
+local now_us = clock_us(ARGV[5])
+local now_ms = floor_div(now_us, 1000)
 local start_ms, end_ms = period_bounds(rec[2], now_ms)
 local pid = period_id(rec[3], start_ms)
 local seen_at = redis.call('ZSCORE', KEYS[3], ARGV[1])
@@ -36,9 +39,14 @@ if close_lease(KEYS[1], KEYS[4], KEYS[5], ARGV[1]) and lease_end
   settled = 1
 end
 sweep_leases(KEYS[1], KEYS[4], KEYS[5], now_ms)
+free_slot(KEYS[7], ARGV[1], now_ms)
 
 open_period(KEYS[2], pid, end_ms, now_ms)
 local total = tonumber(ARGV[2]) + tonumber(ARGV[3])
+if rec[4] then
+  -- The actual tokens enter the token window now; the estimate left with the lease.
+  charge_token_window(KEYS[1], KEYS[6], now_us, total)
+end
 local tokens = redis.call('HINCRBY', KEYS[2], 'tokens', fmt(total))
 local cost = redis.call('HINCRBY', KEYS[2], 'cost', ARGV[4])
 redis.call('HINCRBY', KEYS[2], 'pt', ARGV[2])

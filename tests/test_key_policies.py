@@ -1,0 +1,384 @@
+"""Key policies against a real store: tokens per minute, parallel-request slots,
+model allow-lists and secret rotation with a grace period (store-level, both
+server kinds, the store clock pinned)."""
+
+from __future__ import annotations
+
+import pytest
+from redis.asyncio import Redis
+
+from aigw_sidecar.admission.decision import Decision, DenyReason, Estimate, UsageReport
+from aigw_sidecar.admission.service import AdmissionService
+from aigw_sidecar.errors import FailedPrecondition, InvalidArgument, NotFound
+from aigw_sidecar.keys.model import KeySpec, KeyUpdate, Limits, model_allowed
+from aigw_sidecar.keys.service import KeyService
+from aigw_sidecar.store.redis_store import DEFAULT_LEASE_MS
+from tests.conftest import Clock
+from tests.snapshots import snapshot
+
+T0_MS = 1_900_000_000_000  # a fixed store time, so every wait is exact
+
+
+def _at(clock: Clock, ms: int) -> None:
+    clock.now_us = ms * 1000
+
+
+async def _key(keys: KeyService, clock: Clock, **limits: object) -> tuple[str, str]:
+    _at(clock, T0_MS)
+    key, secret = await keys.create(KeySpec(name="p", limits=Limits(**limits)))  # type: ignore[arg-type]
+    return key.key_id, secret
+
+
+def _usage(key_id: str, request_id: str, tokens: int) -> UsageReport:
+    return UsageReport(key_id, request_id, tokens, 0, 0)
+
+
+def _est(tokens: int, model: str = "") -> Estimate:
+    return Estimate(model=model, prompt_tokens=tokens)
+
+
+def _denied(decision: Decision, reason: DenyReason) -> bool:
+    return not decision.allowed and decision.deny_reason is reason
+
+
+# --- tokens per minute ----------------------------------------------------------
+
+
+async def test_reported_tokens_fill_the_minute_and_leave_it_exactly_60_s_later(
+    keys: KeyService, admission: AdmissionService, clock: Clock
+) -> None:
+    key_id, secret = await _key(keys, clock, tokens_per_minute=100)
+    assert (await admission.authorize(secret)).allowed
+    await admission.record_usage(_usage(key_id, "r1", 100))
+    _at(clock, T0_MS + 59_999)
+    decision = await admission.authorize(secret)
+    assert _denied(decision, DenyReason.TOKENS_PER_MINUTE)
+    assert decision.retry_after_ms == 1
+    assert decision.tokens_per_minute is not None
+    assert (decision.tokens_per_minute.limit, decision.tokens_per_minute.remaining) == (100, 0)
+    _at(clock, T0_MS + 60_000)
+    decision = await admission.authorize(secret)
+    assert decision.allowed
+    assert decision.tokens_per_minute is not None
+    assert decision.tokens_per_minute.remaining == 100
+
+
+async def test_retry_after_is_when_enough_tokens_have_left_the_window(
+    keys: KeyService, admission: AdmissionService, clock: Clock
+) -> None:
+    key_id, secret = await _key(keys, clock, tokens_per_minute=100)
+    await admission.record_usage(_usage(key_id, "r1", 60))
+    _at(clock, T0_MS + 10_000)
+    await admission.record_usage(_usage(key_id, "r2", 40))
+    _at(clock, T0_MS + 20_000)
+    # 50 tokens fit once the 60 reported at T0 leave; the 40 may stay.
+    decision = await admission.authorize(secret, "r3", _est(50))
+    assert _denied(decision, DenyReason.TOKENS_PER_MINUTE)
+    assert decision.retry_after_ms == 40_000
+    assert "Retry in 40 s" in decision.message
+
+
+async def test_an_estimate_in_flight_counts_until_the_actual_usage_replaces_it(
+    keys: KeyService, admission: AdmissionService, clock: Clock
+) -> None:
+    key_id, secret = await _key(keys, clock, tokens_per_minute=100)
+    first = await admission.authorize(secret, "r1", _est(80))
+    assert first.allowed and first.reservation is not None and first.request_id == "r1"
+    assert first.tokens_per_minute is not None and first.tokens_per_minute.remaining == 20
+    assert _denied(await admission.authorize(secret, "r2", _est(30)), DenyReason.TOKENS_PER_MINUTE)
+    settled = await admission.record_usage(_usage(key_id, "r1", 10))
+    assert settled.settled_reservation
+    second = await admission.authorize(secret, "r2", _est(30))
+    assert second.allowed
+    assert second.tokens_per_minute is not None and second.tokens_per_minute.remaining == 60
+
+
+async def test_an_estimate_larger_than_the_whole_limit_is_refused_with_no_retry_after(
+    keys: KeyService, admission: AdmissionService, clock: Clock
+) -> None:
+    _key_id, secret = await _key(keys, clock, tokens_per_minute=100)
+    decision = await admission.authorize(secret, "r1", _est(101))
+    assert _denied(decision, DenyReason.TOKENS_PER_MINUTE)
+    assert decision.retry_after_ms is None
+    assert "estimate alone exceeds" in decision.message
+
+
+async def test_the_overview_shows_tokens_of_the_last_minute_with_estimates_in_flight(
+    keys: KeyService, admission: AdmissionService, clock: Clock
+) -> None:
+    key_id, secret = await _key(keys, clock, tokens_per_minute=1000, max_parallel_requests=3)
+    await admission.record_usage(_usage(key_id, "r1", 70))
+    await admission.authorize(secret, "r2", _est(30))
+    overview = await keys.overview(key_id)
+    assert (overview.tokens_last_minute, overview.requests_in_flight) == (100, 1)
+    _at(clock, T0_MS + 60_000)
+    assert (await keys.overview(key_id)).tokens_last_minute == 30
+
+
+# --- parallel requests ----------------------------------------------------------
+
+
+async def test_parallel_slots_admit_the_cap_and_free_on_release_or_usage(
+    keys: KeyService, admission: AdmissionService, clock: Clock
+) -> None:
+    key_id, secret = await _key(keys, clock, max_parallel_requests=2)
+    first, second = await admission.authorize(secret), await admission.authorize(secret, "mine")
+    assert first.allowed and first.request_id.startswith("req_")
+    assert second.allowed and second.request_id == "mine"
+    assert second.parallel_requests is not None and second.parallel_requests.remaining == 0
+    third = await admission.authorize(secret)
+    assert _denied(third, DenyReason.PARALLEL_REQUESTS)
+    assert third.retry_after_ms == 1000 and third.request_id == ""
+    assert await admission.release_reservation(key_id, first.request_id)
+    assert not await admission.release_reservation(key_id, first.request_id)
+    assert (await admission.authorize(secret)).allowed
+    assert _denied(await admission.authorize(secret), DenyReason.PARALLEL_REQUESTS)
+    await admission.record_usage(_usage(key_id, "mine", 5))
+    assert (await admission.authorize(secret)).allowed
+
+
+async def test_a_slot_that_is_never_freed_expires_with_its_lease(
+    keys: KeyService, admission: AdmissionService, clock: Clock
+) -> None:
+    _key_id, secret = await _key(keys, clock, max_parallel_requests=1)
+    assert (await admission.authorize(secret)).allowed
+    _at(clock, T0_MS + DEFAULT_LEASE_MS - 1)
+    late = await admission.authorize(secret)
+    assert _denied(late, DenyReason.PARALLEL_REQUESTS) and late.retry_after_ms == 1
+    _at(clock, T0_MS + DEFAULT_LEASE_MS)
+    assert (await admission.authorize(secret)).allowed
+
+
+async def test_the_same_request_id_asking_again_keeps_its_one_slot(
+    keys: KeyService, admission: AdmissionService, clock: Clock
+) -> None:
+    _key_id, secret = await _key(keys, clock, max_parallel_requests=1)
+    assert (await admission.authorize(secret, "r1")).allowed
+    assert (await admission.authorize(secret, "r1")).allowed
+    assert _denied(await admission.authorize(secret, "r2"), DenyReason.PARALLEL_REQUESTS)
+
+
+async def test_a_key_without_policies_holds_nothing_under_a_made_up_request_id(
+    keys: KeyService, admission: AdmissionService, clock: Clock
+) -> None:
+    _key_id, secret = await _key(keys, clock)
+    decision = await admission.authorize(secret)
+    assert decision.allowed and decision.request_id == ""
+    assert decision.tokens_per_minute is None and decision.parallel_requests is None
+
+
+# --- model allow-list -------------------------------------------------------------
+
+PATTERNS = ("gpt-4o", "claude-*", "*-mini", "llama-*-instruct", "a.b%d*")
+
+
+@pytest.mark.parametrize(
+    ("model", "allowed"),
+    [
+        ("gpt-4o", True),
+        ("gpt-4o-2024-08-06", False),  # exact names are exact
+        ("GPT-4o", False),  # case-sensitive
+        ("claude-3-opus", True),
+        ("claude-", True),  # '*' also matches nothing
+        ("claude", False),
+        ("o4-mini", True),
+        ("llama-3.1-70b-instruct", True),
+        ("llama-instruct", False),
+        ("a.b%d", True),  # '.' and '%' are plain characters, not Lua pattern items
+        ("axb%d", False),
+        ("a.b5", False),
+        ("", False),  # a key with a list refuses a request that names no model
+    ],
+)
+async def test_the_allow_list_admits_exact_names_and_star_patterns_only(
+    keys: KeyService, admission: AdmissionService, clock: Clock, model: str, allowed: bool
+) -> None:
+    _key_id, secret = await _key(keys, clock, allowed_models=PATTERNS)
+    decision = await admission.authorize(secret, model=model)
+    assert decision.allowed is allowed
+    assert model_allowed(model, PATTERNS) is allowed  # the documented rule agrees
+    if not allowed:
+        assert decision.deny_reason is DenyReason.MODEL_NOT_ALLOWED
+
+
+async def test_the_model_of_the_estimate_is_checked_when_none_is_given(
+    keys: KeyService, admission: AdmissionService, clock: Clock
+) -> None:
+    _key_id, secret = await _key(keys, clock, allowed_models=("gpt-4o-mini",))
+    assert (await admission.authorize(secret, "r1", _est(5, "gpt-4o-mini"))).allowed
+    denied = await admission.authorize(secret, "r2", _est(5, "gpt-4o"))
+    assert _denied(denied, DenyReason.MODEL_NOT_ALLOWED)
+    assert denied.message == "The model 'gpt-4o' is not allowed for this API key."
+
+
+async def test_the_denial_names_a_long_model_truncated_and_names_none_when_absent(
+    keys: KeyService, admission: AdmissionService, clock: Clock
+) -> None:
+    _key_id, secret = await _key(keys, clock, allowed_models=("gpt-4o",))
+    long = await admission.authorize(secret, model="m" * 128)
+    assert f"'{'m' * 64}…'" in long.message and "m" * 65 not in long.message
+    none = await admission.authorize(secret)
+    assert "names none" in none.message
+
+
+async def test_a_key_without_a_list_may_use_any_model(
+    keys: KeyService, admission: AdmissionService, clock: Clock
+) -> None:
+    _key_id, secret = await _key(keys, clock, token_limit=10)
+    assert (await admission.authorize(secret, model="anything-at-all")).allowed
+
+
+# --- a rejected request changes nothing --------------------------------------------
+
+
+async def test_tpm_parallel_and_model_denials_leave_every_counter_untouched(
+    keys: KeyService,
+    admission: AdmissionService,
+    clock: Clock,
+    redis_client: Redis,
+    key_prefix: str,
+) -> None:
+    key_id, secret = await _key(
+        keys, clock, tokens_per_minute=100, max_parallel_requests=1,
+        allowed_models=("gpt-4o",), token_limit=10_000,
+    )
+    assert (await admission.authorize(secret, "r1", _est(90, "gpt-4o"))).allowed
+    await admission.record_usage(_usage(key_id, "r0", 5))
+    _at(clock, T0_MS + 1_000)
+    before = await snapshot(redis_client, key_prefix)
+    assert _denied(await admission.authorize(secret, "r2", _est(5, "gpt-3.5")),
+                   DenyReason.MODEL_NOT_ALLOWED)
+    assert _denied(await admission.authorize(secret, "r2", _est(20, "gpt-4o")),
+                   DenyReason.TOKENS_PER_MINUTE)
+    assert _denied(await admission.authorize(secret, "r2", _est(1, "gpt-4o")),
+                   DenyReason.PARALLEL_REQUESTS)
+    assert await snapshot(redis_client, key_prefix) == before
+
+
+# --- validation and legacy keys -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("limits", "field"),
+    [
+        (Limits(tokens_per_minute=0), "limits.tokens_per_minute"),
+        (Limits(tokens_per_minute=-5), "limits.tokens_per_minute"),
+        (Limits(max_parallel_requests=0), "limits.max_parallel_requests"),
+        (Limits(max_parallel_requests=10**6), "limits.max_parallel_requests"),
+        (Limits(allowed_models=("gpt 4o",)), "limits.allowed_models[0]"),
+        (Limits(allowed_models=("ok", "gpt-?")), "limits.allowed_models[1]"),
+        (Limits(allowed_models=("[ab]",)), "limits.allowed_models[0]"),
+        (Limits(allowed_models=("",)), "limits.allowed_models[0]"),
+        (Limits(allowed_models=("m" * 129,)), "limits.allowed_models[0]"),
+        (Limits(allowed_models=tuple(f"m{i}" for i in range(65))), "limits.allowed_models"),
+    ],
+)
+async def test_bad_policies_are_refused_naming_the_field_on_create_and_update(
+    keys: KeyService, clock: Clock, limits: Limits, field: str
+) -> None:
+    with pytest.raises(InvalidArgument) as created:
+        await keys.create(KeySpec(name="bad", limits=limits))
+    assert created.value.field == field
+    key_id, _secret = await _key(keys, clock)
+    with pytest.raises(InvalidArgument) as updated:
+        await keys.update(key_id, KeyUpdate(fields=KeyUpdate.LIMIT_FIELDS, limits=limits))
+    assert updated.value.field == field
+
+
+async def test_a_secret_in_the_allow_list_is_refused_and_never_echoed(keys: KeyService) -> None:
+    secret = "sk-aigw-" + "a" * 40
+    with pytest.raises(InvalidArgument) as refused:
+        await keys.create(KeySpec(name="bad", limits=Limits(allowed_models=(secret,))))
+    assert secret not in str(refused.value)
+
+
+async def test_policies_are_stored_cleared_and_duplicates_dropped(
+    keys: KeyService, clock: Clock
+) -> None:
+    key_id, _secret = await _key(
+        keys, clock, tokens_per_minute=5000, max_parallel_requests=4,
+        allowed_models=("gpt-4o", "gpt-4o", "o3-*"),
+    )
+    key = await keys.get(key_id)
+    assert key.limits.tokens_per_minute == 5000
+    assert key.limits.max_parallel_requests == 4
+    assert key.limits.allowed_models == ("gpt-4o", "o3-*")
+    cleared = await keys.update(key_id, KeyUpdate(
+        fields=frozenset({"tokens_per_minute", "max_parallel_requests", "allowed_models"})
+    ))
+    assert cleared.limits == Limits()
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [Limits(tokens_per_minute=1), Limits(max_parallel_requests=1),
+     Limits(allowed_models=("gpt-4o",))],
+    ids=["tpm", "parallel", "models"],
+)
+async def test_legacy_keys_refuse_every_new_policy(keys: KeyService, limits: Limits) -> None:
+    with pytest.raises(FailedPrecondition):
+        await keys.import_legacy("legacy-secret-0001", KeySpec(name="l1", limits=limits))
+    legacy = await keys.import_legacy("legacy-secret-0002", KeySpec(name="l2"))
+    with pytest.raises(FailedPrecondition):
+        await keys.update(legacy.key_id, KeyUpdate(fields=KeyUpdate.LIMIT_FIELDS, limits=limits))
+
+
+# --- rotation -------------------------------------------------------------------
+
+
+async def test_the_old_secret_works_until_the_grace_period_ends_then_stops(
+    keys: KeyService, admission: AdmissionService, clock: Clock
+) -> None:
+    key_id, old = await _key(keys, clock, requests_per_minute=1000)
+    assert (await admission.authorize(old)).allowed
+    rotated, new = await keys.rotate_secret(key_id, grace_period_s=60)
+    assert rotated.key_id == key_id and new != old and new.endswith(rotated.masked_secret[-4:])
+    assert rotated.limits.requests_per_minute == 1000
+    assert rotated.previous_secret_expires_at_ms == T0_MS + 60_000
+    _at(clock, T0_MS + 59_999)
+    assert (await admission.authorize(old)).allowed
+    assert (await admission.authorize(new)).allowed
+    _at(clock, T0_MS + 60_000)
+    assert _denied(await admission.authorize(old), DenyReason.KEY_UNKNOWN)
+    assert (await admission.authorize(new)).allowed
+    after = await keys.get(key_id)
+    assert after.previous_secret_expires_at_ms is None
+    assert (await keys.overview(key_id)).lifetime_requests == 4  # usage kept
+
+
+async def test_rotation_without_grace_stops_the_old_secret_at_once(
+    keys: KeyService, admission: AdmissionService, clock: Clock
+) -> None:
+    key_id, old = await _key(keys, clock)
+    _rotated, new = await keys.rotate_secret(key_id)
+    assert _denied(await admission.authorize(old), DenyReason.KEY_UNKNOWN)
+    assert (await admission.authorize(new)).allowed
+
+
+async def test_rotating_again_during_a_grace_period_ends_the_oldest_secret(
+    keys: KeyService, admission: AdmissionService, clock: Clock
+) -> None:
+    key_id, first = await _key(keys, clock)
+    _key1, second = await keys.rotate_secret(key_id, grace_period_s=3600)
+    _key2, third = await keys.rotate_secret(key_id, grace_period_s=3600)
+    assert _denied(await admission.authorize(first), DenyReason.KEY_UNKNOWN)
+    assert (await admission.authorize(second)).allowed
+    assert (await admission.authorize(third)).allowed
+
+
+@pytest.mark.parametrize("grace", [-1, 30 * 24 * 3600 + 1])
+async def test_a_bad_grace_period_is_refused_naming_the_field(
+    keys: KeyService, clock: Clock, grace: int
+) -> None:
+    key_id, _secret = await _key(keys, clock)
+    with pytest.raises(InvalidArgument) as refused:
+        await keys.rotate_secret(key_id, grace)
+    assert refused.value.field == "grace_period_s"
+
+
+async def test_legacy_and_unknown_keys_cannot_be_rotated(keys: KeyService) -> None:
+    legacy = await keys.import_legacy("legacy-secret-0003", KeySpec(name="l3"))
+    with pytest.raises(FailedPrecondition, match="carries no key id"):
+        await keys.rotate_secret(legacy.key_id, 60)
+    with pytest.raises(NotFound):
+        await keys.rotate_secret("key_" + "0" * 20)
