@@ -60,4 +60,4 @@ clean:
 
 ## Authorize throughput/latency against a real sidecar + store (not part of the tests).
 bench: $(STAMP)
-	$(PY) -m tests.bench.authorize $(BENCH_ARGS)
+	$(PY) -m tests.bench.bench $(BENCH_ARGS)
