@@ -82,11 +82,13 @@ class UsageSettler:
         self, admitted: AdmittedRequest, outcome: Settlement, usage: Usage | None
     ) -> None:
         if outcome is Settlement.RELEASE:
-            if admitted.reservation is not None:
-                await self._service.release_reservation(admitted.key_id, admitted.request_id)
+            # Even without a reservation: a key with max parallel requests holds a
+            # slot under the request id, and a release frees it (cheap, idempotent).
+            await self._service.release_reservation(admitted.key_id, admitted.request_id)
             return
         report = self._report(admitted, outcome, usage)
         if report is None:
+            await self._service.release_reservation(admitted.key_id, admitted.request_id)
             return
         try:
             await self._service.record_usage(report)
