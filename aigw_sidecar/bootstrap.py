@@ -18,7 +18,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from aigw_sidecar.admission.service import AdmissionService
+from aigw_sidecar.admission.alerts import AlertSink, BudgetAlerts
+from aigw_sidecar.admission.observed import ObservedAdmissionService
 from aigw_sidecar.admission.settlement import UsageSettler
 from aigw_sidecar.api.v1 import admission_pb2, admission_pb2_grpc, keys_pb2, keys_pb2_grpc
 from aigw_sidecar.errors import AigwError
@@ -34,11 +35,20 @@ from aigw_sidecar.server.ext_authz import ExtAuthzOptions, ExtAuthzServicer
 from aigw_sidecar.server.ext_proc import ExtProcOptions, ExtProcServicer
 from aigw_sidecar.server.health import StoreHealthWatcher
 from aigw_sidecar.server.listeners import bind, is_local_address, server_credentials
+from aigw_sidecar.server.metrics import (
+    MeasuredStore,
+    Metrics,
+    MetricsEndpoint,
+    TelemetryInterceptor,
+    multiprocess_registry,
+)
 from aigw_sidecar.server.servicers import AdmissionServicer, KeyManagementServicer
+from aigw_sidecar.server.webhook import WebhookSink
 from aigw_sidecar.settings import Settings
 from aigw_sidecar.store.audit_log import RedisAuditLog
 from aigw_sidecar.store.client import StoreClient, connect
 from aigw_sidecar.store.embedded import EmbeddedStore
+from aigw_sidecar.store.event_log import RedisEventLog
 from aigw_sidecar.store.keyspace import Keyspace
 from aigw_sidecar.store.redis_store import RedisKeyStore
 
@@ -104,6 +114,9 @@ class Sidecar:
     admin_port: int = 0
     pricing: PricingFile | None = None
     ext_proc: ExtProcServicer | None = None
+    metrics: Metrics | None = None
+    metrics_endpoint: MetricsEndpoint | None = None
+    webhook: WebhookSink | None = None
 
     async def stop(self) -> None:
         await self.watcher.shutdown()
@@ -112,6 +125,10 @@ class Sidecar:
         await self.server.stop(self.settings.shutdown_grace_s)
         if self.ext_proc is not None:  # settlements of the last streams, before the pool closes
             await self.ext_proc.drain()
+        if self.webhook is not None:
+            await self.webhook.stop()
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.close()
         for task in self._tasks:
             task.cancel()
         await self.redis.aclose()
@@ -151,6 +168,27 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
     ]
 
 
+def build_metrics(settings: Settings) -> Metrics | None:
+    """Metrics when they are served here or, in multiprocess mode, by someone else."""
+    if not (settings.metrics_listen or settings.metrics_multiproc_dir):
+        return None
+    return Metrics(
+        label_cap=settings.metrics_label_cap,
+        key_id_cap=settings.metrics_key_ids,
+        fail_mode=settings.envoy_failure_mode,
+    )
+
+
+def build_webhook(settings: Settings, metrics: Metrics | None) -> WebhookSink | None:
+    if not settings.alert_webhook_url:
+        return None
+    return WebhookSink(
+        settings.alert_webhook_url,
+        settings.alert_webhook_secret,
+        on_result=metrics.webhook_result if metrics is not None else (lambda result: None),
+    )
+
+
 async def start(settings: Settings) -> Sidecar:
     # Checked before anything starts, so a refusal leaves nothing running.
     authenticator = admin_authenticator(settings)
@@ -169,7 +207,12 @@ async def start(settings: Settings) -> Sidecar:
         lease_ms=settings.reservation_ttl_s * 1000,
     )
 
-    interceptors = [AdminAuthInterceptor(authenticator, ADMIN_SERVICE_NAMES)]
+    metrics = build_metrics(settings)
+    # The admission path's store calls are timed when metrics are on.
+    admission_store = store if metrics is None else MeasuredStore(store, metrics)
+    # Innermost: it wraps the registered handlers once per method.
+    telemetry = TelemetryInterceptor(metrics)
+    interceptors = [AdminAuthInterceptor(authenticator, ADMIN_SERVICE_NAMES), telemetry]
     options = server_options(settings)
     server = grpc.aio.server(options=options, interceptors=interceptors)
     # KeyManagement goes on its own server when --admin-listen is set.
@@ -178,8 +221,14 @@ async def start(settings: Settings) -> Sidecar:
         if settings.admin_listen
         else None
     )
-    admission = AdmissionService(
-        store, (lambda: pricing.table) if pricing is not None else (lambda: None)
+    event_log = RedisEventLog(redis, Keyspace(settings.key_prefix), settings.events_max_entries)
+    webhook = build_webhook(settings, metrics)
+    sinks: list[AlertSink] = [webhook] if webhook is not None else []
+    admission = ObservedAdmissionService(
+        admission_store,
+        (lambda: pricing.table) if pricing is not None else (lambda: None),
+        observer=metrics,
+        alerts=BudgetAlerts(event_log, sinks),
     )
     admission_pb2_grpc.add_AdmissionServicer_to_server(AdmissionServicer(admission), server)
     # Envoy's Authorization/Check: the same AdmissionService, so the same one script.
@@ -195,7 +244,7 @@ async def start(settings: Settings) -> Sidecar:
     server.add_generic_rpc_handlers((ext_authz.handler(), ext_proc.handler()))
     audit = RedisAuditLog(redis, Keyspace(settings.key_prefix), settings.audit_max_entries)
     keys_pb2_grpc.add_KeyManagementServicer_to_server(
-        KeyManagementServicer(AuditedKeyService(store, audit, current_principal)),
+        KeyManagementServicer(AuditedKeyService(store, audit, current_principal, event_log)),
         admin_server or server,
     )
     health_servicer = health.aio.HealthServicer()
@@ -226,7 +275,7 @@ async def start(settings: Settings) -> Sidecar:
         )
 
     watcher = StoreHealthWatcher(
-        health_servicer, store.ping, SERVICE_NAMES, settings.health_interval_s
+        health_servicer, admission_store.ping, SERVICE_NAMES, settings.health_interval_s
     )
     await watcher.check_once()
     await server.start()
@@ -238,6 +287,19 @@ async def start(settings: Settings) -> Sidecar:
         admin_server=admin_server, admin_port=admin_port, ext_proc=ext_proc,
     )
     sidecar._tasks.append(asyncio.create_task(watcher.run()))
+    sidecar.metrics = metrics
+    if webhook is not None:
+        webhook.start()
+        sidecar.webhook = webhook
+    if metrics is not None and settings.metrics_listen:
+        registry = (
+            multiprocess_registry(settings.metrics_multiproc_dir)
+            if settings.metrics_multiproc_dir
+            else metrics.registry
+        )
+        sidecar.metrics_endpoint = MetricsEndpoint.start(settings.metrics_listen, registry)
+        log.info("metrics on http://%s/metrics", settings.metrics_listen.rsplit(":", 1)[0]
+                 + f":{sidecar.metrics_endpoint.port}")
     if embedded is not None and embedded.process is not None:
         sidecar._tasks.append(asyncio.create_task(embedded.keep_alive()))
     if pricing is not None:

@@ -7,13 +7,29 @@ import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 
 from aigw_sidecar import __version__
+from aigw_sidecar.logs import configure_logging
 from aigw_sidecar.settings import Settings, parse_settings
 
 USAGE = """usage: aigw-sidecar serve [options]   run the admission sidecar
        aigw-sidecar serve --help      list the options (flags and AIGW_* variables)
        aigw-sidecar --version"""
+
+
+def configured_secrets(settings: Settings) -> list[str]:
+    """Every configured token, for the log redaction layer to mask wherever it appears."""
+    found = [settings.admin_token, settings.alert_webhook_secret]
+    if settings.admin_token_file:
+        try:
+            text = Path(settings.admin_token_file).read_text(encoding="utf-8")
+        except OSError:
+            text = ""  # bootstrap reports the unreadable file
+        for line in text.splitlines():
+            if line.strip() and not line.lstrip().startswith("#"):
+                found.append(line.split()[-1])
+    return [token for token in found if token]
 
 
 def _run(settings: Settings) -> None:
@@ -46,11 +62,7 @@ def main(argv: Sequence[str] | None = None, *, worker: bool = False) -> int:
     settings = parse_settings(args[1:])
     if worker:
         settings = replace(settings, workers=1, reuse_port=True)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(settings.log_level, settings.log_format, configured_secrets(settings))
     try:
         if settings.workers != 1:
             from aigw_sidecar.supervisor import Supervisor

@@ -49,6 +49,17 @@ class Settings:
     pricing_file: str = ""  # YAML or JSON price table; empty: cost only as reported
     pricing_reload_s: float = 2.0  # how often the pricing file is checked for changes
     reservation_ttl_s: int = 600  # lease of a budget reservation that is never settled
+    # Operations: logs, metrics, budget alerts
+    log_format: str = "auto"  # auto (text on a terminal, else JSON) | json | text
+    metrics_listen: str = ""  # empty: no metrics endpoint
+    metrics_label_cap: int = 100  # distinct workspace/project label pairs per process
+    metrics_key_ids: int = 0  # opt-in: per-key-id series for the first N key ids
+    # From PROMETHEUS_MULTIPROC_DIR (set before start): metrics of several processes.
+    metrics_multiproc_dir: str = ""
+    events_max_entries: int = 100_000
+    alert_webhook_url: str = ""
+    # From AIGW_ALERT_WEBHOOK_SECRET only, like the admin token.
+    alert_webhook_secret: str = field(default="", repr=False)
     # Scale and limits
     workers: int = 1  # server processes sharing the port; 0: one per CPU
     max_request_bytes: int = 256 * 1024  # largest gRPC request accepted (grpc's own: 4 MiB)
@@ -91,6 +102,18 @@ _OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
      "how often the pricing file is checked for changes (SIGHUP reloads at once)"),
     ("--reservation-ttl-s", "AIGW_RESERVATION_TTL_S", "reservation_ttl_s", int,
      "lease of a budget reservation: a request never settled releases it after this"),
+    ("--log-format", "AIGW_LOG_FORMAT", "log_format", str,
+     "auto (plain text when stderr is a terminal, else JSON lines), json or text"),
+    ("--metrics-listen", "AIGW_METRICS_LISTEN", "metrics_listen", str,
+     "host:port of the Prometheus /metrics endpoint (e.g. 127.0.0.1:9464); empty: off"),
+    ("--metrics-label-cap", "AIGW_METRICS_LABEL_CAP", "metrics_label_cap", int,
+     "distinct workspace/project label pairs per process; the rest count as 'other'"),
+    ("--metrics-key-ids", "AIGW_METRICS_KEY_IDS", "metrics_key_ids", int,
+     "opt-in per-key-id series for the first N key ids seen (the rest 'other'); 0: none"),
+    ("--events-max-entries", "AIGW_EVENTS_MAX_ENTRIES", "events_max_entries", int,
+     "cap of the budget alert events stream (oldest events are trimmed)"),
+    ("--alert-webhook-url", "AIGW_ALERT_WEBHOOK_URL", "alert_webhook_url", str,
+     "POST every budget alert event here, signed with AIGW_ALERT_WEBHOOK_SECRET; empty: off"),
     ("--workers", "AIGW_WORKERS", "workers", int,
      "server processes sharing the listen port (SO_REUSEPORT) under one supervisor"
      " and one embedded store; 0: one per CPU"),
@@ -149,6 +172,11 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) ->
         )
     ns = parser.parse_args(list(argv))
     settings = replace(Settings(**vars(ns)), admin_token=env.get("AIGW_ADMIN_TOKEN", ""))
+    settings = replace(
+        settings,
+        alert_webhook_secret=env.get("AIGW_ALERT_WEBHOOK_SECRET", ""),
+        metrics_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR", ""),
+    )
     if settings.store_timeout_ms <= 0:
         parser.error("--store-timeout-ms must be positive")
     if settings.reservation_ttl_s <= 0:
@@ -163,4 +191,14 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) ->
         parser.error("--event-loop must be auto, uvloop or asyncio")
     if settings.envoy_failure_mode not in ("closed", "open"):
         parser.error("--envoy-failure-mode must be closed or open")
+    if settings.log_format not in ("auto", "json", "text"):
+        parser.error("--log-format must be auto, json or text")
+    if settings.metrics_label_cap < 1 or settings.metrics_key_ids < 0:
+        parser.error("--metrics-label-cap must be positive, --metrics-key-ids 0 or more")
+    if settings.alert_webhook_url:
+        if not settings.alert_webhook_url.startswith(("http://", "https://")):
+            parser.error("--alert-webhook-url must be an http:// or https:// URL")
+        if len(settings.alert_webhook_secret) < 16:
+            parser.error("--alert-webhook-url needs AIGW_ALERT_WEBHOOK_SECRET"
+                         " (at least 16 characters) to sign the events")
     return settings

@@ -81,6 +81,7 @@ class SidecarProcess:
     port: int = field(default_factory=free_port)
     log_path: Path | None = None
     process: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)  # added to the test's environment
 
     @property
     def target(self) -> str:
@@ -99,7 +100,7 @@ class SidecarProcess:
             *self.extra_args,
         ]
         out = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         try:
             self.process = subprocess.Popen(cmd, stdout=out, stderr=out, env=env, cwd=REPO)
         finally:

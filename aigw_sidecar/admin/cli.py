@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
@@ -39,6 +40,8 @@ ALIASES: dict[str, dict[str, str]] = {
         "overview": "GetKeyOverview",
     },
     "audit": {"list": "ListAuditEntries"},
+    # tail: ListEvents polled with its cursor until interrupted (see _follow).
+    "events": {"list": "ListEvents", "tail": "ListEvents"},
 }
 _HINTS = {
     "UNAUTHENTICATED": " (pass --admin-token-file or set AIGW_ADMIN_TOKEN)",
@@ -109,6 +112,12 @@ def _add_command(sub: Any, name: str, command: Command, env: Mapping[str, str]) 
     parser = sub.add_parser(name, help=doc, description=doc)
     command.add_arguments(parser)
     _connection_options(parser, env, top=False)
+    if name == "tail":
+        parser.add_argument("--interval-s", type=float, default=2.0,
+                            help="seconds between polls (default 2)")
+        parser.add_argument("--polls", type=int, default=0, metavar="N",
+                            help="stop after N polls (default: follow until interrupted)")
+        parser.set_defaults(follow=True)
     parser.set_defaults(rpc=command)
 
 
@@ -167,6 +176,8 @@ def run(argv: Sequence[str], env: Mapping[str, str], out: TextIO, err: TextIO,
     request = command.build_request(ns)
     token = _admin_token(ns, env)
     metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    if getattr(ns, "follow", False):
+        return _follow(ns, command, request, metadata, out)
     if not _confirm(command, request, ns, stdin, err):
         print("aborted", file=err)
         return 1
@@ -200,6 +211,27 @@ def _overviews(channel: grpc.Channel, response: keys_pb.ListKeysResponse, metada
             continue
         found[key.key_id] = reply.overview
     return found
+
+
+def _follow(ns: argparse.Namespace, command: Command, request: Any, metadata: Any,
+            out: TextIO) -> int:
+    """``events tail``: print new events as they come, one line each, polling the cursor."""
+    polls = 0
+    try:
+        with _channel(ns) as channel:
+            while True:
+                response = _call(channel, command, request, metadata, ns.timeout_s)
+                for event in response.events:
+                    line = (render.to_json_line(event) if ns.output == "json"
+                            else render.event_line(event))
+                    print(line, file=out, flush=True)
+                request.after = response.next_cursor
+                polls += 1
+                if ns.polls and polls >= ns.polls:
+                    return 0
+                time.sleep(ns.interval_s)
+    except KeyboardInterrupt:
+        return 0
 
 
 def _one_line(text: str) -> str:

@@ -202,6 +202,22 @@ def audit_table(entries: Sequence[keys_pb.AuditEntry]) -> str:
     return table(rows, ["TIME", "PRINCIPAL", "ACTION", "KEY ID", "NAME", "DETAIL"])
 
 
+def event_line(event: keys_pb.BudgetEvent) -> str:
+    """One budget event for people: time, type, key, where, what."""
+    where = event.workspace + (f"/{event.project}" if event.project else "")
+    if event.type == "key_expiring":
+        what = f"expires {_time(event.expires_at)} (warning {event.expiry_days} days ahead)"
+    else:
+        fmt = usd if event.budget == "cost" else count
+        what = (f"{event.budget} at {event.threshold_percent}%: "
+                f"{fmt(event.used)} of {fmt(event.limit)}")
+    return "  ".join([_time(event.occurred_at), event.type, event.key_id, where, what])
+
+
+def to_json_line(message: Message) -> str:
+    return json.dumps(json_format.MessageToDict(message, preserving_proto_field_name=True))
+
+
 def human(response: Message, out: TextIO, err: TextIO,
           overviews: dict[str, keys_pb.KeyOverview] | None = None) -> None:
     """Print a response for people; messages without a view print as JSON."""
@@ -218,6 +234,12 @@ def human(response: Message, out: TextIO, err: TextIO,
             print(f"more: --page-token {response.next_page_token}", file=err)
     elif isinstance(response, keys_pb.GetKeyOverviewResponse):
         print(overview(response.overview), file=out)
+    elif isinstance(response, keys_pb.ListEventsResponse):
+        for event in response.events:
+            print(event_line(event), file=out)
+        if not response.events:
+            print("no events", file=err)
+        print(f"next: --after {response.next_cursor}", file=err)
     elif isinstance(response, keys_pb.ListAuditEntriesResponse):
         if response.entries:
             print(audit_table(response.entries), file=out)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from aigw_sidecar.admission.alerts import BudgetEvent
+
 
 class DenyReason(StrEnum):
     """Why a request was refused; each maps to one HTTP status for proxies."""
@@ -160,3 +162,8 @@ class UsageResult:
     period_cost_micro_usd: int
     cost_micro_usd: int = 0  # what this report charged
     settled_reservation: bool = False
+    # Who used it (for metrics by workspace and project); "" when not counted.
+    workspace: str = ""
+    project: str = ""
+    alerts: tuple[BudgetEvent, ...] = ()  # budget crossings this report caused
+    expired_reservations: int = 0  # leases of the key found expired since the last report

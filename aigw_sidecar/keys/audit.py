@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from aigw_sidecar.admission.alerts import BudgetEvent, EventLog
 from aigw_sidecar.errors import InvalidArgument, StoreUnavailable
 from aigw_sidecar.keys.model import ApiKey, KeySpec, KeyUpdate
 from aigw_sidecar.keys.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, KeyService, KeyStore
@@ -74,11 +75,19 @@ class AuditedKeyService(KeyService):
     """
 
     def __init__(
-        self, store: KeyStore, audit: AuditLog, principal: Callable[[], str]
+        self,
+        store: KeyStore,
+        audit: AuditLog,
+        principal: Callable[[], str],
+        events: EventLog | None = None,
     ) -> None:
+        """Args:
+        events: the budget alert events, for ``list_events``.
+        """
         super().__init__(store)
         self._audit = audit
         self._principal = principal
+        self._events = events
 
     async def _record(self, action: AuditAction, key: ApiKey, detail: str = "") -> None:
         event = AuditEvent(
@@ -88,6 +97,12 @@ class AuditedKeyService(KeyService):
             name=key.name,
             workspace=key.workspace,
             detail=detail,
+        )
+        # One line per admin action (the trail is the record; this is for log pipelines).
+        log.info(
+            "admin action %s on key %s by %s", action.value, key.key_id, event.principal,
+            extra={"action": action.value, "key_id": key.key_id, "principal": event.principal,
+                   "workspace": key.workspace, "detail": detail},
         )
         try:
             await self._audit.append(event)
@@ -139,3 +154,17 @@ class AuditedKeyService(KeyService):
         if page_size > MAX_PAGE_SIZE:
             raise InvalidArgument("page_size", f"must be at most {MAX_PAGE_SIZE}")
         return await self._audit.list(key_id, page_size or DEFAULT_PAGE_SIZE, page_token)
+
+    async def list_events(
+        self, key_id: str = "", after: str = "", page_size: int = 0
+    ) -> tuple[Sequence[BudgetEvent], str]:
+        """Budget alert events after the cursor, oldest first, and the next cursor."""
+        if key_id:
+            key_id = checked_key_id(key_id)
+        if page_size < 0:
+            raise InvalidArgument("page_size", "must not be negative")
+        if page_size > MAX_PAGE_SIZE:
+            raise InvalidArgument("page_size", f"must be at most {MAX_PAGE_SIZE}")
+        if self._events is None:
+            return (), after
+        return await self._events.list(key_id, after, page_size or DEFAULT_PAGE_SIZE)

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
+from aigw_sidecar.admission.alerts import KeyAlerts, validate_key_alerts
 from aigw_sidecar.admission.periods import ResetPeriod
 from aigw_sidecar.errors import InvalidArgument
 from aigw_sidecar.keys.money import MAX_MICRO_USD
@@ -82,6 +83,7 @@ class ApiKey:
     expires_at_ms: int | None
     last_used_at_ms: int | None
     status: KeyStatus  # as of the store's clock when the key was read
+    alerts: KeyAlerts = field(default_factory=KeyAlerts)  # budget alerts
     # During a rotation's grace period: when the previous secret stops working.
     previous_secret_expires_at_ms: int | None = None
 
@@ -160,6 +162,7 @@ class KeySpec:
     labels: Mapping[str, str] = field(default_factory=dict)
     limits: Limits = Limits()
     expires_at_ms: int | None = None
+    alerts: KeyAlerts = field(default_factory=KeyAlerts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +181,8 @@ class KeyUpdate:
     labels: Mapping[str, str] = field(default_factory=dict)
     limits: Limits = Limits()
     expires_at_ms: int | None = None
+    # Changed when 'alert_thresholds_percent' or 'alert_expiry_days' is in fields.
+    alerts: KeyAlerts = field(default_factory=KeyAlerts)
 
     LIMIT_FIELDS = frozenset({
         "cost_limit", "token_limit", "requests_per_minute", "reset_period",
@@ -306,6 +311,7 @@ def validate_spec(spec: KeySpec) -> KeySpec:
         labels=validate_labels(spec.labels),
         limits=validate_limits(spec.limits),
         expires_at_ms=spec.expires_at_ms,
+        alerts=validate_key_alerts(spec.alerts),
     )
 
 
@@ -318,4 +324,5 @@ def validate_update(update: KeyUpdate) -> KeyUpdate:
         labels=validate_labels(update.labels),
         limits=validate_limits(update.limits),
         expires_at_ms=update.expires_at_ms,
+        alerts=validate_key_alerts(update.alerts),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from aigw_sidecar.admission.alerts import BudgetEvent, KeyAlerts
 from aigw_sidecar.admission.decision import (
     Decision,
     DenyReason,
@@ -70,6 +71,8 @@ _MASK_PATHS = {
     "limits.token_limit": {"token_limit"},
     "limits.requests_per_minute": {"requests_per_minute"},
     "limits.reset_period": {"reset_period"},
+    "alert_thresholds_percent": {"alert_thresholds_percent"},
+    "alert_expiry_days": {"alert_expiry_days"},
     "limits.tokens_per_minute": {"tokens_per_minute"},
     "limits.max_parallel_requests": {"max_parallel_requests"},
     "limits.allowed_models": {"allowed_models"},
@@ -241,6 +244,8 @@ def key_to_proto(key: ApiKey) -> keys_pb.ApiKey:
         updated_at=_timestamp(key.updated_at_ms),
         expires_at=_timestamp(key.expires_at_ms),
         last_used_at=_timestamp(key.last_used_at_ms),
+        alert_thresholds_percent=key.alerts.thresholds_percent,
+        alert_expiry_days=key.alerts.expiry_days,
         previous_secret_expires_at=_timestamp(key.previous_secret_expires_at_ms),
     )
 
@@ -256,6 +261,7 @@ def spec_from_create(request: keys_pb.CreateKeyRequest) -> KeySpec:
         expires_at_ms=(
             _ms("expires_at", request.expires_at) if request.HasField("expires_at") else None
         ),
+        alerts=alerts_from_proto(request),
     )
 
 
@@ -302,6 +308,18 @@ def update_from_proto(request: keys_pb.UpdateKeyRequest) -> KeyUpdate:
         expires_at_ms=(
             _ms("expires_at", request.expires_at) if request.HasField("expires_at") else None
         ),
+        alerts=alerts_from_proto(request),
+    )
+
+
+def alerts_from_proto(
+    request: keys_pb.CreateKeyRequest | keys_pb.UpdateKeyRequest,
+) -> KeyAlerts:
+    return KeyAlerts(
+        thresholds_percent=tuple(request.alert_thresholds_percent),
+        expiry_days=(
+            request.alert_expiry_days if request.HasField("alert_expiry_days") else None
+        ),
     )
 
 
@@ -344,6 +362,25 @@ def overview_to_proto(ov: KeyOverview) -> keys_pb.KeyOverview:
         unpriced_requests=ov.unpriced_requests,
         tokens_per_minute=_limit_usage(limits.tokens_per_minute, ov.tokens_last_minute),
         parallel_requests=_limit_usage(limits.max_parallel_requests, ov.requests_in_flight),
+    )
+
+
+def event_to_proto(event: BudgetEvent) -> keys_pb.BudgetEvent:
+    return keys_pb.BudgetEvent(
+        event_id=event.event_id,
+        occurred_at=_timestamp(event.occurred_at_ms or None),
+        type=event.type.value,
+        key_id=event.key_id,
+        workspace=event.workspace,
+        project=event.project,
+        budget=event.budget.value if event.budget else "",
+        threshold_percent=event.threshold_percent,
+        used=event.used,
+        limit=event.limit,
+        period_start=_timestamp(event.period_start_ms if event.budget else None),
+        expires_at=_timestamp(event.expires_at_ms),
+        expiry_days=event.expiry_days,
+        dedupe_key=event.dedupe_key,
     )
 
 

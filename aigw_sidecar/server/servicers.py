@@ -131,3 +131,14 @@ class KeyManagementServicer(keys_grpc.KeyManagementServicer):
         return keys_pb.ListAuditEntriesResponse(
             entries=[convert.audit_entry_to_proto(e) for e in entries], next_page_token=token
         )
+
+    @domain_errors
+    async def ListEvents(
+        self, request: keys_pb.ListEventsRequest, context: Ctx
+    ) -> keys_pb.ListEventsResponse:
+        events, cursor = await self._service.list_events(
+            request.key_id, request.after, request.page_size
+        )
+        return keys_pb.ListEventsResponse(
+            events=[convert.event_to_proto(e) for e in events], next_cursor=cursor
+        )

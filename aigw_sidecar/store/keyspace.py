@@ -95,3 +95,8 @@ class Keyspace:
     def audit(self) -> str:
         """Stream: the audit trail of admin actions, capped (never holds a secret)."""
         return f"{self.prefix}:audit"
+
+    @property
+    def events(self) -> str:
+        """Stream: budget alert events of every key, capped (never holds a secret)."""
+        return f"{self.prefix}:events"

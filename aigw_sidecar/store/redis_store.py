@@ -20,6 +20,7 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
+from aigw_sidecar.admission.alerts import Budget, BudgetEvent, EventType, KeyAlerts
 from aigw_sidecar.admission.decision import (
     Decision,
     DenyReason,
@@ -130,6 +131,7 @@ def decode_key(fields: dict[str, str], now_ms: int) -> ApiKey:
         expires_at_ms=expires_at_ms,
         last_used_at_ms=_opt_int(fields.get("last_used_at")),
         status=key_status(enabled, expires_at_ms, now_ms),
+        alerts=_decode_alerts(fields),
         previous_secret_expires_at_ms=_grace_end(fields.get("prev_until"), now_ms),
     )
 
@@ -165,6 +167,51 @@ def _limit_fields(limits: Limits) -> dict[str, str]:
 
 def _text(value: int | None) -> str:
     return "" if value is None else str(value)
+
+
+def _alert_fields(alerts: KeyAlerts) -> dict[str, tuple[str, str]]:
+    """KeyUpdate field name -> (record field, value); "" clears."""
+    return {
+        "alert_thresholds_percent": (
+            "alert_pct", ",".join(str(p) for p in alerts.thresholds_percent)
+        ),
+        "alert_expiry_days": ("alert_exp_days", _text(alerts.expiry_days)),
+    }
+
+
+def _decode_alerts(fields: dict[str, str]) -> KeyAlerts:
+    text = fields.get("alert_pct") or ""
+    return KeyAlerts(
+        thresholds_percent=tuple(int(p) for p in text.split(",") if p),
+        expiry_days=_opt_int(fields.get("alert_exp_days")),
+    )
+
+
+def _usage_extras(key_id: str, tail: Sequence[Any]) -> dict[str, Any]:
+    """The tail of a counted record_usage reply: who, swept leases, budget alerts."""
+    if not tail:  # a repeated request id: nothing happened
+        return {}
+    workspace, project = str(tail[0]), str(tail[1])
+    swept, period_start, raw = int(tail[2]), int(tail[3]), tail[4]
+    alerts = []
+    for kind, amount, used, limit in raw:
+        if kind == "expiry":
+            alerts.append(BudgetEvent(
+                EventType.KEY_EXPIRING, key_id, workspace, project,
+                expires_at_ms=int(limit), expiry_days=int(amount),
+            ))
+        else:
+            alerts.append(BudgetEvent(
+                EventType.BUDGET_THRESHOLD, key_id, workspace, project, Budget(kind),
+                threshold_percent=int(amount), used=int(used), limit=int(limit),
+                period_start_ms=int(period_start),
+            ))
+    return {
+        "workspace": workspace,
+        "project": project,
+        "expired_reservations": int(swept),
+        "alerts": tuple(alerts),
+    }
 
 
 class RedisKeyStore:
@@ -265,7 +312,7 @@ class RedisKeyStore:
     async def record_usage(self, report: UsageReport) -> UsageResult:
         kid = report.key_id
         async with _store_errors():
-            code, tokens, cost, settled = await self._scripts.record_usage(
+            res = await self._scripts.record_usage(
                 keys=[
                     self._ks.record(kid),
                     self._ks.usage(kid),
@@ -286,9 +333,11 @@ class RedisKeyStore:
                     "1" if report.unpriced_model else "0",
                 ],
             )
+        code, tokens, cost, settled = res[:4]
         if code == 0:
             raise NotFound("no API key with that key_id")
         return UsageResult(
+            **_usage_extras(kid, res[4:]),
             counted=code == 1,
             period_tokens=int(tokens),
             period_cost_micro_usd=int(cost),
@@ -338,6 +387,7 @@ class RedisKeyStore:
                     "legacy": "1" if legacy else "0",
                     "hash": key_hash,
                     "masked": masked,
+                    **{f: v for f, v in _alert_fields(spec.alerts).values() if v},
                 }
                 args: list[str] = [self._now_arg(), _text(spec.expires_at_ms)]
                 for item in fields.items():
@@ -467,6 +517,12 @@ class RedisKeyStore:
             else:
                 sets[record_field] = value
                 setting_limits = setting_limits or value != "never"
+        for name, (record_field, value) in _alert_fields(update.alerts).items():
+            if name in update.fields:
+                if value:
+                    sets[record_field] = value
+                else:
+                    clears.append(record_field)
         expires = "-"
         if "expires_at" in update.fields:
             expires = _text(update.expires_at_ms)

@@ -58,7 +58,7 @@ class Limits(_message.Message):
     def __init__(self, cost_limit_usd: _Optional[str] = ..., cost_limit_micro_usd: _Optional[int] = ..., token_limit: _Optional[int] = ..., requests_per_minute: _Optional[int] = ..., reset_period: _Optional[_Union[ResetPeriod, str]] = ..., tokens_per_minute: _Optional[int] = ..., max_parallel_requests: _Optional[int] = ..., allowed_models: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ApiKey(_message.Message):
-    __slots__ = ("key_id", "name", "workspace", "project", "environment", "labels", "limits", "status", "enabled", "legacy", "masked_secret", "created_at", "updated_at", "expires_at", "last_used_at", "previous_secret_expires_at")
+    __slots__ = ("key_id", "name", "workspace", "project", "environment", "labels", "limits", "status", "enabled", "legacy", "masked_secret", "created_at", "updated_at", "expires_at", "last_used_at", "alert_thresholds_percent", "alert_expiry_days", "previous_secret_expires_at")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +81,8 @@ class ApiKey(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     LAST_USED_AT_FIELD_NUMBER: _ClassVar[int]
+    ALERT_THRESHOLDS_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    ALERT_EXPIRY_DAYS_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_SECRET_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     name: str
@@ -97,11 +99,13 @@ class ApiKey(_message.Message):
     updated_at: _timestamp_pb2.Timestamp
     expires_at: _timestamp_pb2.Timestamp
     last_used_at: _timestamp_pb2.Timestamp
+    alert_thresholds_percent: _containers.RepeatedScalarFieldContainer[int]
+    alert_expiry_days: int
     previous_secret_expires_at: _timestamp_pb2.Timestamp
-    def __init__(self, key_id: _Optional[str] = ..., name: _Optional[str] = ..., workspace: _Optional[str] = ..., project: _Optional[str] = ..., environment: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., status: _Optional[_Union[KeyStatus, str]] = ..., enabled: _Optional[bool] = ..., legacy: _Optional[bool] = ..., masked_secret: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_used_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., previous_secret_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, key_id: _Optional[str] = ..., name: _Optional[str] = ..., workspace: _Optional[str] = ..., project: _Optional[str] = ..., environment: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., status: _Optional[_Union[KeyStatus, str]] = ..., enabled: _Optional[bool] = ..., legacy: _Optional[bool] = ..., masked_secret: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_used_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., alert_thresholds_percent: _Optional[_Iterable[int]] = ..., alert_expiry_days: _Optional[int] = ..., previous_secret_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateKeyRequest(_message.Message):
-    __slots__ = ("name", "workspace", "project", "environment", "labels", "limits", "expires_at")
+    __slots__ = ("name", "workspace", "project", "environment", "labels", "limits", "expires_at", "alert_thresholds_percent", "alert_expiry_days")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -116,6 +120,8 @@ class CreateKeyRequest(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    ALERT_THRESHOLDS_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    ALERT_EXPIRY_DAYS_FIELD_NUMBER: _ClassVar[int]
     name: str
     workspace: str
     project: str
@@ -123,7 +129,9 @@ class CreateKeyRequest(_message.Message):
     labels: _containers.ScalarMap[str, str]
     limits: Limits
     expires_at: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., workspace: _Optional[str] = ..., project: _Optional[str] = ..., environment: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    alert_thresholds_percent: _containers.RepeatedScalarFieldContainer[int]
+    alert_expiry_days: int
+    def __init__(self, name: _Optional[str] = ..., workspace: _Optional[str] = ..., project: _Optional[str] = ..., environment: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., alert_thresholds_percent: _Optional[_Iterable[int]] = ..., alert_expiry_days: _Optional[int] = ...) -> None: ...
 
 class CreateKeyResponse(_message.Message):
     __slots__ = ("key", "secret")
@@ -199,7 +207,7 @@ class ListKeysResponse(_message.Message):
     def __init__(self, keys: _Optional[_Iterable[_Union[ApiKey, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class UpdateKeyRequest(_message.Message):
-    __slots__ = ("key_id", "update_mask", "name", "project", "environment", "labels", "limits", "expires_at")
+    __slots__ = ("key_id", "update_mask", "name", "project", "environment", "labels", "limits", "expires_at", "alert_thresholds_percent", "alert_expiry_days")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -215,6 +223,8 @@ class UpdateKeyRequest(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    ALERT_THRESHOLDS_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    ALERT_EXPIRY_DAYS_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     update_mask: _field_mask_pb2.FieldMask
     name: str
@@ -223,7 +233,9 @@ class UpdateKeyRequest(_message.Message):
     labels: _containers.ScalarMap[str, str]
     limits: Limits
     expires_at: _timestamp_pb2.Timestamp
-    def __init__(self, key_id: _Optional[str] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., name: _Optional[str] = ..., project: _Optional[str] = ..., environment: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    alert_thresholds_percent: _containers.RepeatedScalarFieldContainer[int]
+    alert_expiry_days: int
+    def __init__(self, key_id: _Optional[str] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., name: _Optional[str] = ..., project: _Optional[str] = ..., environment: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., alert_thresholds_percent: _Optional[_Iterable[int]] = ..., alert_expiry_days: _Optional[int] = ...) -> None: ...
 
 class UpdateKeyResponse(_message.Message):
     __slots__ = ("key",)
@@ -402,3 +414,53 @@ class ListAuditEntriesResponse(_message.Message):
     entries: _containers.RepeatedCompositeFieldContainer[AuditEntry]
     next_page_token: str
     def __init__(self, entries: _Optional[_Iterable[_Union[AuditEntry, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class BudgetEvent(_message.Message):
+    __slots__ = ("event_id", "occurred_at", "type", "key_id", "workspace", "project", "budget", "threshold_percent", "used", "limit", "period_start", "expires_at", "expiry_days", "dedupe_key")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKSPACE_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    USED_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_START_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRY_DAYS_FIELD_NUMBER: _ClassVar[int]
+    DEDUPE_KEY_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    occurred_at: _timestamp_pb2.Timestamp
+    type: str
+    key_id: str
+    workspace: str
+    project: str
+    budget: str
+    threshold_percent: int
+    used: int
+    limit: int
+    period_start: _timestamp_pb2.Timestamp
+    expires_at: _timestamp_pb2.Timestamp
+    expiry_days: int
+    dedupe_key: str
+    def __init__(self, event_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., type: _Optional[str] = ..., key_id: _Optional[str] = ..., workspace: _Optional[str] = ..., project: _Optional[str] = ..., budget: _Optional[str] = ..., threshold_percent: _Optional[int] = ..., used: _Optional[int] = ..., limit: _Optional[int] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expiry_days: _Optional[int] = ..., dedupe_key: _Optional[str] = ...) -> None: ...
+
+class ListEventsRequest(_message.Message):
+    __slots__ = ("key_id", "after", "page_size")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    after: str
+    page_size: int
+    def __init__(self, key_id: _Optional[str] = ..., after: _Optional[str] = ..., page_size: _Optional[int] = ...) -> None: ...
+
+class ListEventsResponse(_message.Message):
+    __slots__ = ("events", "next_cursor")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[BudgetEvent]
+    next_cursor: str
+    def __init__(self, events: _Optional[_Iterable[_Union[BudgetEvent, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...

@@ -89,6 +89,11 @@ class KeyManagementStub:
                 request_serializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.ListAuditEntriesRequest.SerializeToString,
                 response_deserializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.ListAuditEntriesResponse.FromString,
                 _registered_method=True)
+        self.ListEvents = channel.unary_unary(
+                '/aigw.v1.KeyManagement/ListEvents',
+                request_serializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.ListEventsRequest.SerializeToString,
+                response_deserializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.ListEventsResponse.FromString,
+                _registered_method=True)
 
 
 class KeyManagementServicer:
@@ -163,6 +168,13 @@ class KeyManagementServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListEvents(self, request, context):
+        """Budget alert events, oldest first after a cursor (aigw-admin events tail).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KeyManagementServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -220,6 +232,11 @@ def add_KeyManagementServicer_to_server(servicer, server):
                     servicer.ListAuditEntries,
                     request_deserializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.ListAuditEntriesRequest.FromString,
                     response_serializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.ListAuditEntriesResponse.SerializeToString,
+            ),
+            'ListEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEvents,
+                    request_deserializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.ListEventsRequest.FromString,
+                    response_serializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.ListEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -519,6 +536,33 @@ class KeyManagement:
             '/aigw.v1.KeyManagement/ListAuditEntries',
             aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.ListAuditEntriesRequest.SerializeToString,
             aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.ListAuditEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aigw.v1.KeyManagement/ListEvents',
+            aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.ListEventsRequest.SerializeToString,
+            aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.ListEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -149,8 +149,13 @@ end
 -- Sweep every lease that expired by now_ms.
 local function sweep_leases(record_key, lease_zset, lease_hash, now_ms)
   local expired = redis.call('ZRANGE', lease_zset, '-inf', fmt(now_ms), 'BYSCORE')
+  local closed = 0
   for _, id in ipairs(expired) do
-    close_lease(record_key, lease_zset, lease_hash, id)
+    if close_lease(record_key, lease_zset, lease_hash, id) then closed = closed + 1 end
+  end
+  -- Counted for metrics; record_usage.lua reports and resets it.
+  if closed > 0 then
+    redis.call('HINCRBY', record_key, 'rsv_swept', closed)
   end
 end
 

@@ -16,6 +16,11 @@
 -- Returns {code, period_tokens, period_cost, settled}
 --   code: 1 counted, 2 already counted (nothing changed), 0 unknown key
 --   settled: 1 when an open reservation of this request was settled
+-- A counted report also returns {..., workspace, project, expired_leases,
+--   period_start_ms, alerts}: expired_leases is the number of the key's leases
+--   swept as expired since the last counted report (by any script), alerts a
+--   list of {budget ('cost'|'tokens'), percent, used, limit} or
+--   {'expiry', days, 0, expires_at_ms}: the alerts this report crossed.
 local MAX_MODELS = 64
 local rec = redis.call('HMGET', KEYS[1], 'kid', 'period', 'epoch', 'tpm')
 if not rec[1] then
@@ -76,4 +81,39 @@ local keep_ms = tonumber(ARGV[6])
 redis.call('ZADD', KEYS[3], fmt(now_ms), ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', fmt(now_ms - keep_ms))
 redis.call('PEXPIRE', KEYS[3], fmt(keep_ms))
-return {1, tokens, cost, settled}
+-- Budget alerts: a crossing is detected here, atomically, so exactly one report
+-- (on any replica) sees it. A threshold's marker lives in the usage hash, which
+-- each period starts clean, and holds the limit it fired for (a raised limit
+-- re-arms it); the expiry warning's marker, in the record, holds the expiry.
+local alerts = {}
+local al = redis.call('HMGET', KEYS[1], 'alert_pct', 'alert_exp_days', 'cost_limit',
+  'token_limit', 'expires_at', 'ws', 'proj', 'rsv_swept')
+local function threshold_alerts(budget, used, limit)
+  if not limit then return end
+  for pct in string.gmatch(al[1], '%d+') do
+    local marker = 'al:' .. budget .. ':' .. pct
+    if used >= math.ceil(limit * tonumber(pct) / 100)
+        and redis.call('HGET', KEYS[2], marker) ~= fmt(limit) then
+      redis.call('HSET', KEYS[2], marker, fmt(limit))
+      alerts[#alerts + 1] = {budget, tonumber(pct), used, limit}
+    end
+  end
+end
+if al[1] and al[1] ~= '' then
+  threshold_alerts('cost', cost, tonumber(al[3]))
+  threshold_alerts('tokens', tokens, tonumber(al[4]))
+end
+local exp_days, expires_at = tonumber(al[2]), tonumber(al[5])
+if exp_days and expires_at and now_ms < expires_at
+    and now_ms >= expires_at - exp_days * DAY_MS then
+  local marker = fmt(expires_at) .. ':' .. fmt(exp_days)
+  if redis.call('HGET', KEYS[1], 'al:exp') ~= marker then
+    redis.call('HSET', KEYS[1], 'al:exp', marker)
+    alerts[#alerts + 1] = {'expiry', exp_days, 0, expires_at}
+  end
+end
+local swept = tonumber(al[8]) or 0
+if swept > 0 then
+  redis.call('HDEL', KEYS[1], 'rsv_swept')
+end
+return {1, tokens, cost, settled, al[6] or '', al[7] or '', swept, fmt(start_ms), alerts}
