@@ -1,0 +1,176 @@
+"""The metrics endpoint counts what happened, across processes, and the logs tell it safely."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+import uuid
+from pathlib import Path
+
+import grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+from aigw_sidecar.admission.decision import Decision, DenyReason, UsageReport, UsageResult
+from aigw_sidecar.api.v1 import admission_pb2 as adm
+from aigw_sidecar.api.v1 import admission_pb2_grpc, keys_pb2_grpc
+from aigw_sidecar.api.v1 import keys_pb2 as kpb
+from aigw_sidecar.bootstrap import start
+from aigw_sidecar.keys import secrets
+from aigw_sidecar.server.metrics import Metrics
+from aigw_sidecar.settings import Settings
+from tests.servers import SidecarProcess, free_port
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(port: int) -> tuple[str, Samples]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return text, samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def _scripted_run(target: str) -> str:
+    """3 allowed, 2 over the rpm limit, 1 unknown, 1 malformed; 2 reports (one repeated)."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        admin = keys_pb2_grpc.KeyManagementStub(channel)
+        admission = admission_pb2_grpc.AdmissionStub(channel)
+        created = await admin.CreateKey(kpb.CreateKeyRequest(
+            name=f"m{uuid.uuid4().hex[:6]}", workspace="acme", project="web",
+            limits=kpb.Limits(requests_per_minute=3)), timeout=10)
+        for _ in range(5):
+            await admission.Authorize(adm.AuthorizeRequest(secret=created.secret), timeout=10)
+        unknown = secrets.new_secret().secret  # well-formed, never stored
+        await admission.Authorize(adm.AuthorizeRequest(secret=unknown), timeout=10)
+        await admission.Authorize(adm.AuthorizeRequest(secret="sk-aigw-nope"), timeout=10)
+        for _ in range(2):
+            await admission.RecordUsage(adm.RecordUsageRequest(
+                key_id=created.key.key_id, request_id="u1", prompt_tokens=7,
+                completion_tokens=5, cost_micro_usd=1234), timeout=10)
+    return str(created.secret)
+
+
+async def test_a_scrape_after_a_scripted_run_counts_exactly_what_happened(
+    valkey_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    sidecar = await start(Settings(
+        listen="127.0.0.1:0", redis_url=valkey_url, key_prefix=key_prefix, data_dir=tmp_path,
+        shutdown_grace_s=1.0, metrics_listen="127.0.0.1:0",
+    ))
+    try:
+        assert sidecar.metrics_endpoint is not None
+        secret = await _scripted_run(f"127.0.0.1:{sidecar.port}")
+        text, samples = await asyncio.to_thread(scrape, sidecar.metrics_endpoint.port)
+    finally:
+        await sidecar.stop()
+    assert value(samples, "aigw_decisions_total", result="allowed", reason="") == 3
+    assert value(samples, "aigw_decisions_total", result="denied",
+                 reason="requests_per_minute") == 2
+    assert value(samples, "aigw_decisions_total", result="denied", reason="key_unknown") == 1
+    assert value(samples, "aigw_decisions_total", result="denied", reason="key_malformed") == 1
+    assert value(samples, "aigw_rpc_duration_seconds_count", rpc="Authorize") == 7
+    assert value(samples, "aigw_rpc_duration_seconds_count", rpc="RecordUsage") == 2
+    assert value(samples, "aigw_rpc_duration_seconds_count", rpc="CreateKey") == 1
+    # The malformed secret never reaches the store.
+    assert value(samples, "aigw_store_duration_seconds_count", op="authorize") == 6
+    assert value(samples, "aigw_usage_reports_total", result="counted") == 1
+    assert value(samples, "aigw_usage_reports_total", result="duplicate") == 1
+    assert value(samples, "aigw_usage_tokens_total", workspace="acme", project="web") == 12
+    assert value(samples, "aigw_usage_cost_micro_usd_total",
+                 workspace="acme", project="web") == 1234
+    assert value(samples, "aigw_store_up") == 1
+    assert value(samples, "aigw_store_fail_mode", mode="closed") == 1
+    assert value(samples, "aigw_store_errors_total", op="authorize") == 0
+    assert secret not in text and "key_id" not in text  # no secret, no key id by default
+
+
+def test_workspace_and_key_id_labels_are_capped() -> None:
+    metrics = Metrics(label_cap=2, key_id_cap=1)
+    for i in range(4):
+        metrics.recorded(
+            UsageReport(f"key_{i}", "r", 1, 0, 5),
+            UsageResult(True, 1, 5, cost_micro_usd=5, workspace=f"ws{i}", project="p"),
+        )
+        metrics.decided(Decision(allowed=True, key_id=f"key_{i}"))
+    metrics.decided(Decision.deny(DenyReason.KEY_MALFORMED))
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in metrics.registry.collect() for s in family.samples
+    }
+    workspaces = {dict(labels)["workspace"] for (name, labels) in samples
+                  if name == "aigw_usage_tokens_total"}
+    assert workspaces == {"ws0", "ws1", "other"}
+    assert value(samples, "aigw_usage_tokens_total", workspace="other", project="other") == 2
+    key_ids = {dict(labels)["key_id"] for (name, labels) in samples
+               if name == "aigw_key_decisions_total"}
+    assert key_ids == {"key_0", "other"}
+    assert value(samples, "aigw_key_decisions_total", key_id="other", result="allowed") == 3
+
+
+async def test_two_processes_sharing_a_multiprocess_folder_are_scraped_as_one(
+    valkey_url: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "prom"
+    folder.mkdir()
+    prefix = f"mm{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(folder)}
+    serving = SidecarProcess(valkey_url, prefix, ["--metrics-listen", f"127.0.0.1:{port}"],
+                             log_path=tmp_path / "a.log", env=env)
+    other = SidecarProcess(valkey_url, prefix, log_path=tmp_path / "b.log", env=env)
+    try:
+        await asyncio.to_thread(serving.start)
+        await asyncio.to_thread(other.start)
+        async with (
+            grpc.aio.insecure_channel(serving.target) as one,
+            grpc.aio.insecure_channel(other.target) as two,
+        ):
+            created = await keys_pb2_grpc.KeyManagementStub(one).CreateKey(
+                kpb.CreateKeyRequest(name="shared", limits=kpb.Limits(requests_per_minute=10)),
+                timeout=10)
+            stubs = [admission_pb2_grpc.AdmissionStub(one), admission_pb2_grpc.AdmissionStub(two)]
+            request = adm.AuthorizeRequest(secret=created.secret)
+            await asyncio.gather(*(stubs[i % 2].Authorize(request, timeout=30)
+                                   for i in range(30)))
+        _text, samples = await asyncio.to_thread(scrape, port)
+    finally:
+        serving.stop()
+        other.stop()
+    assert value(samples, "aigw_decisions_total", result="allowed", reason="") == 10
+    assert value(samples, "aigw_decisions_total", result="denied",
+                 reason="requests_per_minute") == 20
+    assert value(samples, "aigw_rpc_duration_seconds_count", rpc="Authorize") == 30
+    assert value(samples, "aigw_store_up") == 1
+
+
+def test_log_lines_of_a_scripted_run_are_json_with_request_ids_and_no_secret(
+    valkey_url: str, tmp_path: Path
+) -> None:
+    log_path = tmp_path / "sidecar.log"
+    sidecar = SidecarProcess(valkey_url, f"lg{uuid.uuid4().hex[:8]}",
+                             ["--log-level", "DEBUG", "--log-format", "json"], log_path=log_path)
+    try:
+        sidecar.start()
+        secret = asyncio.run(_scripted_run(sidecar.target))
+    finally:
+        sidecar.stop()
+    lines = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert lines and all({"ts", "level", "logger", "msg"} <= line.keys() for line in lines)
+    text = log_path.read_text()
+    assert secret not in text and secret[8:] not in text
+    admin = [line for line in lines if str(line["msg"]).startswith("admin action create_key")]
+    assert len(admin) == 1 and admin[0]["level"] == "INFO" and admin[0]["request_id"]
+    denied = [line for line in lines if str(line["msg"]).startswith("denied:")]
+    assert len(denied) == 4 and all(line["level"] == "DEBUG" for line in denied)
+    assert all(line.get("request_id") for line in denied)
+    # No line per request above DEBUG.
+    assert not [line for line in lines if line["level"] != "DEBUG" and "request_id" in line
+                and line not in admin]
