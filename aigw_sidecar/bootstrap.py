@@ -131,6 +131,10 @@ class Sidecar:
             self.metrics_endpoint.close()
         for task in self._tasks:
             task.cancel()
+        # A health check still running must not open a connection after the pool closed;
+        # bounded, as a client library may turn a cancellation into an error it handles.
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=2.0)
         await self.redis.aclose()
         if self.embedded is not None:
             self.embedded.stop()

@@ -26,6 +26,7 @@ class StoreHealthWatcher:
         self._services = ("", *services)
         self._interval_s = interval_s
         self._serving: bool | None = None
+        self._draining = False
 
     async def set_serving(self, serving: bool) -> None:
         if serving == self._serving:
@@ -46,13 +47,15 @@ class StoreHealthWatcher:
             ok = await self._ping()
         except Exception:
             ok = False
-        await self.set_serving(ok)
+        if not self._draining:  # a check that ends during the drain must not undo it
+            await self.set_serving(ok)
 
     async def run(self) -> None:
-        while True:
+        while not self._draining:
             await self.check_once()
             await asyncio.sleep(self._interval_s)
 
     async def shutdown(self) -> None:
-        """Report NOT_SERVING for every service from now on (draining)."""
+        """Report NOT_SERVING for every service from now on (draining), and stop checking."""
+        self._draining = True
         await self._servicer.enter_graceful_shutdown()

@@ -88,4 +88,5 @@ def connect(url: str, *, timeout_s: float, max_connections: int) -> StoreClient:
         timeout=timeout_s,
         retry=retry,
     )
-    return Redis(connection_pool=pool)
+    # from_pool: the client owns the pool, so aclose() also closes its connections.
+    return Redis.from_pool(pool)
