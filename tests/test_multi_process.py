@@ -69,3 +69,53 @@ async def test_a_key_disabled_through_one_process_is_refused_by_the_other(
             adm.AuthorizeRequest(secret=created.secret), timeout=10
         )
     assert reply.deny_reason == adm.DENY_REASON_KEY_DISABLED
+
+
+async def test_two_processes_reserve_exactly_ten_100_token_estimates_of_a_1000_token_budget(
+    two_sidecars: tuple[SidecarProcess, SidecarProcess],
+) -> None:
+    first, second = two_sidecars
+    async with (
+        grpc.aio.insecure_channel(first.target) as one,
+        grpc.aio.insecure_channel(second.target) as two,
+    ):
+        created = await keys_pb2_grpc.KeyManagementStub(one).CreateKey(
+            kpb.CreateKeyRequest(name="budget", limits=kpb.Limits(token_limit=1000)), timeout=10
+        )
+        stubs = [admission_pb2_grpc.AdmissionStub(one), admission_pb2_grpc.AdmissionStub(two)]
+        replies = await asyncio.gather(*(
+            stubs[i % 2].Authorize(adm.AuthorizeRequest(
+                secret=created.secret, request_id=f"r{i}",
+                estimate=adm.Estimate(prompt_tokens=60, max_output_tokens=40),
+            ), timeout=30)
+            for i in range(60)
+        ))
+        admitted = [i for i, r in enumerate(replies) if r.allowed]
+        assert len(admitted) == 10
+        assert {r.deny_reason for r in replies if not r.allowed} == {adm.DENY_REASON_TOKEN_LIMIT}
+        # Settling through the other process: the budget is exactly used up.
+        for i in admitted:
+            await stubs[(i + 1) % 2].RecordUsage(adm.RecordUsageRequest(
+                key_id=created.key.key_id, request_id=f"r{i}", prompt_tokens=60,
+                completion_tokens=40), timeout=10)
+        reply = await stubs[0].Authorize(adm.AuthorizeRequest(secret=created.secret), timeout=10)
+    assert reply.deny_reason == adm.DENY_REASON_TOKEN_LIMIT
+    assert reply.tokens.remaining == 0
+
+
+async def test_a_key_deleted_through_one_process_is_unknown_to_the_next_request_on_the_other(
+    two_sidecars: tuple[SidecarProcess, SidecarProcess],
+) -> None:
+    first, second = two_sidecars
+    async with (
+        grpc.aio.insecure_channel(first.target) as one,
+        grpc.aio.insecure_channel(second.target) as two,
+    ):
+        keys = keys_pb2_grpc.KeyManagementStub(one)
+        other = admission_pb2_grpc.AdmissionStub(two)
+        created = await keys.CreateKey(kpb.CreateKeyRequest(name="deleted"), timeout=10)
+        request = adm.AuthorizeRequest(secret=created.secret)
+        assert (await other.Authorize(request, timeout=10)).allowed
+        await keys.DeleteKey(kpb.DeleteKeyRequest(key_id=created.key.key_id), timeout=10)
+        reply = await other.Authorize(request, timeout=10)
+    assert reply.deny_reason == adm.DENY_REASON_KEY_UNKNOWN
