@@ -31,6 +31,7 @@ from aigw_sidecar.server.admin_auth import (
     current_principal,
     load_admin_tokens,
 )
+from aigw_sidecar.server.decoding import MalformedRequestInterceptor
 from aigw_sidecar.server.ext_authz import ExtAuthzOptions, ExtAuthzServicer
 from aigw_sidecar.server.ext_proc import ExtProcOptions, ExtProcServicer
 from aigw_sidecar.server.health import StoreHealthWatcher
@@ -216,7 +217,12 @@ async def start(settings: Settings) -> Sidecar:
     admission_store = store if metrics is None else MeasuredStore(store, metrics)
     # Innermost: it wraps the registered handlers once per method.
     telemetry = TelemetryInterceptor(metrics)
-    interceptors = [AdminAuthInterceptor(authenticator, ADMIN_SERVICE_NAMES), telemetry]
+    interceptors = [
+        # Outermost: no other interceptor or servicer ever sees an unparseable request.
+        MalformedRequestInterceptor(),
+        AdminAuthInterceptor(authenticator, ADMIN_SERVICE_NAMES),
+        telemetry,
+    ]
     options = server_options(settings)
     server = grpc.aio.server(options=options, interceptors=interceptors)
     # KeyManagement goes on its own server when --admin-listen is set.
