@@ -51,6 +51,8 @@ from aigw_sidecar.store.client import StoreClient, connect
 from aigw_sidecar.store.embedded import EmbeddedStore
 from aigw_sidecar.store.event_log import RedisEventLog
 from aigw_sidecar.store.keyspace import Keyspace
+from aigw_sidecar.store.multiplexed import MultiplexedScripts
+from aigw_sidecar.store.multiplexed import supports as multiplexed_supports
 from aigw_sidecar.store.redis_store import RedisKeyStore
 
 log = logging.getLogger("aigw_sidecar")
@@ -114,6 +116,7 @@ class Sidecar:
     admin_server: grpc.aio.Server | None = None  # None: KeyManagement is on ``server``
     admin_port: int = 0
     pricing: PricingFile | None = None
+    multiplexed: MultiplexedScripts | None = None
     ext_proc: ExtProcServicer | None = None
     metrics: Metrics | None = None
     metrics_endpoint: MetricsEndpoint | None = None
@@ -137,6 +140,8 @@ class Sidecar:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=2.0)
         await self.redis.aclose()
+        if self.multiplexed is not None:
+            await self.multiplexed.aclose()
         if self.embedded is not None:
             self.embedded.stop()
         log.info("stopped")
@@ -205,11 +210,18 @@ async def start(settings: Settings) -> Sidecar:
         url = await embedded.start()
         log.info("embedded store ready in %s", settings.data_dir)
     redis = connect_store(url, settings)
+    # The admission scripts share one pipelined connection (a single server only).
+    multiplexed = (
+        MultiplexedScripts(url, timeout_s=settings.store_timeout_ms / 1000)
+        if settings.store_multiplex and multiplexed_supports(url)
+        else None
+    )
     store = RedisKeyStore(
         redis,
         Keyspace(settings.key_prefix),
         dedupe_ms=settings.usage_dedupe_s * 1000,
         lease_ms=settings.reservation_ttl_s * 1000,
+        multiplexed=multiplexed,
     )
 
     metrics = build_metrics(settings)
@@ -297,6 +309,7 @@ async def start(settings: Settings) -> Sidecar:
         admin_server=admin_server, admin_port=admin_port, ext_proc=ext_proc,
     )
     sidecar._tasks.append(asyncio.create_task(watcher.run()))
+    sidecar.multiplexed = multiplexed
     sidecar.metrics = metrics
     if webhook is not None:
         webhook.start()

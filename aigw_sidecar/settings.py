@@ -22,6 +22,7 @@ class Settings:
     key_prefix: str = "aigw"
     store_timeout_ms: int = 250
     store_max_connections: int = 64
+    store_multiplex: bool = True  # admission scripts on one pipelined connection
     usage_dedupe_s: int = 86400
     shutdown_grace_s: float = 10.0
     health_interval_s: float = 1.0
@@ -88,6 +89,9 @@ _OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
     ("--key-prefix", "AIGW_KEY_PREFIX", "key_prefix", str, "prefix of every Redis key name"),
     ("--store-timeout-ms", "AIGW_STORE_TIMEOUT_MS", "store_timeout_ms", int,
      "timeout of one store call; past it the call fails with UNAVAILABLE"),
+    ("--store-multiplex", "AIGW_STORE_MULTIPLEX", "store_multiplex", _boolean,
+     "send the admission scripts of all concurrent calls over one pipelined connection "
+     "(a single server: redis:// or unix://); false: the connection pool"),
     ("--store-max-connections", "AIGW_STORE_MAX_CONNECTIONS", "store_max_connections", int,
      "size of the store connection pool"),
     ("--usage-dedupe-s", "AIGW_USAGE_DEDUPE_S", "usage_dedupe_s", int,

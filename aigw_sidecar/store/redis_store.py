@@ -51,7 +51,8 @@ from aigw_sidecar.keys.model import (
 from aigw_sidecar.keys.service import LEGACY_LIMITS_MESSAGE, LEGACY_ROTATION_MESSAGE
 from aigw_sidecar.store.client import StoreClient
 from aigw_sidecar.store.keyspace import Keyspace
-from aigw_sidecar.store.scripts import Scripts
+from aigw_sidecar.store.multiplexed import MultiplexedScripts
+from aigw_sidecar.store.scripts import Scripts, script_source
 
 # A name claim younger than this may belong to a create still in flight.
 STALE_CLAIM_MS = 10_000
@@ -60,6 +61,8 @@ DEFAULT_LEASE_MS = 10 * 60 * 1000
 _LIST_BATCH = 200
 _LIST_MAX_SCANNED = 5000
 
+# The admission scripts: one per decision on the hot path.
+_HOT_SCRIPTS = ("authorize", "record_usage", "release_reservation")
 _DENY_CODES = {
     3: DenyReason.KEY_UNKNOWN,
     4: DenyReason.KEY_DISABLED,
@@ -225,16 +228,31 @@ class RedisKeyStore:
         dedupe_ms: int = DEFAULT_DEDUPE_MS,
         lease_ms: int = DEFAULT_LEASE_MS,
         clock_us: Callable[[], int | None] = lambda: None,
+        multiplexed: MultiplexedScripts | None = None,
     ) -> None:
         """Args:
         clock_us: an explicit store time for tests (µs); None means Redis TIME.
+        multiplexed: the shared pipelined connection for the admission scripts
+            (authorize, record_usage, release_reservation); None: the pooled client.
         """
         self._redis = redis
         self._ks = keyspace or Keyspace()
         self._scripts = Scripts.register(redis)
+        self._multiplexed = multiplexed
+        self._shas = (
+            {name: multiplexed.register(script_source(name)) for name in _HOT_SCRIPTS}
+            if multiplexed is not None
+            else {}
+        )
         self._dedupe_ms = dedupe_ms
         self._lease_ms = lease_ms
         self._clock_us = clock_us
+
+    async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        """One admission script, over the multiplexed connection when there is one."""
+        if self._multiplexed is not None:
+            return await self._multiplexed.evalsha(self._shas[name], keys, args)
+        return await getattr(self._scripts, name)(keys=keys, args=args)
 
     def _now_arg(self) -> str:
         now = self._clock_us()
@@ -258,7 +276,8 @@ class RedisKeyStore:
         # A key with max parallel requests holds a slot under the request id.
         request_id = request_id or new_request_id()
         async with _store_errors():
-            res = await self._scripts.authorize(
+            res = await self._run(
+                "authorize",
                 keys=self._ks.admission_keys(key_id),
                 args=[
                     key_hash,
@@ -312,7 +331,8 @@ class RedisKeyStore:
     async def record_usage(self, report: UsageReport) -> UsageResult:
         kid = report.key_id
         async with _store_errors():
-            res = await self._scripts.record_usage(
+            res = await self._run(
+                "record_usage",
                 keys=[
                     self._ks.record(kid),
                     self._ks.usage(kid),
@@ -347,7 +367,8 @@ class RedisKeyStore:
 
     async def release_reservation(self, key_id: str, request_id: str) -> bool:
         async with _store_errors():
-            res = await self._scripts.release_reservation(
+            res = await self._run(
+                "release_reservation",
                 keys=[self._ks.record(key_id), self._ks.lease(key_id),
                       self._ks.lease_amounts(key_id), self._ks.slots(key_id)],
                 args=[request_id, self._now_arg()],
