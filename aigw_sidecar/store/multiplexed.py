@@ -32,8 +32,8 @@ from typing import Any
 
 import hiredis
 from redis.connection import parse_url
+from redis.exceptions import BusyLoadingError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 Arg = str | int
@@ -48,6 +48,13 @@ def pack(*args: Arg) -> bytes:
 def supports(url: str) -> bool:
     """True for URLs this client serves (a plain single server)."""
     return url.split("://", 1)[0].lower() in ("redis", "unix")
+
+
+def _reply_error(message: str) -> RedisError:
+    """An error reply as redis-py would raise it (LOADING: the store is starting)."""
+    if message.startswith("LOADING"):
+        return BusyLoadingError(message)
+    return ResponseError(message)
 
 
 class _Protocol(asyncio.Protocol):
@@ -84,7 +91,7 @@ class _Protocol(asyncio.Protocol):
             if future.done():
                 continue
             if isinstance(reply, hiredis.ReplyError):
-                future.set_exception(ResponseError(str(reply)))
+                future.set_exception(_reply_error(str(reply)))
             else:
                 future.set_result(reply)
 
