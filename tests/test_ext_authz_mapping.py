@@ -9,6 +9,7 @@ import pytest
 from aigw_sidecar.admission.decision import Decision, DenyReason, LimitState
 from aigw_sidecar.server.ext_authz import (
     DEFAULT_KEY_HEADERS,
+    MAX_KEY_HEADER_BYTES,
     ExtAuthzOptions,
     allowed_response,
     denied_response,
@@ -78,6 +79,28 @@ def test_two_different_secrets_are_malformed() -> None:
 )
 def test_a_value_that_is_not_one_secret_is_malformed(headers: dict[str, str]) -> None:
     assert find_secret(headers, DEFAULT_KEY_HEADERS) is DenyReason.KEY_MALFORMED
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"x-api-key": "a" * (MAX_KEY_HEADER_BYTES + 1)},
+        {"authorization": "Bearer " + "a" * MAX_KEY_HEADER_BYTES},
+        {"api-key": "é" * (MAX_KEY_HEADER_BYTES // 2 + 1)},  # over the cap in bytes only
+        {"x-api-key": SECRET + "\x00"},
+        {"authorization": f"Bearer {SECRET}\r\nx-evil: 1"},
+        {"api-key": f"\x1b[31m{SECRET}"},
+        {"x-api-key": f"{SECRET}\x7f"},
+        {"authorization": f"Bearer\t{SECRET}"},
+    ],
+)
+def test_an_oversized_or_control_character_value_is_malformed(headers: dict[str, str]) -> None:
+    assert find_secret(headers, DEFAULT_KEY_HEADERS) is DenyReason.KEY_MALFORMED
+
+
+def test_a_value_at_the_cap_is_still_read() -> None:
+    legacy = "l" * MAX_KEY_HEADER_BYTES
+    assert find_secret({"x-api-key": legacy}, DEFAULT_KEY_HEADERS) == legacy
 
 
 def test_headers_outside_the_configured_list_are_ignored() -> None:

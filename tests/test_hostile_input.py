@@ -22,7 +22,7 @@ from aigw_sidecar.api.envoy.v3 import ext_authz_pb2 as authz
 from aigw_sidecar.api.v1 import admission_pb2 as adm
 from aigw_sidecar.api.v1 import keys_pb2 as kpb
 from aigw_sidecar.keys import secrets
-from aigw_sidecar.server.ext_authz import CHECK_METHOD
+from aigw_sidecar.server.ext_authz import CHECK_METHOD, MAX_KEY_HEADER_BYTES
 from tests.conftest import Stubs
 from tests.snapshots import snapshot
 
@@ -238,3 +238,31 @@ async def test_unknown_keys_cost_one_store_call_each_and_malformed_ones_none(
     # One EVALSHA each; the script reads the key record once (HMGET) and stops.
     assert _delta(start, after_unknown) == {"evalsha": len(unknown), "hmget": len(unknown)}
     assert _delta(after_unknown, after_malformed) == {}
+
+
+async def test_an_oversized_or_control_character_key_header_is_401_without_a_store_call(
+    grpc_stubs: Stubs, store_client: Redis
+) -> None:
+    check = grpc_stubs.channel.unary_unary(
+        CHECK_METHOD, request_serializer=authz.CheckRequest.SerializeToString,
+        response_deserializer=authz.CheckResponse.FromString,
+    )
+    real = await grpc_stubs.keys.CreateKey(
+        kpb.CreateKeyRequest(name=f"k{secrets.new_key_id()}"), timeout=10
+    )
+    values = [
+        {"x-api-key": "L" * (MAX_KEY_HEADER_BYTES + 1)},
+        {"authorization": "Bearer " + "sk-aigw-" * 200},
+        {"x-api-key": real.secret + "\x00"},
+        {"authorization": f"Bearer {real.secret}\r\nx-aigw-key-id: forged"},
+    ]
+    start = await _command_calls(store_client)
+    for headers in values:
+        reply = await check(authz.CheckRequest(attributes=authz.AttributeContext(
+            request=authz.AttributeContext.Request(
+                http=authz.AttributeContext.HttpRequest(headers=headers)
+            )
+        )), timeout=10)
+        assert reply.denied_response.status.code == 401
+        assert "key_malformed" in reply.denied_response.body
+    assert _delta(start, await _command_calls(store_client)) == {}

@@ -18,6 +18,7 @@ the handler is registered under Envoy's own method path.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,12 @@ PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
 # Headers only the sidecar may set upstream: a client's copy is always replaced or removed.
 IDENTITY_HEADERS = (KEY_ID_HEADER, WORKSPACE_HEADER, PROJECT_HEADER, FAIL_OPEN_HEADER)
 
+# A key header value longer than this, or holding a control character, is malformed
+# without a store call: no secret (ours or legacy) comes near it, and such a value is
+# never hashed or looked up.
+MAX_KEY_HEADER_BYTES = 1024
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
 _OVERWRITE = pb.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 Ctx = Any  # grpc.aio.ServicerContext; grpc ships no type information
 
@@ -76,13 +83,19 @@ class ExtAuthzOptions:
 def find_secret(headers: Mapping[str, str], names: Sequence[str]) -> str | DenyReason:
     """The secret carried by ``headers`` ("" when there is none), or KEY_MALFORMED.
 
-    Malformed: a value with "," (Envoy joins repeated headers with ","), an
+    Malformed: a value longer than ``MAX_KEY_HEADER_BYTES`` or holding a control
+    character, a value with "," (Envoy joins repeated headers with ","), an
     ``authorization`` value that is not ``Bearer <secret>``, or two different
     secrets in two headers. The same secret in several headers is fine.
     """
     found: set[str] = set()
     for name in names:
-        value = headers.get(name, "").strip()
+        raw = headers.get(name, "")
+        if len(raw) > MAX_KEY_HEADER_BYTES or len(raw.encode()) > MAX_KEY_HEADER_BYTES:
+            return DenyReason.KEY_MALFORMED
+        if _CONTROL_RE.search(raw):
+            return DenyReason.KEY_MALFORMED
+        value = raw.strip()
         if not value:
             continue
         if "," in value:
@@ -225,7 +238,7 @@ class ExtAuthzServicer:
         request_id = proxy_request_id(http.headers.get(REQUEST_ID_HEADER, ""))
         try:
             if isinstance(found, DenyReason):
-                decision = Decision.deny(found)
+                decision = self._service.refuse(found)
             else:
                 estimate = facts.estimate() if facts is not None else None
                 decision = await self._service.authorize(found, request_id, estimate)
