@@ -20,6 +20,7 @@ from aigw_sidecar.keys import secrets
 from aigw_sidecar.server.metrics import Metrics
 from aigw_sidecar.settings import Settings
 from tests.servers import SidecarProcess, free_port
+from tests.test_ext_authz_servicer import check_request, check_stub
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -174,3 +175,33 @@ def test_log_lines_of_a_scripted_run_are_json_with_request_ids_and_no_secret(
     # No line per request above DEBUG.
     assert not [line for line in lines if line["level"] != "DEBUG" and "request_id" in line
                 and line not in admin]
+
+
+async def test_checks_refused_from_their_headers_are_counted_with_their_reason(
+    valkey_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    sidecar = await start(Settings(
+        listen="127.0.0.1:0", redis_url=valkey_url, key_prefix=key_prefix, data_dir=tmp_path,
+        shutdown_grace_s=1.0, metrics_listen="127.0.0.1:0",
+    ))
+    try:
+        assert sidecar.metrics_endpoint is not None
+        one, two = secrets.new_secret().secret, secrets.new_secret().secret
+        malformed = [
+            {"x_api_key": f"{one},{two}"},                # Envoy's join of a repeated header
+            {"authorization": f"Basic {one}"},           # not Bearer
+            {"authorization": f"Bearer {one}", "x_api_key": two},  # two different keys
+        ]
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{sidecar.port}") as channel:
+            check = check_stub(channel)
+            for headers in malformed:
+                reply = await check(check_request(**headers), timeout=10)
+                assert reply.denied_response.status.code == 401
+            await check(check_request(), timeout=10)  # no key at all
+        _text, samples = await asyncio.to_thread(scrape, sidecar.metrics_endpoint.port)
+    finally:
+        await sidecar.stop()
+    assert value(samples, "aigw_decisions_total", result="denied", reason="key_malformed") == 3
+    assert value(samples, "aigw_decisions_total", result="denied", reason="key_missing") == 1
+    assert value(samples, "aigw_rpc_duration_seconds_count", rpc="Check") == 4
+    assert value(samples, "aigw_store_duration_seconds_count", op="authorize") == 0

@@ -12,7 +12,13 @@ import logging
 from collections.abc import Callable
 
 from aigw_sidecar.admission.alerts import BudgetAlerts
-from aigw_sidecar.admission.decision import Decision, Estimate, UsageReport, UsageResult
+from aigw_sidecar.admission.decision import (
+    Decision,
+    DenyReason,
+    Estimate,
+    UsageReport,
+    UsageResult,
+)
 from aigw_sidecar.admission.service import AdmissionService, AdmissionStore, _no_pricing
 from aigw_sidecar.pricing.table import PriceTable
 
@@ -56,6 +62,12 @@ class ObservedAdmissionService(AdmissionService):
         self._observer.decided(decision)
         if decision.deny_reason is not None and log.isEnabledFor(logging.DEBUG):
             log.debug("denied: %s (key %s)", decision.deny_reason, decision.key_id or "-")
+        return decision
+
+    def refuse(self, reason: DenyReason) -> Decision:
+        # Counted like every other decision, though no authorize ran (issue 8).
+        decision = super().refuse(reason)
+        self._observer.decided(decision)
         return decision
 
     async def record_usage(self, report: UsageReport) -> UsageResult:

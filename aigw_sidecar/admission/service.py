@@ -106,6 +106,10 @@ class AdmissionService:
             model=model,
         )
 
+    def refuse(self, reason: DenyReason) -> Decision:
+        """A denial a transport decided before any authorize (e.g. a malformed header)."""
+        return Decision.deny(reason)
+
     def _estimated_cost(self, estimate: Estimate) -> int | None:
         if estimate.cost_micro_usd is not None:
             return estimate.cost_micro_usd
