@@ -170,3 +170,32 @@ def test_help_works_at_every_level(admin: Admin) -> None:
     for args in ([], ["keys"], ["keys", "create"], ["update-key"], ["audit", "list"]):
         result = admin(*args, "--help")
         assert result.returncode == 0 and "usage: aigw-admin" in result.stdout
+
+
+PASTED = "sk-aigw-0123456789abcdefghjk_PastedIntoTheWrongFlag0123456789"
+
+
+@pytest.mark.parametrize("args", [
+    ["keys", "create", "--name", "n", "--cost-limit-usd", PASTED],
+    ["keys", "create", "--name", "n", "--reset-period", PASTED],
+    ["keys", "create", "--name", "n", "--expires-at", PASTED],
+    ["keys", "create", "--name", "n", "--labels", PASTED],
+    ["keys", "create", "--name", "n", "--token-limit", PASTED],
+    ["keys", "create", "--name", "n", "--timeout-s", PASTED],
+    ["keys", "create", "--name", "n", PASTED],
+    ["keys", "create", "--name", "n", f"--secret={PASTED}"],
+    ["keys", "create", "--name", "n", f"--t={PASTED}"],
+    ["keys", "update", "key_x", "--clear", PASTED],
+    ["keys", "delete", PASTED],
+    ["keys", PASTED],
+    [PASTED],
+])
+def test_a_usage_error_never_prints_the_value_given(args: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "aigw_sidecar.admin.cli", "--target", "127.0.0.1:1", *args],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        env={k: v for k, v in os.environ.items() if not k.startswith("AIGW_")},
+    )
+    assert result.returncode == 2, result.stderr
+    assert "(see --help)" in result.stderr or "without --yes" in result.stderr
+    assert "PastedIntoTheWrongFlag" not in result.stdout + result.stderr

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,7 @@ import grpc
 from aigw_sidecar.admin import render
 from aigw_sidecar.admin.commands import Command, commands
 from aigw_sidecar.api.v1 import keys_pb2 as keys_pb
+from aigw_sidecar.keys import secrets
 
 PROG = "aigw-admin"
 SERVICE = keys_pb.DESCRIPTOR.services_by_name["KeyManagement"]
@@ -53,11 +55,48 @@ class UsageError(Exception):
     """Bad command-line input; exit 2."""
 
 
+# argparse quotes the offending value in these messages; the value may be a secret
+# pasted into the wrong flag, so only the flag names and the choices are kept.
+_ECHOING_MESSAGES = (
+    (re.compile(r"invalid choice: .*? \(choose from ", re.S), "invalid choice (choose from "),
+    (re.compile(r"invalid (\w+) value: .*", re.S), r"invalid \1 value"),
+    (re.compile(r"ignored explicit argument .*", re.S), "ignored explicit argument"),
+    (re.compile(r"ambiguous option: ([^=\s]*)=.*? could match", re.S),
+     r"ambiguous option: \1 could match"),
+)
+_UNRECOGNIZED = "unrecognized arguments: "
+_OUR_SECRET_RE = re.compile(re.escape(secrets.PREFIX) + r"[0-9A-Za-z_]*")
+
+
+def without_values(message: str) -> str:
+    """An argparse message with every command-line value it quoted taken out."""
+    for pattern, replacement in _ECHOING_MESSAGES:
+        message = pattern.sub(replacement, message)
+    head, found, rest = message.partition(_UNRECOGNIZED)
+    if found:
+        words = rest.split()
+        flags = [w.split("=", 1)[0] for w in words if w.startswith("-")]
+        hidden = len(words) - len(flags)
+        parts = [" ".join(flags)] if flags else []
+        if hidden:
+            parts.append(f"{hidden} value(s), not shown")
+        message = head + found + ", ".join(parts)
+    return message
+
+
+def redact(line: str) -> str:
+    """Anything shaped like one of our secrets, cut to its prefix (a last safety net)."""
+    return _OUR_SECRET_RE.sub(secrets.PREFIX + "...", line)
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line instead of usage text and a line."""
+    """argparse, but a usage error is one line instead of usage text and a line.
+
+    The line never quotes a value given on the command line (see ``without_values``).
+    """
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message} (see --help)")
+        raise UsageError(f"{self.prog}: {without_values(message)} (see --help)")
 
 
 def _connection_options(parser: argparse.ArgumentParser, env: Mapping[str, str],
@@ -151,7 +190,9 @@ def _confirm(command: Command, request: Any, ns: argparse.Namespace, stdin: Text
              err: TextIO) -> bool:
     if not command.destructive or ns.yes:
         return True
-    what = getattr(request, "key_id", "") or "this"
+    key_id = getattr(request, "key_id", "")
+    # Only a real key id is printed back: the argument may be a secret pasted by mistake.
+    what = key_id if secrets.is_valid_key_id(key_id) else "this key"
     if not stdin.isatty():
         raise UsageError(f"{PROG}: refusing to delete {what} without --yes "
                          "(no terminal to confirm on)")
@@ -191,7 +232,7 @@ def run(argv: Sequence[str], env: Mapping[str, str], out: TextIO, err: TextIO,
         overviews: dict[str, keys_pb.KeyOverview] = {}
         if isinstance(response, keys_pb.ListKeysResponse):
             overviews = _overviews(channel, response, metadata, ns.timeout_s)
-        if command.destructive:
+        if command.destructive:  # the call succeeded, so key_id is a real key id
             print(f"deleted {getattr(request, 'key_id', '')}".rstrip(), file=out)
         else:
             render.human(response, out, err, overviews)
@@ -243,19 +284,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args, os.environ, sys.stdout, sys.stderr, sys.stdin)
     except UsageError as exc:
-        print(_one_line(str(exc)), file=sys.stderr)
+        print(redact(_one_line(str(exc))), file=sys.stderr)
         return 2
     except grpc.RpcError as exc:
         code = exc.code().name if hasattr(exc, "code") else "UNKNOWN"
         details = exc.details() if hasattr(exc, "details") else ""
-        print(f"{PROG}: error: {_one_line(details or code)} [{code}]{_HINTS.get(code, '')}",
-              file=sys.stderr)
+        print(redact(f"{PROG}: error: {_one_line(details or code)} [{code}]"
+                     f"{_HINTS.get(code, '')}"), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # the promise: one line, never a traceback
-        print(f"{PROG}: error: {_one_line(str(exc)) or type(exc).__name__}", file=sys.stderr)
+        print(redact(f"{PROG}: error: {_one_line(str(exc)) or type(exc).__name__}"),
+              file=sys.stderr)
         return 1
 
 

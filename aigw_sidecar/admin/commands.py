@@ -36,6 +36,8 @@ def kebab(name: str) -> str:
 
 
 # --- value parsers (argparse ``type=``) -------------------------------------------
+# Their errors never quote the value: a secret pasted into the wrong flag must not be
+# printed back (to a terminal, a CI log, a shell history of error output).
 
 
 def parse_time(text: str, now: datetime | None = None) -> datetime:
@@ -49,7 +51,7 @@ def parse_time(text: str, now: datetime | None = None) -> datetime:
         when = datetime.fromisoformat(value)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a time: use ISO 8601 (2030-01-31T00:00:00Z) or 30d, 12h, 90m"
+            "not a time: use ISO 8601 (2030-01-31T00:00:00Z) or 30d, 12h, 90m"
         ) from None
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
@@ -59,16 +61,16 @@ def parse_usd(text: str) -> str:
     try:
         amount = Decimal(text.strip().lstrip("$"))
     except InvalidOperation:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a decimal USD amount") from None
+        raise argparse.ArgumentTypeError("not a decimal USD amount") from None
     if not amount.is_finite() or amount < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive decimal USD amount")
+        raise argparse.ArgumentTypeError("not a positive decimal USD amount")
     return format(amount, "f")
 
 
 def parse_pair(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
-        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+        raise argparse.ArgumentTypeError("not KEY=VALUE")
     return key, value
 
 
@@ -76,7 +78,7 @@ def _int(text: str) -> int:
     try:
         return int(text.replace("_", ""))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        raise argparse.ArgumentTypeError("not an integer") from None
 
 
 def enum_choices(field: FieldDescriptor) -> dict[str, int]:
