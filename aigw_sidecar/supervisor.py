@@ -14,7 +14,11 @@ The supervisor:
 * restarts a worker that dies (after ``RESTART_DELAY_S``), and gives up,
   stopping everything, when one keeps dying right after its start;
 * on SIGTERM or SIGINT forwards SIGTERM to every worker (each drains as a
-  lone sidecar does), waits for them, then stops the embedded store.
+  lone sidecar does), waits for them, then stops the embedded store;
+* with ``--metrics-listen``, serves ``/metrics`` itself: the workers write to a
+  fresh ``PROMETHEUS_MULTIPROC_DIR`` and get no ``--metrics-listen`` of their own
+  (they would all want the same port), the endpoint sums the folder, and a worker
+  that exits is marked dead there (its live gauges go, its counters stay).
 
 A lone sidecar (``--workers 1``, the default) never gets here and keeps
 SO_REUSEPORT off.
@@ -25,15 +29,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import FrameType
 
+from aigw_sidecar.server.metrics import MetricsEndpoint, mark_process_dead
 from aigw_sidecar.settings import Settings
 from aigw_sidecar.store.embedded import EmbeddedStore
 
@@ -93,6 +100,9 @@ class Supervisor:
         self._stopping = False
         self._workers: list[_Worker] = []
         self._overrides: list[str] = []
+        self._env: dict[str, str] | None = None  # None: the workers inherit ours
+        # Where the workers' metrics are (ours, or an operator's folder), or "".
+        self._multiproc_dir = settings.metrics_multiproc_dir
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if not self._stopping:
@@ -109,7 +119,10 @@ class Supervisor:
             reserved.append(reserve_port(settings.admin_listen))
             self._overrides += ["--admin-listen", _address(reserved[1], settings.admin_listen)]
         embedded = None
+        metrics: MetricsEndpoint | None = None
         try:
+            if settings.metrics_listen:
+                metrics = self._serve_metrics(settings.metrics_listen)
             url = settings.redis_url
             if not url:
                 embedded = EmbeddedStore(settings.data_dir, settings.embedded_binary)
@@ -124,14 +137,33 @@ class Supervisor:
             self._stop_workers()
             if embedded is not None:
                 embedded.stop()
+            if metrics is not None:
+                metrics.close()
+                shutil.rmtree(self._multiproc_dir, ignore_errors=True)
             for sock in reserved:
                 sock.close()
             log.info("supervisor: stopped")
 
+    def _serve_metrics(self, listen: str) -> MetricsEndpoint:
+        """The one endpoint, over a fresh folder (stale files of an earlier run would count)."""
+        folder = tempfile.mkdtemp(prefix="aigw-metrics-")
+        try:
+            endpoint = MetricsEndpoint.for_folder(listen, folder)
+        except OSError as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise RuntimeError(f"could not serve metrics on {listen}: {exc}") from None
+        self._multiproc_dir = folder
+        self._env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": folder}
+        # The last --metrics-listen wins: the workers serve none.
+        self._overrides += ["--metrics-listen", ""]
+        log.info("supervisor: metrics of every worker on http://%s:%d/metrics",
+                 listen.rpartition(":")[0], endpoint.port)
+        return endpoint
+
     def _spawn(self, index: int) -> _Worker:
         cmd = [sys.executable, "-m", "aigw_sidecar.supervisor", *self._serve_args,
                *self._overrides]
-        process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=self._env)
         log.info("supervisor: worker %d started (pid %d)", index, process.pid)
         return _Worker(index, process, time.monotonic())
 
@@ -160,6 +192,8 @@ class Supervisor:
                     if now - worker.started_at > QUICK_EXIT_S:
                         worker.quick_exits = 0
                     continue
+                if self._multiproc_dir:
+                    mark_process_dead(worker.process.pid, self._multiproc_dir)
                 if now - worker.started_at < QUICK_EXIT_S:
                     worker.quick_exits += 1
                 if worker.quick_exits >= MAX_QUICK_EXITS:

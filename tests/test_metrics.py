@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import time
 import urllib.request
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from aigw_sidecar.admission.decision import Decision, DenyReason, UsageReport, UsageResult
@@ -21,6 +26,12 @@ from aigw_sidecar.server.metrics import Metrics
 from aigw_sidecar.settings import Settings
 from tests.servers import SidecarProcess, free_port
 from tests.test_ext_authz_servicer import check_request, check_stub
+from tests.test_workers import (
+    SEPARATE_CONNECTION,
+    _established_inodes,
+    _socket_inodes,
+    workers_of,
+)
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -205,3 +216,113 @@ async def test_checks_refused_from_their_headers_are_counted_with_their_reason(
     assert value(samples, "aigw_decisions_total", result="denied", reason="key_missing") == 1
     assert value(samples, "aigw_rpc_duration_seconds_count", rpc="Check") == 4
     assert value(samples, "aigw_store_duration_seconds_count", op="authorize") == 0
+
+
+def _listening_inodes(port: int) -> set[str]:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    return inodes
+
+
+def _multiproc_dir_of(pid: int) -> Path:
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    found = [e.split(b"=", 1)[1] for e in environ if e.startswith(b"PROMETHEUS_MULTIPROC_DIR=")]
+    assert len(found) == 1, "the supervisor sets the folder of its workers"
+    return Path(found[0].decode())
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def supervised_metrics(
+    valkey_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[SidecarProcess, int]]:
+    """``--workers 2 --metrics-listen``: the supervisor serves the endpoint."""
+    folder = tmp_path_factory.mktemp("workers-metrics")
+    metrics_port = free_port()
+    sidecar = SidecarProcess(
+        valkey_url, f"wm{uuid.uuid4().hex[:8]}",
+        extra_args=["--workers", "2", "--metrics-listen", f"127.0.0.1:{metrics_port}"],
+        log_path=folder / "supervisor.log",
+    )
+    try:
+        sidecar.start()
+        _wait_for(lambda: len(workers_of(sidecar)) == 2 and all(
+            _socket_inodes(pid) & _listening_inodes(sidecar.port) for pid in workers_of(sidecar)))
+        yield sidecar, metrics_port
+    finally:
+        sidecar.stop()
+
+
+async def _authorize_over_both_workers(supervisor: SidecarProcess, calls: int) -> set[int]:
+    """``calls`` Authorize of a new key (20 per minute) over 16 connections; the serving pids."""
+    # Each channel is its own connection; the kernel spreads connections over the workers.
+    channels = [grpc.aio.insecure_channel(supervisor.target, options=[SEPARATE_CONNECTION])
+                for _ in range(16)]
+    try:
+        created = await keys_pb2_grpc.KeyManagementStub(channels[0]).CreateKey(
+            kpb.CreateKeyRequest(name=f"w{uuid.uuid4().hex[:8]}",
+                                 limits=kpb.Limits(requests_per_minute=20)), timeout=10)
+        request = adm.AuthorizeRequest(secret=created.secret)
+        stubs = [admission_pb2_grpc.AdmissionStub(c) for c in channels]
+        await asyncio.gather(*(stubs[i % 16].Authorize(request, timeout=30)
+                               for i in range(calls)))
+        connections = _established_inodes(supervisor.port)
+        return {pid for pid in workers_of(supervisor) if _socket_inodes(pid) & connections}
+    finally:
+        for channel in channels:
+            await channel.close()
+
+
+def _args(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+
+
+async def test_the_supervisor_serves_the_sum_of_its_workers_metrics(
+    supervised_metrics: tuple[SidecarProcess, int],
+) -> None:
+    supervisor, metrics_port = supervised_metrics
+    serving = await _authorize_over_both_workers(supervisor, 64)
+    assert len(serving) == 2, "one worker took every connection"
+    _text, samples = await asyncio.to_thread(scrape, metrics_port)
+    assert value(samples, "aigw_decisions_total", result="allowed", reason="") == 20
+    assert value(samples, "aigw_decisions_total", result="denied",
+                 reason="requests_per_minute") == 44
+    assert value(samples, "aigw_rpc_duration_seconds_count", rpc="Authorize") == 64
+    assert value(samples, "aigw_rpc_duration_seconds_count", rpc="CreateKey") == 1
+    assert value(samples, "aigw_store_up") == 1
+    # The workers serve nothing themselves: their last --metrics-listen is empty.
+    for pid in serving:
+        args = _args(pid)
+        last = len(args) - 1 - args[::-1].index("--metrics-listen")
+        assert args[last + 1] == ""
+
+
+async def test_a_dead_workers_counters_stay_and_its_live_gauges_go(
+    supervised_metrics: tuple[SidecarProcess, int],
+) -> None:
+    supervisor, metrics_port = supervised_metrics
+    assert len(await _authorize_over_both_workers(supervisor, 32)) == 2
+    before = (await asyncio.to_thread(scrape, metrics_port))[1]
+    assert value(before, "aigw_decisions_total", result="allowed", reason="") > 0
+    victim = workers_of(supervisor)[0]
+    folder = _multiproc_dir_of(victim)
+    assert list(folder.glob(f"gauge_livemin_{victim}.db"))
+    os.kill(victim, signal.SIGKILL)
+    await asyncio.to_thread(
+        _wait_for, lambda: not list(folder.glob(f"gauge_livemin_{victim}.db")))
+    after = (await asyncio.to_thread(scrape, metrics_port))[1]
+    for reason in ("", "requests_per_minute"):
+        result = "allowed" if not reason else "denied"
+        assert value(after, "aigw_decisions_total", result=result, reason=reason) == value(
+            before, "aigw_decisions_total", result=result, reason=reason)
