@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -14,12 +16,18 @@ from aigw_client import (
     AlreadyExists,
     AsyncAigwClient,
     AuthenticationError,
+    Budget,
+    BudgetEventType,
     DenyReason,
+    Estimate,
     FailedPrecondition,
     InvalidArgument,
     KeyStatus,
     Limits,
+    ModelUsage,
     NotFound,
+    RateLimit,
+    Reservation,
     ResetPeriod,
     Unavailable,
 )
@@ -28,14 +36,23 @@ from tests.conftest import Stubs
 from tests.servers import REPO, SidecarProcess
 
 TOKEN = "client-test-token-0123456789"
+# 1 and 2 micro-USD per input and output token, half price for cached input.
+PRICING = """\
+unknown_model: zero
+models:
+  mock: {input: "1.00", output: "2.00", cached_input: "0.50"}
+"""
 
 
 @pytest.fixture(scope="module")
 def sidecar(valkey_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("client")
     (folder / "tokens").write_text(f"client-tests {TOKEN}\n")
+    (folder / "pricing.yaml").write_text(PRICING)
     proc = SidecarProcess(valkey_url, "client", extra_args=[
-        "--admin-token-file", str(folder / "tokens")], log_path=folder / "sidecar.log").start()
+        "--admin-token-file", str(folder / "tokens"),
+        "--pricing-file", str(folder / "pricing.yaml"),
+    ], log_path=folder / "sidecar.log").start()
     yield proc.target
     proc.stop()
 
@@ -122,6 +139,110 @@ def test_naive_datetime_is_refused_before_any_call(client: AigwClient) -> None:
         client.create_key("naive", expires_at=datetime(2030, 1, 1))
 
 
+def test_key_policies_and_alerts_round_trip_and_update_clears_them(client: AigwClient) -> None:
+    policies = Limits(token_limit=1000, tokens_per_minute=500, max_parallel_requests=2,
+                      allowed_models=("gpt-4o-mini", "claude-*"))
+    key = client.create_key("policies", limits=policies, alert_thresholds_percent=[80, 100],
+                            alert_expiry_days=7).key
+    assert key.limits == policies
+    assert key.alert_thresholds_percent == (80, 100) and key.alert_expiry_days == 7
+    assert key.previous_secret_expires_at is None
+    updated = client.update_key(key.key_id, allowed_models=None, max_parallel_requests=None,
+                                tokens_per_minute=600, alert_thresholds_percent=[50],
+                                alert_expiry_days=None)
+    assert updated.limits.allowed_models == () and updated.limits.max_parallel_requests is None
+    assert updated.limits.tokens_per_minute == 600 and updated.limits.token_limit == 1000
+    assert updated.alert_thresholds_percent == (50,) and updated.alert_expiry_days is None
+
+
+def test_an_estimate_is_reserved_and_a_priced_report_settles_it(client: AigwClient) -> None:
+    created = client.create_key("estimate", limits=Limits(token_limit=1000,
+                                                          cost_limit_usd=Decimal(1)))
+    key_id = created.key.key_id
+    decision = client.authorize(created.secret, request_id="est-1", estimate=Estimate(
+        model="mock", prompt_tokens=100, max_output_tokens=50))
+    assert decision.allowed and decision.request_id == "est-1"
+    # 100 input tokens at 1 micro-USD + 50 output tokens at 2.
+    assert decision.reservation == Reservation(tokens=150, cost_usd=Decimal("0.0002"))
+    assert decision.tokens is not None and decision.tokens.remaining == 850
+    held = client.get_key_overview(key_id)
+    assert (held.reserved_tokens, held.reserved_cost_usd, held.open_reservations) == (
+        150, Decimal("0.0002"), 1)
+    result = client.record_usage(key_id, "est-1", prompt_tokens=100, completion_tokens=20,
+                                 cached_prompt_tokens=40, model="mock")
+    # No cost given: 60 uncached at 1 + 40 cached at 0.5 + 20 output at 2 micro-USD.
+    assert result.cost_usd == Decimal("0.00012") and result.settled_reservation
+    overview = client.get_key_overview(key_id)
+    assert (overview.reserved_tokens, overview.open_reservations) == (0, 0)
+    assert overview.reserved_cost_usd == Decimal(0)
+    assert overview.per_model == (ModelUsage("mock", 1, 120, Decimal("0.00012")),)
+    assert overview.unpriced_requests == 0 and overview.cost.used_usd == Decimal("0.00012")
+
+
+def test_a_parallel_slot_is_held_until_release_reservation(client: AigwClient) -> None:
+    created = client.create_key("parallel", limits=Limits(max_parallel_requests=1))
+    key_id = created.key.key_id
+    first = client.authorize(created.secret)
+    assert first.allowed and first.request_id  # the sidecar named the slot
+    assert first.parallel_requests == RateLimit(limit=1, remaining=0, reset_after=None)
+    assert client.get_key_overview(key_id).parallel_requests.used == 1
+    second = client.authorize(created.secret)
+    assert second.deny_reason is DenyReason.PARALLEL_REQUESTS
+    assert second.retry_after is not None
+    assert client.release_reservation(key_id, first.request_id)
+    assert not client.release_reservation(key_id, first.request_id)  # nothing open any more
+    assert client.authorize(created.secret).allowed
+
+
+def test_tokens_per_minute_and_allowed_models_deny_with_their_reasons(
+    client: AigwClient,
+) -> None:
+    created = client.create_key("tpm", limits=Limits(tokens_per_minute=100,
+                                                     allowed_models=("mock",)))
+    estimate = Estimate(model="mock", prompt_tokens=50, max_output_tokens=30)
+    first = client.authorize(created.secret, request_id="t-1", estimate=estimate)
+    assert first.allowed
+    assert first.tokens_per_minute is not None and first.tokens_per_minute.limit == 100
+    assert first.tokens_per_minute.remaining == 20
+    refused = client.authorize(created.secret, request_id="t-2", estimate=estimate)
+    assert refused.deny_reason is DenyReason.TOKENS_PER_MINUTE
+    other = client.authorize(created.secret, model="gpt-4o")
+    assert other.deny_reason is DenyReason.MODEL_NOT_ALLOWED and "gpt-4o" in other.message
+
+
+def test_rotation_returns_the_new_secret_once_and_the_old_one_works_in_its_grace(
+    client: AigwClient,
+) -> None:
+    created = client.create_key("rotate")
+    key_id = created.key.key_id
+    rotated = client.rotate_key_secret(key_id, timedelta(hours=1))
+    assert rotated.secret != created.secret and rotated.secret not in repr(rotated)
+    assert rotated.key.key_id == key_id and rotated.key.previous_secret_expires_at is not None
+    in_an_hour = datetime.now(UTC) + timedelta(hours=1)
+    assert abs(rotated.key.previous_secret_expires_at - in_an_hour) < timedelta(minutes=1)
+    assert client.authorize(created.secret).allowed and client.authorize(rotated.secret).allowed
+    again = client.rotate_key_secret(key_id)  # no grace: the rotated-out secrets stop now
+    assert again.key.previous_secret_expires_at is None
+    assert client.authorize(rotated.secret).deny_reason is DenyReason.KEY_UNKNOWN
+    assert client.authorize(again.secret).allowed
+    with pytest.raises(ValueError, match="whole seconds"):
+        client.rotate_key_secret(key_id, timedelta(milliseconds=1500))
+
+
+def test_a_crossed_cost_threshold_is_listed_as_an_event_in_usd(client: AigwClient) -> None:
+    created = client.create_key("alerts", limits=Limits(cost_limit_usd=Decimal(1)),
+                                alert_thresholds_percent=[50])
+    key_id = created.key.key_id
+    client.record_usage(key_id, "a-1", prompt_tokens=1, cost_usd=Decimal("0.6"))
+    page = client.list_events(key_id=key_id, after="0")
+    [event] = page.events
+    assert event.type is BudgetEventType.BUDGET_THRESHOLD and event.budget is Budget.COST
+    assert (event.threshold_percent, event.used, event.limit) == (50, Decimal("0.6"), Decimal(1))
+    assert event.key_id == key_id and event.dedupe_key and event.period_start is not None
+    assert event.expires_at is None and event.expiry_days is None
+    assert client.list_events(key_id=key_id, after=page.next_cursor).events == ()
+
+
 async def test_async_client_covers_the_same_calls(grpc_stubs: Stubs) -> None:
     async with AsyncAigwClient(grpc_stubs.target, timeout_s=5) as client:
         created = await client.create_key("async", limits=Limits(token_limit=100))
@@ -139,6 +260,31 @@ async def test_async_client_covers_the_same_calls(grpc_stubs: Stubs) -> None:
         await client.delete_key(key_id)
         with pytest.raises(NotFound):
             await client.get_key(key_id)
+
+
+async def test_async_client_covers_the_newer_calls(grpc_stubs: Stubs) -> None:
+    async with AsyncAigwClient(grpc_stubs.target, timeout_s=5) as client:
+        created = await client.create_key(
+            "async-new", limits=Limits(token_limit=100, max_parallel_requests=1),
+            alert_thresholds_percent=[10])
+        key_id = created.key.key_id
+        decision = await client.authorize(created.secret, request_id="a-1", model="mock",
+                                          estimate=Estimate(prompt_tokens=5))
+        assert decision.reservation == Reservation(tokens=5, cost_usd=Decimal(0))
+        assert await client.release_reservation(key_id, "a-1")
+        await client.record_usage(key_id, "a-2", prompt_tokens=20, model="mock")
+        assert (await client.get_key_overview(key_id)).per_model[0].tokens == 20
+        events = await client.list_events(key_id=key_id, after="0")
+        assert [e.budget for e in events.events] == [Budget.TOKENS]
+        rotated = await client.rotate_key_secret(key_id)
+        assert (await client.authorize(rotated.secret)).allowed
+
+
+def test_the_async_client_is_generated_from_the_sync_one() -> None:
+    generator = REPO / "clients" / "python" / "gen_aio.py"
+    result = subprocess.run([sys.executable, str(generator), "--check"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
 
 
 def test_vendored_stubs_are_the_servers_generated_modules() -> None:

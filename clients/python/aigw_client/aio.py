@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 from decimal import Decimal
 from types import TracebackType
 from typing import Any
@@ -27,15 +27,18 @@ from aigw_client.models import (
     AuditPage,
     CreatedKey,
     Decision,
+    Estimate,
+    EventPage,
     KeyOverview,
     KeyPage,
     KeyStatus,
     Limits,
     ResetPeriod,
+    RotatedKey,
     UsageResult,
 )
 
-# Generated from one template (with the async client) so their methods never drift.
+# Generated from client.py by clients/python/gen_aio.py: edit that file, then run it.
 
 
 class AsyncAigwClient:
@@ -96,10 +99,26 @@ class AsyncAigwClient:
     ) -> None:
         await self.close()
 
-    async def authorize(self, secret: str, *, timeout_s: float | None = None) -> Decision:
-        """Ask whether a request carrying ``secret`` may go ahead."""
-        msg = await self._call("Authorize", adm_pb.AuthorizeRequest(secret=secret), timeout_s)
-        return _convert.decision(msg)
+    async def authorize(
+        self,
+        secret: str,
+        *,
+        request_id: str = "",
+        model: str = "",
+        estimate: Estimate | None = None,
+        timeout_s: float | None = None,
+    ) -> Decision:
+        """Ask whether a request carrying ``secret`` may go ahead.
+
+        Args:
+            request_id: names the reservation or parallel slot the request holds
+                (required with ``estimate``); "" lets the sidecar make one, returned
+                in ``Decision.request_id``.
+            model: checked against the key's allowed models; "" means the estimate's.
+            estimate: reserved against the token, tokens-per-minute and cost limits.
+        """
+        req = _convert.authorize_request(secret, request_id, model, estimate)
+        return _convert.decision(await self._call("Authorize", req, timeout_s))
 
     async def record_usage(
         self,
@@ -108,14 +127,32 @@ class AsyncAigwClient:
         *,
         prompt_tokens: int = 0,
         completion_tokens: int = 0,
+        cached_prompt_tokens: int = 0,
+        model: str = "",
         cost_usd: Decimal | None = None,
         timeout_s: float | None = None,
     ) -> UsageResult:
-        """Report what a request used; a retried ``request_id`` counts once."""
+        """Report what a request used; a retried ``request_id`` counts once.
+
+        Without ``cost_usd`` the sidecar prices the report from ``model`` and the
+        token counts (``cached_prompt_tokens`` is the part of the prompt served from
+        a cache). It settles the request's reservation and frees its parallel slot.
+        """
         req = _convert.record_usage_request(
-            key_id, request_id, prompt_tokens, completion_tokens, cost_usd
+            key_id, request_id, prompt_tokens, completion_tokens, cost_usd,
+            model, cached_prompt_tokens,
         )
         return _convert.usage_result(await self._call("RecordUsage", req, timeout_s))
+
+    async def release_reservation(
+        self, key_id: str, request_id: str, *, timeout_s: float | None = None
+    ) -> bool:
+        """Give back a request's reservation and parallel slot without usage.
+
+        Returns False when nothing was open (already settled, released or expired).
+        """
+        req = adm_pb.ReleaseReservationRequest(key_id=key_id, request_id=request_id)
+        return bool((await self._call("ReleaseReservation", req, timeout_s)).released)
 
     async def create_key(
         self,
@@ -127,11 +164,14 @@ class AsyncAigwClient:
         labels: Mapping[str, str] | None = None,
         limits: Limits | None = None,
         expires_at: datetime | None = None,
+        alert_thresholds_percent: Sequence[int] = (),
+        alert_expiry_days: int | None = None,
         timeout_s: float | None = None,
     ) -> CreatedKey:
         """A new API key; its ``secret`` is returned this once and never again."""
         req = _convert.create_key_request(
-            name, workspace, project, environment, labels, limits, expires_at
+            name, workspace, project, environment, labels, limits, expires_at,
+            alert_thresholds_percent, alert_expiry_days,
         )
         return _convert.created_key(await self._call("CreateKey", req, timeout_s))
 
@@ -187,16 +227,41 @@ class AsyncAigwClient:
         requests_per_minute: int | Keep | None = KEEP,
         reset_period: ResetPeriod | Keep = KEEP,
         expires_at: datetime | Keep | None = KEEP,
+        tokens_per_minute: int | Keep | None = KEEP,
+        max_parallel_requests: int | Keep | None = KEEP,
+        allowed_models: Sequence[str] | Keep | None = KEEP,
+        alert_thresholds_percent: Sequence[int] | Keep | None = KEEP,
+        alert_expiry_days: int | Keep | None = KEEP,
         timeout_s: float | None = None,
     ) -> ApiKey:
-        """Change only the fields given; None removes a limit or the expiry."""
+        """Change only the fields given; None (or an empty list) removes a limit or the expiry."""
         req = _convert.update_key_request(
             key_id, name=name, project=project, environment=environment, labels=labels,
             cost_limit_usd=cost_limit_usd, token_limit=token_limit,
             requests_per_minute=requests_per_minute, reset_period=reset_period,
-            expires_at=expires_at,
+            expires_at=expires_at, tokens_per_minute=tokens_per_minute,
+            max_parallel_requests=max_parallel_requests, allowed_models=allowed_models,
+            alert_thresholds_percent=alert_thresholds_percent,
+            alert_expiry_days=alert_expiry_days,
         )
         return _convert.api_key((await self._call("UpdateKey", req, timeout_s)).key)
+
+    async def rotate_key_secret(
+        self,
+        key_id: str,
+        grace_period: timedelta = timedelta(0),
+        *,
+        timeout_s: float | None = None,
+    ) -> RotatedKey:
+        """A new secret for the same key id, limits and usage, returned this once.
+
+        The previous secret keeps working for ``grace_period`` (whole seconds, at
+        most 30 days; 0: it stops at once). Legacy keys: ``FailedPrecondition``.
+        """
+        req = keys_pb.RotateKeySecretRequest(
+            key_id=key_id, grace_period_s=_convert.whole_seconds(grace_period, "grace_period")
+        )
+        return _convert.rotated_key(await self._call("RotateKeySecret", req, timeout_s))
 
     async def enable_key(self, key_id: str, *, timeout_s: float | None = None) -> ApiKey:
         req = keys_pb.EnableKeyRequest(key_id=key_id)
@@ -229,3 +294,20 @@ class AsyncAigwClient:
             key_id=key_id, page_size=page_size, page_token=page_token
         )
         return _convert.audit_page(await self._call("ListAuditEntries", req, timeout_s))
+
+    async def list_events(
+        self,
+        *,
+        key_id: str = "",
+        after: str = "",
+        page_size: int = 0,
+        timeout_s: float | None = None,
+    ) -> EventPage:
+        """Budget alert events, oldest first.
+
+        Args:
+            after: the ``next_cursor`` of a previous page (poll with it to follow);
+                "" starts with the newest ``page_size`` events, "0" with the oldest.
+        """
+        req = keys_pb.ListEventsRequest(key_id=key_id, after=after, page_size=page_size)
+        return _convert.event_page(await self._call("ListEvents", req, timeout_s))

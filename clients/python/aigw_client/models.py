@@ -38,6 +38,21 @@ class DenyReason(StrEnum):
     REQUESTS_PER_MINUTE = "requests_per_minute"
     TOKEN_LIMIT = "token_limit"
     COST_LIMIT = "cost_limit"
+    TOKENS_PER_MINUTE = "tokens_per_minute"
+    PARALLEL_REQUESTS = "parallel_requests"
+    MODEL_NOT_ALLOWED = "model_not_allowed"
+
+
+class BudgetEventType(StrEnum):
+    BUDGET_THRESHOLD = "budget_threshold"  # usage crossed a threshold of a limit
+    KEY_EXPIRING = "key_expiring"  # the key expires within its alert_expiry_days
+
+
+class Budget(StrEnum):
+    """Which limit a ``budget_threshold`` event is about."""
+
+    COST = "cost"
+    TOKENS = "tokens"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +63,9 @@ class Limits:
     token_limit: int | None = None
     requests_per_minute: int | None = None
     reset_period: ResetPeriod = ResetPeriod.NEVER
+    tokens_per_minute: int | None = None  # rolling 60 s, reported tokens + estimates in flight
+    max_parallel_requests: int | None = None  # requests in flight at once
+    allowed_models: tuple[str, ...] = ()  # names or '*' patterns; empty: any model
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,11 +87,28 @@ class ApiKey:
     updated_at: datetime
     expires_at: datetime | None
     last_used_at: datetime | None
+    # Budget alerts: percentages of the cost and token limits, and days before expires_at.
+    alert_thresholds_percent: tuple[int, ...] = ()
+    alert_expiry_days: int | None = None
+    # Set during a rotation's grace period: the previous secret works until then.
+    previous_secret_expires_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class CreatedKey:
     """A new API key and its secret; the secret is returned this once."""
+
+    key: ApiKey
+    secret: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class RotatedKey:
+    """A key after ``rotate_key_secret``: its new secret, returned this once.
+
+    The previous secret keeps working until ``key.previous_secret_expires_at``
+    (None: it stopped at once).
+    """
 
     key: ApiKey
     secret: str = field(repr=False)
@@ -95,6 +130,28 @@ class RateLimit:
 
 
 @dataclass(frozen=True, slots=True)
+class Estimate:
+    """What a request may use, reserved by Authorize against token and cost limits.
+
+    Reserves ``prompt_tokens + max_output_tokens`` tokens, and ``cost_usd`` (at most
+    6 decimals) or, when None, the sidecar's price of ``model``.
+    """
+
+    model: str = ""
+    prompt_tokens: int = 0
+    max_output_tokens: int = 0
+    cost_usd: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """What an admitted request holds until RecordUsage or ReleaseReservation settles it."""
+
+    tokens: int
+    cost_usd: Decimal
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     """The answer to Authorize."""
 
@@ -110,6 +167,12 @@ class Decision:
     tokens: RateLimit | None
     cost_micro_usd: RateLimit | None
     retry_after: timedelta | None  # None: retrying will not help
+    tokens_per_minute: RateLimit | None = None  # reset_after: until the oldest tokens leave
+    parallel_requests: RateLimit | None = None  # limit and free slots; never resets
+    reservation: Reservation | None = None  # None: nothing reserved
+    # Set when a reservation or parallel slot is held: the id RecordUsage or
+    # release_reservation frees it with (the one given, or one the sidecar made).
+    request_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +180,8 @@ class UsageResult:
     counted: bool  # False: this request id was already counted
     period_tokens: int
     period_cost_usd: Decimal
+    cost_usd: Decimal = Decimal(0)  # what this report charged (priced by the sidecar if unset)
+    settled_reservation: bool = False  # an open reservation of this request was settled
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +203,16 @@ class CostUsage:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelUsage:
+    """The period's usage reported for one model (``(other)`` pools the rest)."""
+
+    model: str
+    requests: int
+    tokens: int
+    cost_usd: Decimal
+
+
+@dataclass(frozen=True, slots=True)
 class KeyOverview:
     """A key's usage against each of its limits, at ``observed_at``."""
 
@@ -156,6 +231,14 @@ class KeyOverview:
     lifetime_cost_usd: Decimal
     last_used_at: datetime | None
     observed_at: datetime
+    # Held right now by requests in flight (expired leases excluded); not in ``used``.
+    reserved_tokens: int
+    reserved_cost_usd: Decimal
+    open_reservations: int
+    per_model: tuple[ModelUsage, ...]  # most expensive first
+    unpriced_requests: int  # reports of the period whose model had no price
+    tokens_per_minute: LimitUsage  # used = tokens in the last 60 s (estimates included)
+    parallel_requests: LimitUsage  # used = requests in flight
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,3 +259,34 @@ class AuditEntry:
 class AuditPage:
     entries: tuple[AuditEntry, ...]  # newest first
     next_page_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetEvent:
+    """A budget alert: a threshold crossed (once per period) or an expiry warning.
+
+    ``used`` and ``limit`` are in the budget's unit: USD for ``Budget.COST``,
+    tokens (whole numbers) for ``Budget.TOKENS``. A type or budget this client
+    does not know yet is kept as its string.
+    """
+
+    event_id: str  # ordered by time
+    occurred_at: datetime
+    type: BudgetEventType | str
+    key_id: str
+    workspace: str
+    project: str
+    budget: Budget | str | None  # budget_threshold only
+    threshold_percent: int | None
+    used: Decimal
+    limit: Decimal
+    period_start: datetime | None
+    expires_at: datetime | None  # key_expiring only
+    expiry_days: int | None
+    dedupe_key: str  # equal for every delivery of one crossing
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    events: tuple[BudgetEvent, ...]  # oldest first
+    next_cursor: str  # pass as ``after``; unchanged when nothing is new
