@@ -143,3 +143,36 @@ def test_only_plain_single_server_urls_are_multiplexed() -> None:
     assert supports("unix:///tmp/store.sock")
     assert not supports("rediss://127.0.0.1:6380")
     assert not supports("redis+cluster://127.0.0.1:7000")
+
+
+async def test_a_burst_after_a_script_flush_loads_the_script_once(store_url: str) -> None:
+    mux = MultiplexedScripts(store_url, timeout_s=5)
+    big = "local pad = [[" + "x" * 20000 + "]]\n" + ECHO
+    sha = mux.register(big)
+    admin = Redis.from_url(store_url)
+    try:
+        await mux.evalsha(sha, ["k"], ["v", 1])
+        await admin.script_flush()
+        await admin.config_resetstat()
+        replies = await asyncio.gather(*(mux.evalsha(sha, ["k"], ["v", i]) for i in range(2000)))
+        stats = await admin.info("commandstats")
+    finally:
+        await mux.aclose()
+        await admin.aclose()
+    assert replies == [["k", "v", 2 * i] for i in range(2000)]
+    assert stats["cmdstat_script|load"]["calls"] == 1
+
+
+async def test_a_new_connection_loads_every_registered_script_first(tmp_path: Path) -> None:
+    store = StoreProcess("valkey", store_binaries()["valkey"], tmp_path / "s").start()
+    mux = MultiplexedScripts(store.url, timeout_s=2)
+    sha = mux.register(ECHO)
+    admin = redis.Redis(port=store.port)
+    try:
+        assert await mux.evalsha(sha, ["k"], ["v", 1]) == ["k", "v", 2]
+        stats = admin.info("commandstats")
+        assert "cmdstat_evalsha" in stats
+        assert stats["cmdstat_evalsha"].get("failed_calls", 0) == 0  # no NOSCRIPT
+    finally:
+        await mux.aclose()
+        store.stop()

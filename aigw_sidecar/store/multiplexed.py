@@ -137,6 +137,10 @@ class _Protocol(asyncio.Protocol):
             future, _ = self._pending.popleft()
             if not future.done():
                 future.set_exception(exc)
+                # Its caller may be gone (cancelled, or a handshake that failed
+                # earlier): the failure is reported to whoever awaits, and no
+                # "exception never retrieved" noise for the rest.
+                future.exception()
         self._out.clear()
         for handle in (self._flush_handle, self._watchdog):
             if handle is not None:
@@ -161,6 +165,8 @@ class MultiplexedScripts:
         self._proto: _Protocol | None = None
         self._connecting: asyncio.Future[_Protocol] | None = None
         self._sources: dict[str, str] = {}  # sha -> script text, for NOSCRIPT
+        # One SCRIPT LOAD in flight per script, however many calls met NOSCRIPT.
+        self._loading: dict[str, asyncio.Future[Any]] = {}
 
     def register(self, source: str) -> str:
         """The SHA-1 a script is called by; its text is kept to reload it."""
@@ -176,12 +182,16 @@ class MultiplexedScripts:
         except ResponseError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
-        # The store lost its scripts (restart, SCRIPT FLUSH): load and send again.
+        # The store lost its scripts (SCRIPT FLUSH, a failover): load once, send again.
+        loading = self._loading.get(sha)
+        if loading is None:
+            proto = await self._connection()
+            loading = proto.send(pack("SCRIPT", "LOAD", self._sources[sha]))
+            self._loading[sha] = loading
+            loading.add_done_callback(lambda _f: self._loading.pop(sha, None))
+        await asyncio.shield(loading)
         proto = await self._connection()
-        load = proto.send(pack("SCRIPT", "LOAD", self._sources[sha]))
-        again = proto.send(command)
-        await load
-        return await again
+        return await proto.send(command)
 
     async def _connection(self) -> _Protocol:
         proto = self._proto
@@ -225,6 +235,12 @@ class MultiplexedScripts:
                     handshake.append(proto.send(pack("AUTH", *user, params["password"])))
                 if params.get("db"):
                     handshake.append(proto.send(pack("SELECT", params["db"])))
+                # A new connection may be to a restarted store: load every script
+                # up front instead of meeting NOSCRIPT on the first calls.
+                handshake.extend(
+                    proto.send(pack("SCRIPT", "LOAD", source))
+                    for source in self._sources.values()
+                )
                 try:
                     for reply in handshake:
                         await reply

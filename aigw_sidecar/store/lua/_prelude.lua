@@ -48,6 +48,34 @@ end
 
 local DAY_MS = 86400000
 
+-- Requests of the last minute of a key WITHOUT a requests-per-minute limit
+-- are counted per second in a ring of 60 record fields ('rq<second mod 60>'
+-- = '<second> <count>'), a few bytes per key whatever the traffic; a key with
+-- the limit keeps the exact rolling window (a zset of admitted requests).
+local function ring_field(now_s)
+  return 'rq' .. fmt(now_s % 60)
+end
+
+local function ring_bump(value, now_s)
+  local sec, count = string.match(value or '', '^(%d+) (%d+)$')
+  if tonumber(sec) == now_s then
+    return fmt(now_s) .. ' ' .. fmt(tonumber(count) + 1)
+  end
+  return fmt(now_s) .. ' 1'
+end
+
+-- Requests counted by the ring in the last 60 whole seconds (to the second).
+local function ring_total(fields, now_s)
+  local total = 0
+  for slot = 0, 59 do
+    local sec, count = string.match(fields['rq' .. slot] or '', '^(%d+) (%d+)$')
+    if sec and tonumber(sec) > now_s - 60 then
+      total = total + tonumber(count)
+    end
+  end
+  return total
+end
+
 -- Start (inclusive) and end (exclusive) in ms of the UTC calendar period
 -- holding now_ms; end is -1 for 'never'.
 local function period_bounds(period, now_ms)
@@ -77,22 +105,23 @@ local function period_id(epoch, start_ms)
   return (epoch or '0') .. ':' .. fmt(start_ms)
 end
 
--- Current-period usage {tokens, cost, requests, prompt, completion}; zeros
--- when the stored counters belong to an earlier period (lazy reset: no cron).
+-- Current-period usage {tokens, cost, requests, prompt, completion, current};
+-- zeros when the stored counters belong to an earlier period (lazy reset: no
+-- cron); current tells whether the hash already belongs to period pid.
 local function period_usage(usage_key, pid)
   local u = redis.call('HMGET', usage_key, 'pid', 'tokens', 'cost', 'requests', 'pt', 'ct')
   if u[1] ~= pid then
-    return 0, 0, 0, 0, 0
+    return 0, 0, 0, 0, 0, false
   end
   return tonumber(u[2]) or 0, tonumber(u[3]) or 0, tonumber(u[4]) or 0,
-         tonumber(u[5]) or 0, tonumber(u[6]) or 0
+         tonumber(u[5]) or 0, tonumber(u[6]) or 0, true
 end
 
 -- Make the usage hash belong to period pid, starting clean if it did not,
 -- and give it a TTL a day past the period's end ('never' periods keep it
--- until the key is deleted).
-local function open_period(usage_key, pid, end_ms, now_ms)
-  if redis.call('HGET', usage_key, 'pid') ~= pid then
+-- until the key is deleted). current: the caller already knows it does.
+local function open_period(usage_key, pid, end_ms, now_ms, current)
+  if not current and redis.call('HGET', usage_key, 'pid') ~= pid then
     redis.call('DEL', usage_key)
     redis.call('HSET', usage_key, 'pid', pid)
     if end_ms >= 0 then
@@ -113,10 +142,14 @@ local function lease_amounts(lease_hash, request_id)
 end
 
 -- Open reservation totals {tokens, cost, count, earliest expiry ms or -1}
--- as of now_ms, without writing anything.
-local function open_reservations(record_key, lease_zset, lease_hash, now_ms)
-  local r = redis.call('HMGET', record_key, 'rsv_tok', 'rsv_cost')
-  local tokens, cost = tonumber(r[1]) or 0, tonumber(r[2]) or 0
+-- as of now_ms, without writing anything. rsv_tok and rsv_cost: the record's
+-- fields when the caller has read them already (nil: read them here).
+local function open_reservations(record_key, lease_zset, lease_hash, now_ms, rsv_tok, rsv_cost)
+  if rsv_tok == nil and rsv_cost == nil then
+    local r = redis.call('HMGET', record_key, 'rsv_tok', 'rsv_cost')
+    rsv_tok, rsv_cost = r[1], r[2]
+  end
+  local tokens, cost = tonumber(rsv_tok) or 0, tonumber(rsv_cost) or 0
   local count = redis.call('ZCOUNT', lease_zset, '(' .. fmt(now_ms), '+inf')
   if tokens == 0 and cost == 0 and count == 0 then
     return 0, 0, 0, -1

@@ -34,14 +34,17 @@
 -- of requests in flight), checked like a budget. The previous secret of a
 -- rotation is accepted until its 'prev_until' (exclusive).
 -- Invariant: a denied request writes nothing: every counter stays untouched.
+local now_us = clock_us(ARGV[2])
+local now_ms = floor_div(now_us, 1000)
+local now_s = floor_div(now_ms, 1000)
+local slot_field = ring_field(now_s)
 local rec = redis.call('HMGET', KEYS[1], 'hash', 'enabled', 'expires_at', 'cost_limit',
   'token_limit', 'rpm', 'period', 'epoch', 'kid', 'ws', 'proj', 'env', 'legacy',
-  'tpm', 'maxpar', 'models', 'prev_hash', 'prev_until')
+  'tpm', 'maxpar', 'models', 'prev_hash', 'prev_until', 'rsv_tok', 'rsv_cost',
+  'lt_req', slot_field)
 if not rec[1] then
   return {3}
 end
-local now_us = clock_us(ARGV[2])
-local now_ms = floor_div(now_us, 1000)
 if rec[1] ~= ARGV[1] and not (rec[17] == ARGV[1] and (tonumber(rec[18]) or 0) > now_ms) then
   return {3}
 end
@@ -100,13 +103,22 @@ local token_limit = tonumber(rec[5]) or -1
 local rpm = tonumber(rec[6]) or -1
 local start_ms, end_ms = period_bounds(rec[7], now_ms)
 local pid = period_id(rec[8], start_ms)
-local tokens, cost = period_usage(KEYS[3], pid)
-local rsv_tok, rsv_cost, _, earliest_lease = open_reservations(KEYS[1], KEYS[4], KEYS[5], now_ms)
 local request_id = ARGV[3]
 local est_tok, est_cost = tonumber(ARGV[4]), tonumber(ARGV[5])
 local tpm = tonumber(rec[14]) or -1
 local max_parallel = tonumber(rec[15]) or -1
 local budgeted = token_limit >= 0 or cost_limit >= 0 or tpm >= 0
+-- Usage and reservations matter only to a key with a token or cost limit: a
+-- key without one skips reading them (its admission writes the period's
+-- request count only).
+local tokens, cost, period_current = 0, 0, false
+local rsv_tok, rsv_cost, earliest_lease = 0, 0, -1
+local _
+if budgeted then
+  tokens, cost, _, _, _, period_current = period_usage(KEYS[3], pid)
+  rsv_tok, rsv_cost, _, earliest_lease = open_reservations(KEYS[1], KEYS[4], KEYS[5], now_ms,
+    rec[19], rec[20])
+end
 local reserving = budgeted and request_id ~= '' and (est_tok ~= nil or est_cost ~= nil)
 if reserving and redis.call('ZSCORE', KEYS[4], request_id) then
   -- The same request asking again: its earlier reservation is replaced, not added.
@@ -147,7 +159,10 @@ end
 -- Requests in the rolling window (now - 60 s, now]; nothing is trimmed yet,
 -- so a denial leaves the window exactly as it was.
 local since = now_us - WINDOW_US
-local in_window = redis.call('ZCOUNT', KEYS[2], '(' .. fmt(since), '+inf')
+local in_window = 0
+if rpm >= 0 then
+  in_window = redis.call('ZCOUNT', KEYS[2], '(' .. fmt(since), '+inf')
+end
 
 local function window_frees_in_ms(index)
   -- ms until the request at position `index` (0 = oldest) leaves the window
@@ -235,15 +250,20 @@ if max_parallel >= 0 and in_flight >= max_parallel then
   return denied(10, wait, remaining(rpm, in_window), -1)
 end
 
--- Admitted: now (and only now) write.
-local seq = redis.call('HINCRBY', KEYS[1], 'wseq', 1)
-redis.call('ZADD', KEYS[2], fmt(now_us), fmt(now_us) .. '-' .. seq)
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', fmt(since))
-redis.call('PEXPIRE', KEYS[2], 61000)
-open_period(KEYS[3], pid, end_ms, now_ms)
+-- Admitted: now (and only now) write. The lifetime request count doubles as
+-- the sequence that keeps window members unique within one microsecond.
+local seq = (tonumber(rec[21]) or 0) + 1
+if rpm >= 0 then
+  redis.call('ZADD', KEYS[2], fmt(now_us), fmt(now_us) .. '-' .. fmt(seq))
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', fmt(since))
+  redis.call('PEXPIRE', KEYS[2], 61000)
+  redis.call('HSET', KEYS[1], 'lt_req', fmt(seq), 'last_used_at', fmt(now_ms))
+else
+  redis.call('HSET', KEYS[1], 'lt_req', fmt(seq), 'last_used_at', fmt(now_ms),
+    slot_field, ring_bump(rec[22], now_s))
+end
+open_period(KEYS[3], pid, end_ms, now_ms, period_current)
 redis.call('HINCRBY', KEYS[3], 'requests', 1)
-redis.call('HINCRBY', KEYS[1], 'lt_req', 1)
-redis.call('HSET', KEYS[1], 'last_used_at', fmt(now_ms))
 
 local reserved_tok, reserved_cost = -1, -1
 if budgeted then
