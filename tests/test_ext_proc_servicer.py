@@ -119,8 +119,8 @@ async def test_a_large_request_body_is_not_read() -> None:
         metadata_context=metadata(),
     )])
     mode = replies[0].mode_override
-    assert (mode.request_body_mode, mode.response_body_mode) == (
-        pb.ProcessingMode.NONE, pb.ProcessingMode.STREAMED
+    assert (mode.request_body_mode, mode.response_header_mode, mode.response_body_mode) == (
+        pb.ProcessingMode.NONE, pb.ProcessingMode.SKIP, pb.ProcessingMode.NONE
     )
 
 
@@ -146,3 +146,37 @@ def test_the_estimate_and_reservation_are_read_back_from_the_metadata() -> None:
     assert admitted.estimate is not None and admitted.estimate.tokens == 307
     assert admitted.reservation is not None
     assert (admitted.reservation.tokens, admitted.reservation.cost_micro_usd) == (307, 9)
+
+
+async def test_the_request_filters_stream_rewrites_but_never_settles() -> None:
+    _, settler = await run([
+        pb.ProcessingRequest(request_headers=pb.HttpHeaders(headers=headers(content_length="16")),
+                             metadata_context=metadata()),
+        pb.ProcessingRequest(request_body=pb.HttpBody(body=b'{"stream": true}',
+                                                      end_of_stream=True)),
+    ])
+    assert settler.calls == []
+
+
+async def test_the_usage_filters_stream_settles_without_replying() -> None:
+    body = b'{"model": "m", "usage": {"prompt_tokens": 3, "completion_tokens": 4}}'
+    replies, settler = await run([
+        pb.ProcessingRequest(request_headers=pb.HttpHeaders(), metadata_context=metadata(),
+                             observability_mode=True),
+        pb.ProcessingRequest(response_headers=pb.HttpHeaders(
+            headers=headers(status="200", content_type="application/json")),
+            observability_mode=True),
+        pb.ProcessingRequest(response_body=pb.HttpBody(body=body, end_of_stream=True),
+                             observability_mode=True),
+    ])
+    assert replies == []
+    [(_admitted, status, usage)] = settler.calls
+    assert (status, usage) == (200, Usage(3, 4, 0, "m"))
+
+
+async def test_a_usage_stream_reset_before_any_response_settles_without_usage() -> None:
+    _, settler = await run([
+        pb.ProcessingRequest(request_headers=pb.HttpHeaders(), metadata_context=metadata(),
+                             observability_mode=True),
+    ])
+    assert [(status, usage) for _, status, usage in settler.calls] == [(None, None)]

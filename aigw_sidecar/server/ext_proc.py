@@ -1,12 +1,19 @@
 """Envoy ext_proc: ``envoy.service.ext_proc.v3.ExternalProcessor/Process``, usage from the proxy.
 
-One bidi stream per HTTP request. Envoy sends the request headers and body, then
-the response headers and the response body chunk by chunk (STREAMED: the client
-gets every chunk as soon as we answer it; BUFFERED would hold SSE streams back).
-This module only translates: it answers every message at once with "continue",
-feeds response bytes to a ``UsageReader`` and, when the response has ended or the
-stream was cut short, hands key, status and usage to ``UsageSettler`` once,
-off the reply path.
+The shipped Envoy config runs two ext_proc filters against this one servicer,
+each with its own bidi stream per HTTP request:
+
+* the **request** filter (Envoy waits for it): request headers and the whole
+  request body, so a streaming request can be given
+  ``stream_options.include_usage``; it never sees the response and never settles;
+* the **usage** filter, in observability mode (Envoy does not wait: no latency
+  on the response path): request and response headers, then the response body
+  chunk by chunk (STREAMED; BUFFERED would hold SSE streams back). Its bytes go
+  to a ``UsageReader`` and, when the response has ended or the stream was cut
+  short, key, status and usage go to ``UsageSettler`` once, off the reply path.
+
+A stream settles if it is in observability mode or has seen a response message
+(a single filter doing both jobs still works); otherwise it only rewrote a body.
 
 The key comes only from ext_authz's dynamic metadata (namespace
 ``envoy.filters.http.ext_authz``, forwarded by Envoy): a stream without it is a
@@ -111,6 +118,8 @@ class _Exchange:
     ended: bool = False
     settled: bool = False
     broken: bool = False  # an error while reading: stop reading, keep answering
+    observability: bool = False  # Envoy does not wait for replies (the usage filter)
+    saw_response: bool = False
     admitted: AdmittedRequest | None = field(default=None)
 
 
@@ -139,12 +148,13 @@ _PASS_THROUGH = pb.ProcessingResponse(
         request_trailer_mode=_Mode.SKIP, response_trailer_mode=_Mode.SKIP,
     ),
 )
-# A request body that will not be read (too large, or no rewrite wanted).
+# A request body that will not be read (too large, or no rewrite wanted). Only
+# the request filter gets replies, and it processes no response either.
 _SKIP_REQUEST_BODY = pb.ProcessingResponse(
     request_headers=pb.HeadersResponse(),
     mode_override=_Mode(
-        request_header_mode=_Mode.SEND, response_header_mode=_Mode.SEND,
-        request_body_mode=_Mode.NONE, response_body_mode=_Mode.STREAMED,
+        request_header_mode=_Mode.SEND, response_header_mode=_Mode.SKIP,
+        request_body_mode=_Mode.NONE, response_body_mode=_Mode.NONE,
         request_trailer_mode=_Mode.SKIP, response_trailer_mode=_Mode.SKIP,
     ),
 )
@@ -190,6 +200,7 @@ class ExtProcServicer:
                 kind = message.WhichOneof("request")
                 if kind is None:
                     continue
+                exchange.observability = exchange.observability or message.observability_mode
                 reply = self._handle(exchange, kind, message)
                 if not message.observability_mode:
                     yield reply
@@ -240,6 +251,7 @@ class ExtProcServicer:
                     self._counts["include_usage_injected"] += 1
                     return _replaced_body(replaced)
         elif kind == "response_headers":
+            exchange.saw_response = True
             headers = header_values(message.response_headers.headers)
             status = headers.get(":status", "")
             exchange.status = int(status) if status.isdigit() else None
@@ -249,6 +261,7 @@ class ExtProcServicer:
                 exchange.reader = UsageReader(headers.get("content-type", ""))
             exchange.ended = message.response_headers.end_of_stream
         elif kind == "response_body":
+            exchange.saw_response = True
             if exchange.reader is not None:
                 exchange.reader.feed(message.response_body.body)
             exchange.ended = message.response_body.end_of_stream
@@ -266,6 +279,8 @@ class ExtProcServicer:
         if exchange.settled:
             return
         exchange.settled = True
+        if not exchange.observability and not exchange.saw_response:
+            return  # the request filter's stream: the usage filter settles
         try:
             admitted = self._admitted(exchange)
             usage = None

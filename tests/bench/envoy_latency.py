@@ -36,9 +36,18 @@ _FILTER_START = "          - name: envoy.filters.http.ext_authz\n"
 _FILTER_END = "          - name: envoy.filters.http.router\n"
 
 
+_EXT_PROC_START = "          # Two ext_proc filters after ext_authz"
+
+
 def without_ext_authz(config: str) -> str:
-    """The same config with the ext_authz HTTP filter removed."""
+    """The same config with the sidecar's HTTP filters (ext_authz, ext_proc) removed."""
     start, end = config.index(_FILTER_START), config.index(_FILTER_END)
+    return config[:start] + config[end:]
+
+
+def ext_authz_only(config: str) -> str:
+    """The same config with ext_authz kept and the ext_proc filters removed."""
+    start, end = config.index(_EXT_PROC_START), config.index(_FILTER_END)
     return config[:start] + config[end:]
 
 
@@ -121,8 +130,11 @@ def main(argv: list[str] | None = None) -> int:
             envoys.append(with_authz)
             alone = EnvoyProcess(without_ext_authz(config), workdir / "envoy-alone").start()
             envoys.append(alone)
+            authz_only = EnvoyProcess(ext_authz_only(config), workdir / "envoy-authz-only").start()
+            envoys.append(authz_only)
             ports = {
                 "envoy_alone": alone.ports["llm_gateway"],
+                "envoy_ext_authz_only": authz_only.ports["llm_gateway"],
                 "envoy_with_sidecar": with_authz.ports["llm_gateway"],
             }
             samples = measure(ports, created.secret, args.requests, args.seconds)
@@ -136,13 +148,13 @@ def main(argv: list[str] | None = None) -> int:
             store.stop()
 
     results = {name: _summary(s) for name, s in samples.items()}
-    base, authz = results["envoy_alone"], results["envoy_with_sidecar"]
-    results["added_by_sidecar"] = {
-        "p50_ms": authz["p50_ms"] - base["p50_ms"],
-        "p90_ms": authz["p90_ms"] - base["p90_ms"],
-        "p99_ms": authz["p99_ms"] - base["p99_ms"],
-        "mean_ms": authz["mean_ms"] - base["mean_ms"],
-    }
+    base = results["envoy_alone"]
+    for name, path in (("added_by_sidecar", "envoy_with_sidecar"),
+                       ("added_by_ext_authz", "envoy_ext_authz_only")):
+        results[name] = {
+            stat: results[path][stat] - base[stat]
+            for stat in ("p50_ms", "p90_ms", "p99_ms", "mean_ms")
+        }
     print(f"{'path':<22}{'requests':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'mean ms':>9}")
     for name, row in results.items():
         print(f"{name:<22}{int(row.get('requests', 0)) or '':>9}{row['p50_ms']:>9.3f}"
