@@ -176,3 +176,10 @@ def test_formatting_micro_usd_round_trips_through_parsing(micro: int) -> None:
 def test_whole_dollars_are_formatted_without_decimals() -> None:
     assert format_usd(25_000_000) == "25"
     assert format_usd(12_345_600) == "12.3456"
+
+
+def test_a_trailing_newline_makes_a_secret_and_a_key_id_malformed() -> None:
+    # Python's "$" matches before a final "\n"; every format check anchors with "\Z".
+    issued = secrets.new_secret()
+    assert secrets.parse_key_id(issued.secret + "\n") is None
+    assert not secrets.is_valid_key_id(issued.key_id + "\n")

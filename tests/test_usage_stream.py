@@ -71,9 +71,19 @@ def test_a_body_that_is_not_a_json_object_gives_no_estimate(raw: bytes) -> None:
     assert read_request(raw) is None
 
 
-@pytest.mark.parametrize("model", ["has space", "é", "x" * 129, 42])
+@pytest.mark.parametrize("model", [
+    "has space", "é", "x" * 129, 42,
+    "sk-aigw-0123456789abcdefghjk_ABCDEFGHIJKLMNOPQRSTUVWXYZabcdef123456",  # a secret
+])
 def test_a_model_name_the_domain_would_refuse_is_dropped(model: object) -> None:
     facts = read_request(body(model=model, messages=[]))
+    assert facts is not None and facts.model == ""
+
+
+def test_a_secret_as_the_model_of_a_truncated_body_is_dropped() -> None:
+    head = b'{"model": "sk-aigw-0123456789abcdefghjk_ABCDEFGHIJKLMNOPQRSTUVWXYZabc'
+    facts = read_request(head + b'def123456", "messages": [', truncated=True,
+                         content_length=100_000)
     assert facts is not None and facts.model == ""
 
 

@@ -26,7 +26,7 @@ from google.protobuf.message import Message
 
 TIMESTAMP = "google.protobuf.Timestamp"
 FIELD_MASK = "google.protobuf.FieldMask"
-_RELATIVE_RE = re.compile(r"^\+?(\d+)([smhdw])$")
+_RELATIVE_RE = re.compile(r"^\+?(\d+)([smhdw])\Z")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 

@@ -33,8 +33,8 @@ from aigw_sidecar.keys.money import MAX_MICRO_USD
 from aigw_sidecar.pricing.table import PriceTable
 
 MAX_TOKENS_PER_REPORT = 10**12
-_REQUEST_ID_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
-_MODEL_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
+_REQUEST_ID_RE = re.compile(r"^[\x21-\x7e]{1,128}\Z")
+_MODEL_RE = re.compile(r"^[\x21-\x7e]{1,128}\Z")
 
 
 class AdmissionStore(Protocol):

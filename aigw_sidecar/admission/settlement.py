@@ -24,7 +24,7 @@ from aigw_sidecar.keys import secrets
 
 log = logging.getLogger(__name__)
 
-_PROXY_ID_RE = re.compile(r"^[\x21-\x7e]{1,100}$")
+_PROXY_ID_RE = re.compile(r"^[\x21-\x7e]{1,100}\Z")
 STORE_RETRY_DELAY_S = 0.2
 
 

@@ -34,6 +34,7 @@ from enum import StrEnum
 from typing import Any
 
 from aigw_sidecar.admission.decision import Estimate
+from aigw_sidecar.keys import secrets
 
 CHARS_PER_TOKEN = 4
 TOKENS_PER_MESSAGE = 4
@@ -45,7 +46,7 @@ TAIL_BYTES = 64 * 1024
 # An SSE event longer than this is skipped (its chunks are dropped, not kept).
 MAX_EVENT_BYTES = 1024 * 1024
 
-_MODEL_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
+_MODEL_RE = re.compile(r"^[\x21-\x7e]{1,128}\Z")
 _PARTIAL_MODEL_RE = re.compile(rb'"model"\s*:\s*"([\x21\x23-\x5b\x5d-\x7e]{1,128})"')
 _PARTIAL_MAX_RE = re.compile(rb'"(max_completion_tokens|max_tokens)"\s*:\s*(\d{1,12})\b')
 _PARTIAL_STREAM_RE = re.compile(rb'"stream"\s*:\s*true\b')
@@ -82,8 +83,14 @@ def _count(value: Any) -> int:
 
 
 def _model(value: Any) -> str:
-    """A model name the domain accepts (printable ASCII, 1-128 characters), else ""."""
-    return value if isinstance(value, str) and _MODEL_RE.match(value) else ""
+    """A model name the domain accepts (printable ASCII, 1-128 characters), else "".
+
+    A secret pasted as the model is dropped here (the request names no model), so
+    Check answers with an HTTP decision instead of refusing the estimate as bad input.
+    """
+    if not isinstance(value, str) or not _MODEL_RE.match(value):
+        return ""
+    return "" if secrets.looks_like_ours(value) else value
 
 
 def _text_chars(content: Any) -> int:
@@ -150,7 +157,7 @@ def _read_partial(head: bytes, content_length: int | None) -> RequestFacts:
     max_output = bounds.get(b"max_completion_tokens") or bounds.get(b"max_tokens") or 0
     size = max(content_length or 0, len(head))
     return RequestFacts(
-        model=model.group(1).decode() if model else "",
+        model=_model(model.group(1).decode()) if model else "",
         prompt_tokens=_tokens_of_chars(size),
         max_output_tokens=min(max_output, MAX_TOKENS),
         stream=_PARTIAL_STREAM_RE.search(head) is not None,

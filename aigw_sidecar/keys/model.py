@@ -25,10 +25,10 @@ MAX_ALLOWED_MODELS = 64
 MAX_LABELS = 32
 # An allowed-models entry: a model name, or a pattern where '*' matches any run of
 # characters. Other glob characters are refused rather than taken literally.
-_MODEL_PATTERN_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
+_MODEL_PATTERN_RE = re.compile(r"^[\x21-\x7e]{1,128}\Z")
 _GLOB_ONLY_STAR = frozenset("?[]")
-_IDENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_LABEL_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._/-]{0,62}$")
+_IDENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+_LABEL_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._/-]{0,62}\Z")
 _MAX_NAME = 128
 _MAX_LABEL_VALUE = 256
 

@@ -30,9 +30,9 @@ _RANDOM_LEN = 32
 _CHECK_LEN = 6
 _SECRET_RE = re.compile(
     rf"^{re.escape(PREFIX)}([{_BASE32}]{{{_ID_LEN}}})_([0-9A-Za-z]{{{_RANDOM_LEN}}})"
-    rf"([0-9A-Za-z]{{{_CHECK_LEN}}})$"
+    rf"([0-9A-Za-z]{{{_CHECK_LEN}}})\Z"
 )
-_KEY_ID_RE = re.compile(rf"^{KEY_ID_PREFIX}[{_BASE32}]{{{_ID_LEN}}}$")
+_KEY_ID_RE = re.compile(rf"^{KEY_ID_PREFIX}[{_BASE32}]{{{_ID_LEN}}}\Z")
 _LEGACY_MIN, _LEGACY_MAX = 8, 512
 
 

@@ -21,7 +21,7 @@ DEFAULT_MAX_ENTRIES = 100_000
 # A key_id filter reads at most this many entries per page before answering.
 _MAX_SCANNED = 5000
 _BATCH = 500
-_ENTRY_ID_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
+_ENTRY_ID_RE = re.compile(r"^\d{1,20}-\d{1,20}\Z")
 
 
 class RedisAuditLog:
