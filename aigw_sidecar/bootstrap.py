@@ -102,6 +102,9 @@ def admin_authenticator(settings: Settings) -> AdminAuthenticator:
     return AdminAuthenticator(tokens)
 
 
+NOT_SERVING_NOTICE_S = 0.05
+
+
 @dataclass
 class Sidecar:
     """A running sidecar; ``port`` is the bound gRPC port."""
@@ -124,6 +127,9 @@ class Sidecar:
 
     async def stop(self) -> None:
         await self.watcher.shutdown()
+        # A moment for health watchers (load balancers, Envoy) to see NOT_SERVING
+        # before the listener stops taking calls.
+        await asyncio.sleep(NOT_SERVING_NOTICE_S)
         if self.admin_server is not None:
             await self.admin_server.stop(self.settings.shutdown_grace_s)
         await self.server.stop(self.settings.shutdown_grace_s)

@@ -174,11 +174,15 @@ async def _check_sigterm_order(settings: Settings) -> None:
         watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
 
         async def not_serving() -> None:
-            async for reply in watch:
-                if reply.status == NOT_SERVING:
-                    events.append("not serving")
-                    watch.cancel()
-                    return
+            try:
+                async for reply in watch:
+                    if reply.status == NOT_SERVING:
+                        events.append("not serving")
+                        watch.cancel()
+                        return
+            except (asyncio.CancelledError, grpc.aio.AioRpcError):
+                # The stream ended with the server: whatever it delivered is in events.
+                return
 
         watcher = asyncio.ensure_future(not_serving())
         await asyncio.sleep(0.2)
