@@ -227,6 +227,50 @@ def redis_benchmark(name: str, store: StoreProcess, key_id: str, key_hash: str, 
 # --- the run ------------------------------------------------------------------------
 
 
+def measure_memory(target: str, store: StoreProcess, keys: int, window: int) -> dict[str, float]:
+    """Store memory per API key (typical limits, used once) and per admitted request
+    held in a requests-per-minute window."""
+    admin = redis.Redis(port=store.port)
+    limits = keys_pb2.Limits(
+        cost_limit_usd="100", token_limit=1_000_000, requests_per_minute=10**6,
+        reset_period=keys_pb2.RESET_PERIOD_MONTHLY,
+    )
+    with grpc.insecure_channel(target) as channel:
+        key_stub = keys_pb2_grpc.KeyManagementStub(channel)
+        auth = channel.unary_unary(
+            AUTHORIZE,
+            request_serializer=admission_pb2.AuthorizeRequest.SerializeToString,
+            response_deserializer=admission_pb2.AuthorizeResponse.FromString,
+        )
+        usage = channel.unary_unary(
+            RECORD_USAGE,
+            request_serializer=admission_pb2.RecordUsageRequest.SerializeToString,
+            response_deserializer=admission_pb2.RecordUsageResponse.FromString,
+        )
+        before = int(admin.info("memory")["used_memory"])
+        for i in range(keys):
+            made = key_stub.CreateKey(keys_pb2.CreateKeyRequest(name=f"mem-{i}", limits=limits))
+            auth(admission_pb2.AuthorizeRequest(secret=made.secret))
+            usage(admission_pb2.RecordUsageRequest(
+                key_id=made.key.key_id, request_id=f"m-{i}", prompt_tokens=10,
+                completion_tokens=5, cost_micro_usd=100,
+            ))
+        per_key = (int(admin.info("memory")["used_memory"]) - before) / max(keys, 1)
+        made = key_stub.CreateKey(keys_pb2.CreateKeyRequest(name="mem-window", limits=limits))
+        request = admission_pb2.AuthorizeRequest(secret=made.secret)
+        for _ in range(window):
+            auth(request)
+    window_key = Keyspace(PREFIX).window(made.key.key_id)
+    window_bytes = int(admin.memory_usage(window_key, samples=0) or 0)
+    entries = int(admin.zcard(window_key))
+    return {
+        "keys": keys,
+        "bytes_per_key": round(per_key),
+        "window_entries": entries,
+        "bytes_per_window_entry": round(window_bytes / max(entries, 1)),
+    }
+
+
 def _lifetime_requests(target: str, key_id: str) -> int:
     with grpc.insecure_channel(target) as channel:
         overview = keys_pb2_grpc.KeyManagementStub(channel).GetKeyOverview(
@@ -295,6 +339,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ):
                 rows.append(row)
                 print(_format(row), flush=True)
+            memory = measure_memory(target, store, args.memory_keys, args.memory_window)
         finally:
             sidecar.stop()
             store.stop()
@@ -313,6 +358,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     results: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "memory": memory,
         "sidecar_args": sidecar_args,
         "rows": [row.as_dict() for row in rows],
         "ratios": ratios,
@@ -349,6 +395,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store-requests", type=int, default=200_000)
     parser.add_argument("--envoy-requests", type=int, default=2000)
     parser.add_argument("--no-envoy", action="store_true")
+    parser.add_argument("--memory-keys", type=int, default=1000,
+                        help="keys created to measure store memory per key")
+    parser.add_argument("--memory-window", type=int, default=5000,
+                        help="requests admitted to measure memory per window entry")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny run that only proves the benchmark works (CI)")
     parser.add_argument("--json", type=Path, default=Path("bench-results.json"))
@@ -357,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.smoke:
         args.seconds, args.store_requests, args.envoy_requests = 1.0, 2000, 50
+        args.memory_keys, args.memory_window = 20, 100
     print(f"{'phase':<26}{'generator':<17}{'in flight':<22}{'calls':>9}{'calls/s':>10}"
           f"{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'errors':>7}")
     results = run(args)
@@ -367,6 +418,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{ratios['authorize_over_store_floor']:.0%}")
     print(f"RecordUsage / no-op throughput (Python client): "
           f"{ratios['record_usage_over_noop_py']:.0%}")
+    mem = results["memory"]
+    print(f"Store memory: {mem['bytes_per_key']} B per key (typical limits, used once; "
+          f"{mem['keys']} keys), {mem['bytes_per_window_entry']} B per request held in a "
+          f"requests/min window ({mem['window_entries']} entries)")
     if "envoy" in results:
         added = results["envoy"]["added_by_sidecar"]
         print(f"Envoy + sidecar over Envoy alone: +{added['p50_ms']:.3f} ms p50, "
