@@ -25,7 +25,7 @@ from aigw_sidecar.keys.service import KeyService
 from aigw_sidecar.settings import Settings
 from aigw_sidecar.store.keyspace import Keyspace
 from aigw_sidecar.store.redis_store import RedisKeyStore
-from tests.servers import StoreProcess, store_binaries
+from tests.servers import SidecarProcess, StoreProcess, store_binaries
 
 _prefixes = itertools.count()
 # The Redis Cluster suite starts its own cluster; `make test-cluster` runs it.
@@ -129,3 +129,22 @@ async def grpc_stubs(valkey_url: str, key_prefix: str, tmp_path: Path) -> AsyncI
     )
     await channel.close()
     await sidecar.stop()
+
+
+@pytest.fixture(scope="module")
+def two_sidecars(
+    request: pytest.FixtureRequest, valkey_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[SidecarProcess, SidecarProcess]]:
+    """Two ``aigw-sidecar serve`` processes on one store, started once per test module.
+
+    They share a key prefix of their own, so the module's tests use distinct key names.
+    """
+    logs = tmp_path_factory.mktemp("two-sidecars")
+    prefix = f"two{next(_prefixes)}"
+    first = SidecarProcess(valkey_url, prefix, log_path=logs / "a.log")
+    second = SidecarProcess(valkey_url, prefix, log_path=logs / "b.log")
+    try:
+        yield first.start(), second.start()
+    finally:
+        first.stop()
+        second.stop()

@@ -8,8 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -106,19 +104,6 @@ async def test_bad_alert_settings_are_refused(keys: KeyService, alerts: KeyAlert
 # --- across replicas, over gRPC ---------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def two_sidecars(
-    valkey_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[SidecarProcess, SidecarProcess]]:
-    logs = tmp_path_factory.mktemp("alerts")
-    prefix = f"al{uuid.uuid4().hex[:8]}"
-    first = SidecarProcess(valkey_url, prefix, log_path=logs / "a.log")
-    second = SidecarProcess(valkey_url, prefix, log_path=logs / "b.log")
-    try:
-        yield first.start(), second.start()
-    finally:
-        first.stop()
-        second.stop()
 
 
 async def test_a_threshold_crossed_by_concurrent_reports_on_two_replicas_is_one_event(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -227,19 +226,6 @@ def test_new_deny_reasons_map_to_their_http_status(reason: DenyReason, status: i
 # --- two processes -----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def two_sidecars(
-    valkey_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[SidecarProcess, SidecarProcess]]:
-    logs = tmp_path_factory.mktemp("policies")
-    prefix = f"kp{uuid.uuid4().hex[:8]}"
-    first = SidecarProcess(valkey_url, prefix, log_path=logs / "a.log")
-    second = SidecarProcess(valkey_url, prefix, log_path=logs / "b.log")
-    try:
-        yield first.start(), second.start()
-    finally:
-        first.stop()
-        second.stop()
 
 
 async def test_max_parallel_5_admits_exactly_5_of_40_across_two_processes_until_released(

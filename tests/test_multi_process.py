@@ -3,32 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Iterator
 
 import grpc
-import pytest
 
 from aigw_sidecar.api.v1 import admission_pb2 as adm
 from aigw_sidecar.api.v1 import admission_pb2_grpc, keys_pb2_grpc
 from aigw_sidecar.api.v1 import keys_pb2 as kpb
 from tests.servers import SidecarProcess
-
-
-@pytest.fixture(scope="module")
-def two_sidecars(
-    valkey_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[SidecarProcess, SidecarProcess]]:
-    """Started once for the module; its tests use distinct key names."""
-    logs = tmp_path_factory.mktemp("multi")
-    prefix = f"mp{uuid.uuid4().hex[:8]}"
-    first = SidecarProcess(valkey_url, prefix, log_path=logs / "a.log")
-    second = SidecarProcess(valkey_url, prefix, log_path=logs / "b.log")
-    try:
-        yield first.start(), second.start()
-    finally:
-        first.stop()
-        second.stop()
 
 
 async def test_two_processes_admit_exactly_50_of_200_concurrent_requests_in_total(
