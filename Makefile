@@ -6,7 +6,7 @@ STAMP   = $(VENV)/.installed
 PROTOS  = $(wildcard protos/aigw_sidecar/api/v1/*.proto) \
           $(wildcard protos/aigw_sidecar/api/envoy/v3/*.proto)
 
-.PHONY: install run test test-cluster lint typecheck proto proto-check bench bench-envoy bench-overshoot clean
+.PHONY: install run test test-cluster lint typecheck proto proto-check bench bench-envoy bench-overshoot bench-store-restart bench-rolling-restart clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,9 +55,17 @@ bench-envoy: $(STAMP)
 bench-overshoot: $(STAMP)
 	$(PY) -m tests.bench.overshoot $(BENCH_ARGS)
 
-clean:
-	rm -rf $(VENV) aigw-data .pytest_cache .mypy_cache .ruff_cache
+## Calls lost or wrongly admitted while the store is killed and restarted under load.
+bench-store-restart: $(STAMP)
+	$(PY) -m tests.bench.store_restart $(BENCH_ARGS)
 
-## Authorize throughput/latency against a real sidecar + store (not part of the tests).
+## Requests dropped during a rolling restart of two replicas (client retries elsewhere).
+bench-rolling-restart: $(STAMP)
+	$(PY) -m tests.bench.rolling_restart $(BENCH_ARGS)
+
+## The Performance table: floors, Authorize, RecordUsage, Envoy, store memory.
 bench: $(STAMP)
 	$(PY) -m tests.bench.bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) aigw-data bench-results.json .pytest_cache .mypy_cache .ruff_cache
