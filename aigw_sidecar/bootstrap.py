@@ -68,8 +68,7 @@ ADMIN_SERVICE_NAMES = (keys_pb2.DESCRIPTOR.services_by_name["KeyManagement"].ful
 def connect_store(url: str, settings: Settings) -> StoreClient:
     """A store client (a single server, or a Redis Cluster for ``redis+cluster://``).
 
-    Short timeouts, one retry on a dropped connection, never on a timeout; see
-    ``store/client.py``.
+    Short timeouts and no automatic resend of a command; see ``store/client.py``.
     """
     return connect(
         url,

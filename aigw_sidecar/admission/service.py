@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 import secrets as random_tokens
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Protocol
 
 from aigw_sidecar.admission.decision import (
@@ -87,8 +88,6 @@ class AdmissionService:
             _check_request_id(request_id)
         _check_model("model", model)
         model = model or (estimate.model if estimate is not None else "")
-        # Used only if the request ends up holding a parallel-request slot.
-        request_id = request_id or new_request_id()
         if not secret:
             return Decision.deny(DenyReason.KEY_MISSING)
         key_id = secrets.parse_key_id(secret)
@@ -99,6 +98,8 @@ class AdmissionService:
             key_id = await self._store.resolve_legacy(key_hash)
             if key_id is None:
                 return Decision.deny(DenyReason.KEY_UNKNOWN)
+        # Used only if the request ends up holding a parallel-request slot.
+        request_id = request_id or new_request_id()
         if estimate is None:
             return await self._store.authorize(key_id, key_hash, request_id, model=model)
         return await self._store.authorize(
@@ -132,32 +133,21 @@ class AdmissionService:
     def _priced(self, report: UsageReport) -> UsageReport:
         table = self._pricing()
         if table is None or not report.model:
-            return _with_cost(report, 0, unpriced=bool(report.model))
+            return replace(report, cost_micro_usd=0, unpriced_model=bool(report.model))
         quote = table.quote(
             report.model,
             report.prompt_tokens,
             report.completion_tokens,
             report.cached_prompt_tokens,
         )
-        return _with_cost(report, quote.cost_micro_usd, unpriced=not quote.known_model)
+        return replace(
+            report, cost_micro_usd=quote.cost_micro_usd, unpriced_model=not quote.known_model
+        )
 
     async def release_reservation(self, key_id: str, request_id: str) -> bool:
         _check_key_id(key_id)
         _check_request_id(request_id)
         return await self._store.release_reservation(key_id, request_id)
-
-
-def _with_cost(report: UsageReport, cost: int, *, unpriced: bool) -> UsageReport:
-    return UsageReport(
-        key_id=report.key_id,
-        request_id=report.request_id,
-        prompt_tokens=report.prompt_tokens,
-        completion_tokens=report.completion_tokens,
-        cost_micro_usd=cost,
-        model=report.model,
-        cached_prompt_tokens=report.cached_prompt_tokens,
-        unpriced_model=unpriced,
-    )
 
 
 def new_request_id() -> str:

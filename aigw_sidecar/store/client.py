@@ -5,9 +5,10 @@ names one seed node of a Redis Cluster; the client discovers the other nodes.
 Every other URL (``redis://``, ``rediss://``, ``unix://``) is a single server.
 
 Both clients get the same promises: every call gives up after the store
-timeout, a refused or dropped connection is retried once (a restarted store),
-a timeout never is (a timed-out script may already have run), and scripts are
-loaded again by themselves after NOSCRIPT (on a cluster, on every primary).
+timeout, no call is ever sent twice (a script whose connection dropped or
+timed out may already have run: the caller gets UNAVAILABLE, and a dead pooled
+connection is replaced by the next call), and scripts are loaded again by
+themselves after NOSCRIPT (on a cluster, on every primary).
 """
 
 from __future__ import annotations
@@ -59,14 +60,16 @@ def is_cluster_url(url: str) -> bool:
 
 
 def connect(url: str, *, timeout_s: float, max_connections: int) -> StoreClient:
-    """A client for ``url`` with short timeouts and one retry on a dropped connection.
+    """A client for ``url`` with short timeouts and no automatic resend of a command.
 
     Args:
         max_connections: pool size (on a cluster: per node). A single server's
             pool blocks up to ``timeout_s`` for a free connection rather than
             failing at once.
     """
-    retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+    # No retries: redis-py would resend a command whose connection dropped after
+    # it was written, and a key-management script must never run twice.
+    retry = Retry(NoBackoff(), 0, supported_errors=(RedisConnectionError,))
     if is_cluster_url(url):
         scheme, rest = url.split("://", 1)
         cluster: RedisCluster = BlockingRedisCluster.from_url(

@@ -77,6 +77,10 @@ class Keyspace:
         """Hash: key name -> key id, unique within the workspace."""
         return f"{self.prefix}:names:{{{workspace}}}"
 
+    def name_claims(self, workspace: str) -> str:
+        """Hash: key name -> ms its claim was made (a claim without a key is stale later)."""
+        return f"{self.prefix}:claims:{{{workspace}}}"
+
     def key_list(self, workspace: str) -> str:
         """Sorted set: key ids of the workspace, scored by creation ms."""
         return f"{self.prefix}:keys:{{{workspace}}}"
@@ -89,7 +93,12 @@ class Keyspace:
     @property
     def legacy(self) -> str:
         """Hash: key hash of a legacy secret -> key id."""
-        return f"{self.prefix}:legacy"
+        return f"{self.prefix}:legacy:{{legacy}}"
+
+    @property
+    def legacy_claims(self) -> str:
+        """Hash: key hash of a legacy secret -> ms its claim was made (same slot as legacy)."""
+        return f"{self.prefix}:legacy-claims:{{legacy}}"
 
     @property
     def audit(self) -> str:

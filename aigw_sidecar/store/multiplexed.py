@@ -244,6 +244,10 @@ class MultiplexedScripts:
                 try:
                     for reply in handshake:
                         await reply
+                except ResponseError as exc:
+                    proto.close()
+                    # A refused AUTH or SELECT: the store is unusable, not the request.
+                    raise RedisConnectionError(f"the store refused the connection: {exc}") from exc
                 except BaseException:
                     proto.close()
                     raise

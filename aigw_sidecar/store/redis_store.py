@@ -13,7 +13,7 @@ import asyncio
 import base64
 import binascii
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +30,6 @@ from aigw_sidecar.admission.decision import (
     UsageResult,
 )
 from aigw_sidecar.admission.periods import ResetPeriod
-from aigw_sidecar.admission.service import new_request_id
 from aigw_sidecar.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -274,7 +273,6 @@ class RedisKeyStore:
         model: str = "",
     ) -> Decision:
         # A key with max parallel requests holds a slot under the request id.
-        request_id = request_id or new_request_id()
         async with _store_errors():
             res = await self._run(
                 "authorize",
@@ -390,8 +388,7 @@ class RedisKeyStore:
             if spec.expires_at_ms is not None and spec.expires_at_ms <= await self._now_ms():
                 raise InvalidArgument("expires_at", "must be in the future")
             if legacy:
-                await self._claim(self._ks.legacy, None, key_hash, key_id,
-                                  "this legacy secret is already imported")
+                await self._claim_legacy(key_hash, key_id)
             try:
                 await self._redis.zadd(self._ks.workspaces, {ws: 0})
                 await self._claim_name(ws, spec.name, key_id)
@@ -430,36 +427,54 @@ class RedisKeyStore:
     ) -> None:
         try:
             await self._scripts.release(
-                keys=[self._ks.names(ws), self._ks.key_list(ws)], args=[name, key_id, "1"]
+                keys=[self._ks.names(ws), self._ks.name_claims(ws), self._ks.key_list(ws)],
+                args=[name, key_id, "1"],
             )
             if legacy:
-                await self._scripts.release(keys=[self._ks.legacy], args=[key_hash, key_id, "0"])
-        except redis_errors.RedisError:
-            pass  # a claim without a record is stale and is taken over later
+                await self._scripts.release(
+                    keys=[self._ks.legacy, self._ks.legacy_claims], args=[key_hash, key_id, "0"]
+                )
+        except (redis_errors.RedisError, OSError, TimeoutError):
+            pass  # a claim its key does not hold is stale and is taken over later
 
     async def _claim_name(self, ws: str, name: str, key_id: str) -> None:
+        async def holds(holder: str) -> bool:
+            record = await self._redis.hmget(self._ks.record(holder), ["ws", "name"])
+            return record == [ws, name]
+
         await self._claim(
-            self._ks.names(ws),
-            self._ks.key_list(ws),
-            name,
-            key_id,
+            [self._ks.names(ws), self._ks.name_claims(ws), self._ks.key_list(ws)],
+            name, key_id, holds,
             f"an API key named {name!r} already exists in workspace {ws!r}",
         )
 
+    async def _claim_legacy(self, key_hash: str, key_id: str) -> None:
+        async def holds(holder: str) -> bool:
+            return await self._redis.hget(self._ks.record(holder), "hash") == key_hash
+
+        await self._claim(
+            [self._ks.legacy, self._ks.legacy_claims], key_hash, key_id, holds,
+            "this legacy secret is already imported",
+        )
+
     async def _claim(
-        self, index: str, key_list: str | None, field: str, key_id: str, taken_message: str
+        self, keys: list[str], field: str, key_id: str,
+        holds: Callable[[str], Awaitable[bool]], taken_message: str,
     ) -> None:
-        keys = [index] if key_list is None else [index, key_list]
+        """Claim ``field`` for ``key_id``, taking over a stale claim.
+
+        A claim is stale when its key does not hold the value (no record, or a
+        record with another name/hash: a create or delete that died half-way)
+        and it is older than a create or rename takes between claim and write.
+        """
         stale = ""
         for _ in range(2):
             res = await self._scripts.claim(keys=keys, args=[field, key_id, stale])
             if int(res[0]) == 1:
                 return
             holder, age_ms = str(res[1]), int(res[2])
-            if await self._redis.exists(self._ks.record(holder)):
+            if age_ms < STALE_CLAIM_MS or await holds(holder):
                 break
-            if 0 <= age_ms < STALE_CLAIM_MS:
-                break  # probably a create still in flight
             stale = holder
         raise AlreadyExists(taken_message)
 
@@ -549,36 +564,37 @@ class RedisKeyStore:
             expires = _text(update.expires_at_ms)
 
         async with _store_errors():
-            rename_from: tuple[str, str] | None = None
+            rename_in: str | None = None  # the workspace, while a new name is claimed
             if "name" in update.fields:
                 ws, old_name = await self._redis.hmget(self._ks.record(key_id), ["ws", "name"])
                 if ws is None:
                     raise NotFound("no API key with that key_id")
                 if old_name != update.name:
                     await self._claim_name(str(ws), update.name, key_id)
-                    rename_from = (str(ws), str(old_name))
+                    rename_in = str(ws)
             args: list[Any] = [self._now_arg(), "1" if setting_limits else "0", expires, len(sets)]
             for item in sets.items():
                 args.extend(item)
             args.extend(clears)
             try:
-                code = int((await self._scripts.update_key(
-                    keys=[self._ks.record(key_id)], args=args
-                ))[0])
+                res = await self._scripts.update_key(keys=[self._ks.record(key_id)], args=args)
+                code, replaced_name = int(res[0]), str(res[2] or "")
             except BaseException:
-                if rename_from:
-                    await asyncio.shield(self._release_name(rename_from[0], update.name, key_id))
+                if rename_in:
+                    await asyncio.shield(self._release_name(rename_in, update.name, key_id))
                 raise
-            if code != 1 and rename_from:
-                await self._release_name(rename_from[0], update.name, key_id)
+            if code != 1 and rename_in:
+                await self._release_name(rename_in, update.name, key_id)
             if code == 0:
                 raise NotFound("no API key with that key_id")
             if code == 2:
                 raise FailedPrecondition(LEGACY_LIMITS_MESSAGE)
             if code == 3:
                 raise InvalidArgument("expires_at", "must be in the future")
-            if rename_from:
-                await self._release_name(rename_from[0], rename_from[1], key_id)
+            if rename_in and replaced_name != update.name:
+                # The name the script replaced: with two renames at once, the one
+                # the other rename set, not the one read before claiming.
+                await self._release_name(rename_in, replaced_name, key_id)
         return await self.get_key(key_id)
 
     async def rotate_secret(
@@ -597,7 +613,9 @@ class RedisKeyStore:
         return await self.get_key(key_id)
 
     async def _release_name(self, ws: str, name: str, key_id: str) -> None:
-        await self._scripts.release(keys=[self._ks.names(ws)], args=[name, key_id, "0"])
+        await self._scripts.release(
+            keys=[self._ks.names(ws), self._ks.name_claims(ws)], args=[name, key_id, "0"]
+        )
 
     async def set_enabled(self, key_id: str, enabled: bool) -> ApiKey:
         async with _store_errors():

@@ -1,6 +1,7 @@
 -- release: give back a name (or legacy key hash) held by a key id.
--- KEYS[1]  index       aigw:names:{<workspace>} or aigw:legacy  (hash)
--- KEYS[2]  key list    aigw:keys:{<workspace>}  (zset), or absent
+-- KEYS[1]  index        aigw:names:{<workspace>} or aigw:legacy:{legacy}  (hash)
+-- KEYS[2]  claim times  aigw:claims:{<workspace>} or aigw:legacy-claims:{legacy}  (hash)
+-- KEYS[3]  key list     aigw:keys:{<workspace>}  (zset), or absent
 -- ARGV[1]  the name or hash
 -- ARGV[2]  the key id that held it
 -- ARGV[3]  '1' to drop the key id from the key list too
@@ -10,9 +11,10 @@
 local released = 0
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
   redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
   released = 1
 end
-if KEYS[2] and ARGV[3] == '1' then
-  redis.call('ZREM', KEYS[2], ARGV[2])
+if KEYS[3] and ARGV[3] == '1' then
+  redis.call('ZREM', KEYS[3], ARGV[2])
 end
 return released
