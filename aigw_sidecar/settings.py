@@ -171,7 +171,9 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) ->
             flag,
             dest=attr,
             type=kind,
-            default=kind(env[var]) if var in env else default,
+            # A string default goes through ``type`` like a flag would, so a bad
+            # AIGW_* value is a one-line usage error, not a traceback.
+            default=env[var] if var in env else default,
             help=f"{text} [env {var}; default {default!s:.40}]",
         )
     ns = parser.parse_args(list(argv))
@@ -183,6 +185,12 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) ->
     )
     if settings.store_timeout_ms <= 0:
         parser.error("--store-timeout-ms must be positive")
+    if settings.usage_dedupe_s <= 0:
+        parser.error("--usage-dedupe-s must be positive (retried usage reports count once)")
+    if settings.store_max_connections <= 0:
+        parser.error("--store-max-connections must be positive")
+    if settings.shutdown_grace_s < 0:
+        parser.error("--shutdown-grace-s must not be negative")
     if settings.reservation_ttl_s <= 0:
         parser.error("--reservation-ttl-s must be positive")
     if settings.pricing_reload_s <= 0:

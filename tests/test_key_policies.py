@@ -382,3 +382,13 @@ async def test_legacy_and_unknown_keys_cannot_be_rotated(keys: KeyService) -> No
         await keys.rotate_secret(legacy.key_id, 60)
     with pytest.raises(NotFound):
         await keys.rotate_secret("key_" + "0" * 20)
+
+
+async def test_a_star_allow_list_still_refuses_a_request_that_names_no_model(
+    keys: KeyService, admission: AdmissionService, clock: Clock
+) -> None:
+    _key_id, secret = await _key(keys, clock, allowed_models=("*",))
+    assert (await admission.authorize(secret, model="any-model")).allowed
+    refused = await admission.authorize(secret, model="")
+    assert refused.deny_reason is DenyReason.MODEL_NOT_ALLOWED
+    assert model_allowed("", ("*",)) is False

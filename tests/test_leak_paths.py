@@ -150,7 +150,8 @@ async def _deny_reasons(s: Session) -> kpb.RotateKeySecretResponse:
     await s.call(s.keys.DisableKey(kpb.DisableKeyRequest(key_id=disabled.key.key_id)))
     await s.deny_both_ways(disabled.secret)
 
-    expiring = await s.create("expiring", expires_at=Timestamp(seconds=int(time.time()) + 1))
+    # Two seconds ahead: far enough that a loaded machine still creates it in time.
+    expiring = await s.create("expiring", expires_at=Timestamp(seconds=int(time.time()) + 2))
     deleted = await s.create("deleted")
     await s.call(s.keys.DeleteKey(kpb.DeleteKeyRequest(key_id=deleted.key.key_id)))
     await s.deny_both_ways(deleted.secret)

@@ -66,7 +66,6 @@ class Session:
 
 
 async def _scripted_session(s: Session) -> None:
-    now = int(await asyncio.to_thread(_now))
     limited = await s.create("limited", limits=kpb.Limits(requests_per_minute=1))
     assert (await s.authorize(limited.secret)).allowed
     assert not (await s.authorize(limited.secret)).allowed  # requests per minute
@@ -88,8 +87,11 @@ async def _scripted_session(s: Session) -> None:
     await s.ok(s.keys.DisableKey(kpb.DisableKeyRequest(key_id=disabled.key.key_id), timeout=10))
     assert not (await s.authorize(disabled.secret)).allowed
 
-    expiring = await s.create("expiring", expires_at=Timestamp(seconds=now + 1))
-    await asyncio.sleep(1.2)
+    # Two seconds ahead of now (not of the session's start): a loaded machine may
+    # have spent a while on the calls above.
+    expires_s = int(await asyncio.to_thread(_now)) + 2
+    expiring = await s.create("expiring", expires_at=Timestamp(seconds=expires_s))
+    await asyncio.sleep(max(0.0, expires_s - await asyncio.to_thread(_now) + 0.2))
     assert not (await s.authorize(expiring.secret)).allowed
 
     deleted = await s.create("deleted")

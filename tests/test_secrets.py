@@ -124,7 +124,7 @@ def test_a_mask_shows_the_prefix_and_the_last_four_characters_only() -> None:
 
 
 def test_a_mask_of_a_legacy_secret_hides_its_middle() -> None:
-    assert secrets.mask_secret("legacy-0123456789-abcdef") == "leg…cdef"
+    assert secrets.mask_secret("legacy-0123456789-abcdef") == "…cdef"
 
 
 def test_a_mask_of_a_short_legacy_secret_shows_nothing() -> None:

@@ -14,7 +14,7 @@ import logging
 import re
 import secrets as random_tokens
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from aigw_sidecar.admission.decision import Estimate, Reservation, UsageReport
 from aigw_sidecar.admission.service import AdmissionService
@@ -99,7 +99,7 @@ class UsageSettler:
             log.warning("request %s on key %s: %s; charged its reserved cost instead",
                         admitted.request_id, admitted.key_id, exc)
             reserved = admitted.reservation.cost_micro_usd if admitted.reservation else 0
-            await self._service.record_usage(_with_cost(report, reserved))
+            await self._service.record_usage(replace(report, cost_micro_usd=reserved))
 
     def _report(
         self, admitted: AdmittedRequest, outcome: Settlement, usage: Usage | None
@@ -127,15 +127,3 @@ class UsageSettler:
             cost_micro_usd=reserved_cost or None,
             model=model,
         )
-
-
-def _with_cost(report: UsageReport, cost: int) -> UsageReport:
-    return UsageReport(
-        key_id=report.key_id,
-        request_id=report.request_id,
-        prompt_tokens=report.prompt_tokens,
-        completion_tokens=report.completion_tokens,
-        cost_micro_usd=cost,
-        model=report.model,
-        cached_prompt_tokens=report.cached_prompt_tokens,
-    )

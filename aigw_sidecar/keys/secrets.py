@@ -64,11 +64,15 @@ def hash_secret(secret: str) -> str:
 
 
 def mask_secret(secret: str) -> str:
-    """Prefix and last four characters; safe for lists and logs."""
+    """Prefix and last four characters; safe for lists and logs.
+
+    A legacy secret (no known prefix, maybe short) shows its last four
+    characters only when it is long enough for them to give little away.
+    """
     if secret.startswith(PREFIX):
         return f"{PREFIX}…{secret[-4:]}"
-    if len(secret) >= 16:
-        return f"{secret[:3]}…{secret[-4:]}"
+    if len(secret) >= 24:
+        return f"…{secret[-4:]}"
     return "…"
 
 

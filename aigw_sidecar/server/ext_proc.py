@@ -139,18 +139,9 @@ def _continue(kind: str) -> pb.ProcessingResponse:
 
 
 _Mode = pb.ProcessingMode
-# The rest of a stream that will never be charged: Envoy sends nothing more.
+# The rest of the request filter's stream when its body is not read (no key,
+# too large, unknown length, or no rewrite wanted): Envoy sends nothing more.
 _PASS_THROUGH = pb.ProcessingResponse(
-    request_headers=pb.HeadersResponse(),
-    mode_override=_Mode(
-        request_header_mode=_Mode.SEND, response_header_mode=_Mode.SKIP,
-        request_body_mode=_Mode.NONE, response_body_mode=_Mode.NONE,
-        request_trailer_mode=_Mode.SKIP, response_trailer_mode=_Mode.SKIP,
-    ),
-)
-# A request body that will not be read (too large, or no rewrite wanted). Only
-# the request filter gets replies, and it processes no response either.
-_SKIP_REQUEST_BODY = pb.ProcessingResponse(
     request_headers=pb.HeadersResponse(),
     mode_override=_Mode(
         request_header_mode=_Mode.SEND, response_header_mode=_Mode.SKIP,
@@ -237,11 +228,14 @@ class ExtProcServicer:
                 self._counts["not_charged"] += 1
                 return _PASS_THROUGH
             length = headers.get("content-length", "")
+            # Read only a body of known, bounded size: a chunked body of unknown
+            # length could outgrow the sidecar's message limit.
             if not message.request_headers.end_of_stream and (
                 not self._options.include_usage
-                or (length.isdigit() and int(length) > self._options.max_request_body_bytes)
+                or not length.isdigit()
+                or int(length) > self._options.max_request_body_bytes
             ):
-                return _SKIP_REQUEST_BODY
+                return _PASS_THROUGH
         elif kind == "request_body":
             body = message.request_body
             # Only a whole body may be rewritten (BUFFERED_PARTIAL sends a prefix of a large one).

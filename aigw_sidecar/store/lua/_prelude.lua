@@ -234,7 +234,7 @@ local function charge_token_window(record_key, token_window, now_us, tokens)
   trim_token_window(record_key, token_window, now_us)
   if tokens <= 0 then return end
   local seq = redis.call('HINCRBY', record_key, 'wseq', 1)
-  redis.call('ZADD', token_window, fmt(now_us), fmt(now_us) .. '-' .. seq .. ':' .. fmt(tokens))
+  redis.call('ZADD', token_window, fmt(now_us), fmt(now_us) .. '-' .. fmt(seq) .. ':' .. fmt(tokens))
   redis.call('HINCRBY', record_key, 'tpm_tok', fmt(tokens))
   redis.call('PEXPIRE', token_window, 61000)
 end

@@ -86,7 +86,11 @@ local function glob_match(text, pattern)
 end
 
 if rec[16] and rec[16] ~= '' then
+  -- A request that names no model is refused, whatever the list (even '*').
   local allowed = false
+  if ARGV[7] == '' then
+    return {11, kid, ws, proj, env, legacy}
+  end
   for line in string.gmatch(rec[16], '[^\n]+') do
     if glob_match(ARGV[7], line) then
       allowed = true

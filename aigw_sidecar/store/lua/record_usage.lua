@@ -92,7 +92,9 @@ local function threshold_alerts(budget, used, limit)
   if not limit then return end
   for pct in string.gmatch(al[1], '%d+') do
     local marker = 'al:' .. budget .. ':' .. pct
-    if used >= math.ceil(limit * tonumber(pct) / 100)
+    -- ceil(limit * pct / 100), exact while the threshold stays below 2^53.
+    local p = tonumber(pct)
+    if used >= floor_div(limit, 100) * p + math.ceil((limit % 100) * p / 100)
         and redis.call('HGET', KEYS[2], marker) ~= fmt(limit) then
       redis.call('HSET', KEYS[2], marker, fmt(limit))
       alerts[#alerts + 1] = {budget, tonumber(pct), used, limit}
