@@ -6,6 +6,7 @@ Read once, in ``cli.main``; nothing reads the environment at import time.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -68,6 +69,14 @@ class Settings:
     reuse_port: bool = False
 
 
+def _finite(text: str) -> float:
+    """A float that is a number (argparse's float takes 'nan' and 'inf')."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return value
+
+
 def _boolean(text: str) -> bool:
     value = text.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -96,13 +105,13 @@ _OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
      "size of the store connection pool"),
     ("--usage-dedupe-s", "AIGW_USAGE_DEDUPE_S", "usage_dedupe_s", int,
      "how long a RecordUsage request id is remembered (retries within it count once)"),
-    ("--shutdown-grace-s", "AIGW_SHUTDOWN_GRACE_S", "shutdown_grace_s", float,
+    ("--shutdown-grace-s", "AIGW_SHUTDOWN_GRACE_S", "shutdown_grace_s", _finite,
      "how long in-flight calls may finish after SIGTERM"),
     ("--log-level", "AIGW_LOG_LEVEL", "log_level", str, "DEBUG, INFO, WARNING or ERROR"),
     ("--event-loop", "AIGW_EVENT_LOOP", "event_loop", str, "auto, uvloop or asyncio"),
     ("--pricing-file", "AIGW_PRICING_FILE", "pricing_file", str,
      "price table (YAML or JSON) to cost usage reported without a cost; reloaded on change"),
-    ("--pricing-reload-s", "AIGW_PRICING_RELOAD_S", "pricing_reload_s", float,
+    ("--pricing-reload-s", "AIGW_PRICING_RELOAD_S", "pricing_reload_s", _finite,
      "how often the pricing file is checked for changes (SIGHUP reloads at once)"),
     ("--reservation-ttl-s", "AIGW_RESERVATION_TTL_S", "reservation_ttl_s", int,
      "lease of a budget reservation: a request never settled releases it after this"),
@@ -173,7 +182,7 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) ->
             type=kind,
             # A string default goes through ``type`` like a flag would, so a bad
             # AIGW_* value is a one-line usage error, not a traceback.
-            default=env[var] if var in env else default,
+            default=env[var] if env.get(var) else default,  # empty: unset
             help=f"{text} [env {var}; default {default!s:.40}]",
         )
     ns = parser.parse_args(list(argv))

@@ -9,9 +9,10 @@ from redis.asyncio import Redis
 
 from aigw_sidecar.admission.service import AdmissionService
 from aigw_sidecar.errors import AlreadyExists
-from aigw_sidecar.keys.model import KeySpec, KeyUpdate
+from aigw_sidecar.keys.model import KeyFilter, KeySpec, KeyUpdate
 from aigw_sidecar.keys.service import KeyService
 from aigw_sidecar.store.keyspace import Keyspace
+from aigw_sidecar.store.redis_store import RedisKeyStore
 
 
 def _rename(name: str) -> KeyUpdate:
@@ -73,3 +74,33 @@ async def test_an_old_claim_whose_key_does_not_hold_the_name_is_taken_over(
     assert (await redis_client.hget(ks.names("default"), "old-name")) == key.key_id
     with pytest.raises(AlreadyExists):
         await keys.create(KeySpec(name="renamed-away"))  # still held by its key
+
+
+async def test_taking_over_a_stale_name_keeps_its_old_holder_listed(
+    keys: KeyService, redis_client: Redis, key_prefix: str
+) -> None:
+    ks = Keyspace(key_prefix)
+    renamed, _ = await keys.create(KeySpec(name="a"))
+    await keys.update(renamed.key_id, _rename("b"))
+    # The rename's release of "a" never happened, long ago.
+    await redis_client.hset(ks.names("default"), "a", renamed.key_id)
+    await redis_client.hset(ks.name_claims("default"), "a", "1000")
+    newcomer, _ = await keys.create(KeySpec(name="a"))
+    listed, _ = await keys.list(KeyFilter(workspace="default"))
+    assert {k.key_id: k.name for k in listed} == {renamed.key_id: "b", newcomer.key_id: "a"}
+
+
+async def test_a_late_release_from_an_earlier_rename_spares_the_name_taken_again(
+    store: RedisKeyStore, keys: KeyService, redis_client: Redis, key_prefix: str
+) -> None:
+    ks = Keyspace(key_prefix)
+    key, _ = await keys.create(KeySpec(name="a"))
+    await keys.update(key.key_id, _rename("b"))
+    first_rename_claimed = int(await redis_client.hget(ks.name_claims("default"), "b"))
+    await asyncio.sleep(0.01)
+    await keys.update(key.key_id, _rename("a"))  # and back
+    # The first rename's release of "a", arriving late, must not free it.
+    await store._release_name("default", "a", key.key_id, before_ms=first_rename_claimed)
+    assert await redis_client.hget(ks.names("default"), "a") == key.key_id
+    with pytest.raises(AlreadyExists):
+        await keys.create(KeySpec(name="a"))

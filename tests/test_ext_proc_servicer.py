@@ -180,3 +180,12 @@ async def test_a_usage_stream_reset_before_any_response_settles_without_usage() 
                              observability_mode=True),
     ])
     assert [(status, usage) for _, status, usage in settler.calls] == [(None, None)]
+
+
+async def test_a_request_cut_while_its_body_is_buffered_is_released() -> None:
+    _, settler = await run([
+        pb.ProcessingRequest(request_headers=pb.HttpHeaders(headers=headers(content_length="99")),
+                             metadata_context=metadata()),
+        pb.ProcessingRequest(request_body=pb.HttpBody(body=b'{"stream": tr')),  # then reset
+    ])
+    assert [(status, usage) for _, status, usage in settler.calls] == [(None, None)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 from pathlib import Path
 
@@ -175,4 +176,28 @@ async def test_a_new_connection_loads_every_registered_script_first(tmp_path: Pa
         assert stats["cmdstat_evalsha"].get("failed_calls", 0) == 0  # no NOSCRIPT
     finally:
         await mux.aclose()
+        store.stop()
+
+
+async def test_a_connect_whose_callers_were_cancelled_does_not_break_the_next_reconnect(
+    tmp_path: Path,
+) -> None:
+    store = StoreProcess("valkey", store_binaries()["valkey"], tmp_path / "s").start()
+    mux = MultiplexedScripts(store.url, timeout_s=5)
+    sha = mux.register(ECHO)
+    admin = Redis.from_url(store.url)  # its own store: CLIENT KILL touches nobody else
+    try:
+        first = asyncio.ensure_future(mux.evalsha(sha, ["k"], ["v", 1]))
+        await asyncio.sleep(0)  # the connect has started
+        first.cancel()
+        await asyncio.sleep(0.2)  # the connect finishes with nobody waiting
+        assert await mux.evalsha(sha, ["k"], ["v", 2]) == ["k", "v", 4]
+        await admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        await asyncio.sleep(0.1)
+        with contextlib.suppress(RedisConnectionError):
+            await mux.evalsha(sha, ["k"], ["v", 3])  # may meet the dropped connection
+        assert await mux.evalsha(sha, ["k"], ["v", 4]) == ["k", "v", 8]
+    finally:
+        await mux.aclose()
+        await admin.aclose()
         store.stop()

@@ -77,3 +77,19 @@ async def test_a_limit_set_later_counts_requests_from_the_moment_it_is_set(
     assert [(await admission.authorize(secret)).allowed for _ in range(3)] == [
         True, True, False
     ]
+
+
+async def test_removing_the_limit_keeps_the_last_minutes_requests_in_the_overview(
+    keys: KeyService, admission: AdmissionService, clock: Clock
+) -> None:
+    clock.set_s(T0 - 10)
+    key, secret = await keys.create(
+        KeySpec(name="unlimited-later", limits=Limits(requests_per_minute=100))
+    )
+    await _authorize_at(admission, secret, clock, T0, 4)
+    await keys.update(key.key_id, KeyUpdate(
+        fields=frozenset({"requests_per_minute"}), limits=Limits()
+    ))
+    await _authorize_at(admission, secret, clock, T0 + 5, 2)
+    clock.set_s(T0 + 10)
+    assert (await keys.overview(key.key_id)).requests_last_minute == 6

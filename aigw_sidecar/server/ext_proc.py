@@ -120,6 +120,7 @@ class _Exchange:
     broken: bool = False  # an error while reading: stop reading, keep answering
     observability: bool = False  # Envoy does not wait for replies (the usage filter)
     saw_response: bool = False
+    request_passed: bool = False  # the request filter let the whole request through
     admitted: AdmittedRequest | None = field(default=None)
 
 
@@ -226,6 +227,7 @@ class ExtProcServicer:
             exchange.x_request_id = headers.get("x-request-id", "")
             if self._admitted(exchange) is None:
                 self._counts["not_charged"] += 1
+                exchange.request_passed = True
                 return _PASS_THROUGH
             length = headers.get("content-length", "")
             # Read only a body of known, bounded size: a chunked body of unknown
@@ -235,9 +237,12 @@ class ExtProcServicer:
                 or not length.isdigit()
                 or int(length) > self._options.max_request_body_bytes
             ):
+                exchange.request_passed = True
                 return _PASS_THROUGH
+            exchange.request_passed = message.request_headers.end_of_stream
         elif kind == "request_body":
             body = message.request_body
+            exchange.request_passed = body.end_of_stream
             # Only a whole body may be rewritten (BUFFERED_PARTIAL sends a prefix of a large one).
             if self._options.include_usage and body.end_of_stream and self._admitted(exchange):
                 replaced = with_usage_requested(body.body)
@@ -273,8 +278,11 @@ class ExtProcServicer:
         if exchange.settled:
             return
         exchange.settled = True
-        if not exchange.observability and not exchange.saw_response:
-            return  # the request filter's stream: the usage filter settles
+        if not exchange.observability and not exchange.saw_response and exchange.request_passed:
+            # The request filter's stream, which let the request through: the
+            # usage filter settles. One cut before that (a client gone while its
+            # body was buffered) is settled here: the usage filter never started.
+            return
         try:
             admitted = self._admitted(exchange)
             usage = None

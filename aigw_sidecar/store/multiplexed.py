@@ -32,7 +32,7 @@ from typing import Any
 
 import hiredis
 from redis.connection import parse_url
-from redis.exceptions import BusyLoadingError, RedisError, ResponseError
+from redis.exceptions import AuthenticationError, BusyLoadingError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -198,17 +198,24 @@ class MultiplexedScripts:
         if proto is not None and proto.lost is None:
             return proto
         if self._connecting is None:
-            self._connecting = asyncio.ensure_future(self._connect_with_one_retry())
-        connecting = self._connecting
-        try:
-            return await asyncio.shield(connecting)
-        finally:
-            if connecting.done():
-                self._connecting = None
+            connecting = asyncio.ensure_future(self._connect_with_one_retry())
+            # Cleared when the attempt ends, even if every caller waiting for it
+            # was cancelled meanwhile (a later drop then starts a new attempt).
+            connecting.add_done_callback(self._connect_done)
+            self._connecting = connecting
+        return await asyncio.shield(self._connecting)
+
+    def _connect_done(self, attempt: asyncio.Future[_Protocol]) -> None:
+        if self._connecting is attempt:
+            self._connecting = None
+        if not attempt.cancelled():
+            attempt.exception()  # reported to its waiters; no "never retrieved" log
 
     async def _connect_with_one_retry(self) -> _Protocol:
         try:
             proto = await self._connect()
+        except AuthenticationError:
+            raise  # refused, not restarting: trying again would not help
         except (OSError, RedisConnectionError, TimeoutError):
             proto = await self._connect()  # a store that is just restarting
         self._proto = proto
@@ -246,8 +253,11 @@ class MultiplexedScripts:
                         await reply
                 except ResponseError as exc:
                     proto.close()
+                    for reply in handshake:  # the rest are moot: no log for them
+                        if reply.done() and not reply.cancelled():
+                            reply.exception()
                     # A refused AUTH or SELECT: the store is unusable, not the request.
-                    raise RedisConnectionError(f"the store refused the connection: {exc}") from exc
+                    raise AuthenticationError(f"the store refused the connection: {exc}") from exc
                 except BaseException:
                     proto.close()
                     raise

@@ -437,20 +437,22 @@ class RedisKeyStore:
         except (redis_errors.RedisError, OSError, TimeoutError):
             pass  # a claim its key does not hold is stale and is taken over later
 
-    async def _claim_name(self, ws: str, name: str, key_id: str) -> None:
-        async def holds(holder: str) -> bool:
+    async def _claim_name(self, ws: str, name: str, key_id: str) -> int:
+        """Claim a name; the claim's time (store ms) is returned."""
+        async def holds(holder: str) -> bool | None:
             record = await self._redis.hmget(self._ks.record(holder), ["ws", "name"])
-            return record == [ws, name]
+            return None if record[0] is None else record == [ws, name]
 
-        await self._claim(
+        return await self._claim(
             [self._ks.names(ws), self._ks.name_claims(ws), self._ks.key_list(ws)],
             name, key_id, holds,
             f"an API key named {name!r} already exists in workspace {ws!r}",
         )
 
     async def _claim_legacy(self, key_hash: str, key_id: str) -> None:
-        async def holds(holder: str) -> bool:
-            return await self._redis.hget(self._ks.record(holder), "hash") == key_hash
+        async def holds(holder: str) -> bool | None:
+            held = await self._redis.hget(self._ks.record(holder), "hash")
+            return None if held is None else held == key_hash
 
         await self._claim(
             [self._ks.legacy, self._ks.legacy_claims], key_hash, key_id, holds,
@@ -459,23 +461,27 @@ class RedisKeyStore:
 
     async def _claim(
         self, keys: list[str], field: str, key_id: str,
-        holds: Callable[[str], Awaitable[bool]], taken_message: str,
-    ) -> None:
-        """Claim ``field`` for ``key_id``, taking over a stale claim.
+        holds: Callable[[str], Awaitable[bool | None]], taken_message: str,
+    ) -> int:
+        """Claim ``field`` for ``key_id``, taking over a stale claim; the claim's ms.
 
         A claim is stale when its key does not hold the value (no record, or a
         record with another name/hash: a create or delete that died half-way)
         and it is older than a create or rename takes between claim and write.
+        ``holds`` answers True, False, or None when the holder has no record.
         """
-        stale = ""
+        stale, orphan = "", "0"
         for _ in range(2):
-            res = await self._scripts.claim(keys=keys, args=[field, key_id, stale])
+            res = await self._scripts.claim(keys=keys, args=[field, key_id, stale, orphan])
             if int(res[0]) == 1:
-                return
+                return int(res[2])
             holder, age_ms = str(res[1]), int(res[2])
-            if age_ms < STALE_CLAIM_MS or await holds(holder):
+            if age_ms < STALE_CLAIM_MS:
                 break
-            stale = holder
+            held = await holds(holder)
+            if held:
+                break
+            stale, orphan = holder, "1" if held is None else "0"
         raise AlreadyExists(taken_message)
 
     async def get_key(self, key_id: str) -> ApiKey:
@@ -565,12 +571,13 @@ class RedisKeyStore:
 
         async with _store_errors():
             rename_in: str | None = None  # the workspace, while a new name is claimed
+            claimed_ms = 0
             if "name" in update.fields:
                 ws, old_name = await self._redis.hmget(self._ks.record(key_id), ["ws", "name"])
                 if ws is None:
                     raise NotFound("no API key with that key_id")
                 if old_name != update.name:
-                    await self._claim_name(str(ws), update.name, key_id)
+                    claimed_ms = await self._claim_name(str(ws), update.name, key_id)
                     rename_in = str(ws)
             args: list[Any] = [self._now_arg(), "1" if setting_limits else "0", expires, len(sets)]
             for item in sets.items():
@@ -594,7 +601,7 @@ class RedisKeyStore:
             if rename_in and replaced_name != update.name:
                 # The name the script replaced: with two renames at once, the one
                 # the other rename set, not the one read before claiming.
-                await self._release_name(rename_in, replaced_name, key_id)
+                await self._release_name(rename_in, replaced_name, key_id, before_ms=claimed_ms)
         return await self.get_key(key_id)
 
     async def rotate_secret(
@@ -612,9 +619,13 @@ class RedisKeyStore:
             raise FailedPrecondition(LEGACY_ROTATION_MESSAGE)
         return await self.get_key(key_id)
 
-    async def _release_name(self, ws: str, name: str, key_id: str) -> None:
+    async def _release_name(
+        self, ws: str, name: str, key_id: str, *, before_ms: int | None = None
+    ) -> None:
+        """Give a name back; with ``before_ms``, only a claim made before then."""
         await self._scripts.release(
-            keys=[self._ks.names(ws), self._ks.name_claims(ws)], args=[name, key_id, "0"]
+            keys=[self._ks.names(ws), self._ks.name_claims(ws)],
+            args=[name, key_id, "0", "" if before_ms is None else before_ms],
         )
 
     async def set_enabled(self, key_id: str, enabled: bool) -> ApiKey:

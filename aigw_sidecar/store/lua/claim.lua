@@ -6,7 +6,9 @@
 -- ARGV[1]  the name or hash
 -- ARGV[2]  the key id claiming it
 -- ARGV[3]  a key id whose claim may be taken over (found stale by the caller), or ''
--- Returns {1, '', 0} claimed (or already ours), {0, holder key id, claim age ms} taken
+-- ARGV[4]  '1' when that stale holder has no key record (it then leaves the key list)
+-- Returns {1, '', claim ms} claimed (or already ours: the claim time is renewed),
+--         {0, holder key id, claim age ms} taken
 local holder = redis.call('HGET', KEYS[1], ARGV[1])
 local now_ms = floor_div(clock_us(''), 1000)
 if holder and holder ~= ARGV[2] and holder ~= ARGV[3] then
@@ -16,9 +18,10 @@ end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[1], fmt(now_ms))
 if KEYS[3] then
-  if holder and holder ~= ARGV[2] then
+  -- A stale holder whose key still exists (renamed away) stays listed.
+  if holder and holder ~= ARGV[2] and ARGV[4] == '1' then
     redis.call('ZREM', KEYS[3], holder)
   end
   redis.call('ZADD', KEYS[3], 'NX', fmt(now_ms), ARGV[2])
 end
-return {1, '', 0}
+return {1, '', now_ms}

@@ -22,12 +22,11 @@ local now_ms = floor_div(now_us, 1000)
 local start_ms, end_ms = period_bounds(fields['period'], now_ms)
 local pid = period_id(fields['epoch'], start_ms)
 local tokens, cost, requests, pt, ct = period_usage(KEYS[3], pid)
-local in_window
-if fields['rpm'] and fields['rpm'] ~= '' then
-  in_window = redis.call('ZCOUNT', KEYS[2], '(' .. fmt(now_us - WINDOW_US), '+inf')
-else
-  in_window = ring_total(fields, floor_div(now_ms, 1000))
-end
+-- Both sources: the exact window (kept while the key has requests/min) and
+-- the per-second ring (kept while it has not), so a limit added or removed in
+-- the last minute does not hide requests from the overview.
+local in_window = redis.call('ZCOUNT', KEYS[2], '(' .. fmt(now_us - WINDOW_US), '+inf')
+  + ring_total(fields, floor_div(now_ms, 1000))
 local rsv_tok, rsv_cost, rsv_count = open_reservations(KEYS[1], KEYS[4], KEYS[5], now_ms)
 
 local per_model, unpriced = {}, 0
