@@ -7,9 +7,12 @@ a few bytes whatever the traffic).
 
 from __future__ import annotations
 
+from redis.asyncio import Redis
+
 from aigw_sidecar.admission.service import AdmissionService
 from aigw_sidecar.keys.model import KeySpec, KeyUpdate, Limits
 from aigw_sidecar.keys.service import KeyService
+from aigw_sidecar.store.keyspace import Keyspace
 from tests.conftest import Clock
 
 T0 = 1_830_000_000  # a whole second of the store clock
@@ -64,19 +67,39 @@ async def test_a_key_with_a_limit_counts_its_exact_rolling_window(
     assert (await keys.overview(key.key_id)).requests_last_minute == 0
 
 
-async def test_a_limit_set_later_counts_requests_from_the_moment_it_is_set(
+async def test_a_limit_set_later_counts_the_requests_of_the_last_minute(
     keys: KeyService, admission: AdmissionService, clock: Clock
 ) -> None:
     clock.set_s(T0 - 10)
     key, secret = await keys.create(KeySpec(name="later"))
-    await _authorize_at(admission, secret, clock, T0, 5)
+    await _authorize_at(admission, secret, clock, T0 + 0.2, 5)
+    clock.set_s(T0 + 0.5)
     await keys.update(key.key_id, KeyUpdate(
         fields=frozenset({"requests_per_minute"}), limits=Limits(requests_per_minute=2)
     ))
-    clock.set_s(T0 + 1)
+    clock.set_s(T0 + 30)
+    assert not (await admission.authorize(secret)).allowed  # 5 in the last minute
+    clock.set_s(T0 + 60.5)  # counted to the end of their second: still in
+    assert not (await admission.authorize(secret)).allowed
+    clock.set_s(T0 + 61)
     assert [(await admission.authorize(secret)).allowed for _ in range(3)] == [
         True, True, False
     ]
+
+
+async def test_a_limit_set_later_on_a_busy_key_seeds_at_most_the_limit(
+    keys: KeyService, admission: AdmissionService, clock: Clock,
+    redis_client: Redis, key_prefix: str,
+) -> None:
+    clock.set_s(T0 - 10)
+    key, secret = await keys.create(KeySpec(name="busy"))
+    await _authorize_at(admission, secret, clock, T0, 30)
+    clock.set_s(T0 + 1)
+    await keys.update(key.key_id, KeyUpdate(
+        fields=frozenset({"requests_per_minute"}), limits=Limits(requests_per_minute=10)
+    ))
+    assert await redis_client.zcard(Keyspace(key_prefix).window(key.key_id)) == 10
+    assert not (await admission.authorize(secret)).allowed
 
 
 async def test_removing_the_limit_keeps_the_last_minutes_requests_in_the_overview(

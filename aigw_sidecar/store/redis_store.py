@@ -584,7 +584,9 @@ class RedisKeyStore:
                 args.extend(item)
             args.extend(clears)
             try:
-                res = await self._scripts.update_key(keys=[self._ks.record(key_id)], args=args)
+                res = await self._scripts.update_key(
+                    keys=[self._ks.record(key_id), self._ks.window(key_id)], args=args
+                )
                 code, replaced_name = int(res[0]), str(res[2] or "")
             except BaseException:
                 if rename_in:
@@ -631,7 +633,7 @@ class RedisKeyStore:
     async def set_enabled(self, key_id: str, enabled: bool) -> ApiKey:
         async with _store_errors():
             res = await self._scripts.update_key(
-                keys=[self._ks.record(key_id)],
+                keys=[self._ks.record(key_id), self._ks.window(key_id)],
                 args=[self._now_arg(), "0", "-", 1, "enabled", "1" if enabled else "0"],
             )
         if int(res[0]) == 0:
