@@ -234,7 +234,8 @@ class ExtAuthzServicer:
     async def Check(self, request: pb.CheckRequest, context: Ctx) -> pb.CheckResponse:
         http = request.attributes.request.http
         found = find_secret(http.headers, self._options.key_headers)
-        facts = request_facts(http)
+        # The body is read only for a request that carries a well-placed key.
+        facts = request_facts(http) if found and not isinstance(found, DenyReason) else None
         request_id = proxy_request_id(http.headers.get(REQUEST_ID_HEADER, ""))
         try:
             if isinstance(found, DenyReason):
