@@ -19,7 +19,7 @@ from aigw_sidecar.admission.decision import (
     UsageReport,
     UsageResult,
 )
-from aigw_sidecar.admission.service import AdmissionService, AdmissionStore, _no_pricing
+from aigw_sidecar.admission.service import AdmissionService, AdmissionStore, no_pricing
 from aigw_sidecar.pricing.table import PriceTable
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class ObservedAdmissionService(AdmissionService):
     def __init__(
         self,
         store: AdmissionStore,
-        pricing: Callable[[], PriceTable | None] = _no_pricing,
+        pricing: Callable[[], PriceTable | None] = no_pricing,
         *,
         observer: AdmissionObserver | None = None,
         alerts: BudgetAlerts | None = None,

@@ -30,12 +30,12 @@ from aigw_sidecar.admission.decision import (
 )
 from aigw_sidecar.errors import InvalidArgument
 from aigw_sidecar.keys import secrets
+from aigw_sidecar.keys.model import MODEL_NAME_RE, validate_key_id
 from aigw_sidecar.keys.money import MAX_MICRO_USD
 from aigw_sidecar.pricing.table import PriceTable
 
 MAX_TOKENS_PER_REPORT = 10**12
 _REQUEST_ID_RE = re.compile(r"^[\x21-\x7e]{1,128}\Z")
-_MODEL_RE = re.compile(r"^[\x21-\x7e]{1,128}\Z")
 
 
 class AdmissionStore(Protocol):
@@ -56,7 +56,7 @@ class AdmissionStore(Protocol):
     async def release_reservation(self, key_id: str, request_id: str) -> bool: ...
 
 
-def _no_pricing() -> PriceTable | None:
+def no_pricing() -> PriceTable | None:
     return None
 
 
@@ -64,7 +64,7 @@ class AdmissionService:
     """Authorize, RecordUsage and ReleaseReservation, independent of any transport."""
 
     def __init__(
-        self, store: AdmissionStore, pricing: Callable[[], PriceTable | None] = _no_pricing
+        self, store: AdmissionStore, pricing: Callable[[], PriceTable | None] = no_pricing
     ) -> None:
         """Args:
         pricing: the price table in force (it may be reloaded), or None without one.
@@ -145,7 +145,7 @@ class AdmissionService:
         )
 
     async def release_reservation(self, key_id: str, request_id: str) -> bool:
-        _check_key_id(key_id)
+        validate_key_id(key_id)
         _check_request_id(request_id)
         return await self._store.release_reservation(key_id, request_id)
 
@@ -157,13 +157,6 @@ def new_request_id() -> str:
 
 def _legacy_shaped(secret: str) -> bool:
     return not secrets.looks_like_ours(secret) and secrets.is_plausible_legacy_secret(secret)
-
-
-def _check_key_id(key_id: str) -> None:
-    if not key_id:
-        raise InvalidArgument("key_id", "is required")
-    if not secrets.is_valid_key_id(key_id):
-        raise InvalidArgument("key_id", "is not a key id (key_ followed by 20 characters)")
 
 
 def _check_request_id(request_id: str, field: str = "request_id") -> None:
@@ -182,7 +175,7 @@ def _check_count(field: str, value: int) -> None:
 
 
 def _check_model(field: str, model: str) -> None:
-    if model and not _MODEL_RE.match(model):
+    if model and not MODEL_NAME_RE.match(model):
         raise InvalidArgument(field, "must be 1-128 printable ASCII characters without spaces")
     if secrets.looks_like_ours(model):
         # Models are stored (usage per model) and named in pricing errors.
@@ -201,7 +194,7 @@ def validate_estimate(request_id: str, estimate: Estimate) -> None:
 
 
 def validate_usage(report: UsageReport) -> None:
-    _check_key_id(report.key_id)
+    validate_key_id(report.key_id)
     _check_request_id(report.request_id)
     _check_model("model", report.model)
     _check_count("prompt_tokens", report.prompt_tokens)

@@ -35,6 +35,7 @@ from typing import Any
 
 from aigw_sidecar.admission.decision import Estimate
 from aigw_sidecar.keys import secrets
+from aigw_sidecar.keys.model import MODEL_NAME_RE
 
 CHARS_PER_TOKEN = 4
 TOKENS_PER_MESSAGE = 4
@@ -46,7 +47,6 @@ TAIL_BYTES = 64 * 1024
 # An SSE event longer than this is skipped (its chunks are dropped, not kept).
 MAX_EVENT_BYTES = 1024 * 1024
 
-_MODEL_RE = re.compile(r"^[\x21-\x7e]{1,128}\Z")
 _PARTIAL_MODEL_RE = re.compile(rb'"model"\s*:\s*"([\x21\x23-\x5b\x5d-\x7e]{1,128})"')
 _PARTIAL_MAX_RE = re.compile(rb'"(max_completion_tokens|max_tokens)"\s*:\s*(\d{1,12})\b')
 _PARTIAL_STREAM_RE = re.compile(rb'"stream"\s*:\s*true\b')
@@ -88,7 +88,7 @@ def _model(value: Any) -> str:
     A secret pasted as the model is dropped here (the request names no model), so
     Check answers with an HTTP decision instead of refusing the estimate as bad input.
     """
-    if not isinstance(value, str) or not _MODEL_RE.match(value):
+    if not isinstance(value, str) or not MODEL_NAME_RE.match(value):
         return ""
     return "" if secrets.looks_like_ours(value) else value
 

@@ -20,10 +20,15 @@ from enum import StrEnum
 from typing import Protocol
 
 from aigw_sidecar.admission.alerts import BudgetEvent, EventLog
-from aigw_sidecar.errors import InvalidArgument, StoreUnavailable
-from aigw_sidecar.keys.model import ApiKey, KeySpec, KeyUpdate
+from aigw_sidecar.errors import StoreUnavailable
+from aigw_sidecar.keys.model import (
+    ApiKey,
+    KeySpec,
+    KeyUpdate,
+    validate_key_id,
+    validate_page_size,
+)
 from aigw_sidecar.keys.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, KeyService, KeyStore
-from aigw_sidecar.keys.service import _checked_key_id as checked_key_id
 
 log = logging.getLogger(__name__)
 
@@ -148,23 +153,17 @@ class AuditedKeyService(KeyService):
     ) -> tuple[Sequence[AuditEntry], str]:
         """The trail, newest first; ``key_id`` narrows it to one key."""
         if key_id:
-            key_id = checked_key_id(key_id)
-        if page_size < 0:
-            raise InvalidArgument("page_size", "must not be negative")
-        if page_size > MAX_PAGE_SIZE:
-            raise InvalidArgument("page_size", f"must be at most {MAX_PAGE_SIZE}")
-        return await self._audit.list(key_id, page_size or DEFAULT_PAGE_SIZE, page_token)
+            key_id = validate_key_id(key_id)
+        page_size = validate_page_size(page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        return await self._audit.list(key_id, page_size, page_token)
 
     async def list_events(
         self, key_id: str = "", after: str = "", page_size: int = 0
     ) -> tuple[Sequence[BudgetEvent], str]:
         """Budget alert events after the cursor, oldest first, and the next cursor."""
         if key_id:
-            key_id = checked_key_id(key_id)
-        if page_size < 0:
-            raise InvalidArgument("page_size", "must not be negative")
-        if page_size > MAX_PAGE_SIZE:
-            raise InvalidArgument("page_size", f"must be at most {MAX_PAGE_SIZE}")
+            key_id = validate_key_id(key_id)
+        page_size = validate_page_size(page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         if self._events is None:
             return (), after
-        return await self._events.list(key_id, after, page_size or DEFAULT_PAGE_SIZE)
+        return await self._events.list(key_id, after, page_size)

@@ -15,6 +15,7 @@ from enum import StrEnum
 from aigw_sidecar.admission.alerts import KeyAlerts, validate_key_alerts
 from aigw_sidecar.admission.periods import ResetPeriod
 from aigw_sidecar.errors import InvalidArgument
+from aigw_sidecar.keys import secrets
 from aigw_sidecar.keys.money import MAX_MICRO_USD
 
 DEFAULT_WORKSPACE = "default"
@@ -192,6 +193,28 @@ class KeyUpdate:
     @property
     def touches_limits(self) -> bool:
         return bool(self.fields & self.LIMIT_FIELDS)
+
+
+def validate_key_id(key_id: str) -> str:
+    """A key id as named in a request, or InvalidArgument on ``key_id``."""
+    if not key_id:
+        raise InvalidArgument("key_id", "is required")
+    if not secrets.is_valid_key_id(key_id):
+        raise InvalidArgument("key_id", "is not a key id (key_ followed by 20 characters)")
+    return key_id
+
+
+def validate_page_size(page_size: int, default: int, maximum: int) -> int:
+    """The page size a listing uses: ``default`` for 0, else 1..maximum."""
+    if page_size < 0:
+        raise InvalidArgument("page_size", "must not be negative")
+    if page_size > maximum:
+        raise InvalidArgument("page_size", f"must be at most {maximum}")
+    return page_size or default
+
+
+# A model name: printable ASCII without spaces (what providers use).
+MODEL_NAME_RE = re.compile(r"^[\x21-\x7e]{1,128}\Z")
 
 
 def validate_name(value: str, field_name: str = "name") -> str:

@@ -14,6 +14,8 @@ from aigw_sidecar.keys.model import (
     KeySpec,
     KeyUpdate,
     validate_ident,
+    validate_key_id,
+    validate_page_size,
     validate_spec,
     validate_update,
     validate_workspace,
@@ -93,15 +95,12 @@ class KeyService:
         )
 
     async def get(self, key_id: str) -> ApiKey:
-        return await self._store.get_key(_checked_key_id(key_id))
+        return await self._store.get_key(validate_key_id(key_id))
 
     async def list(
         self, key_filter: KeyFilter, page_size: int = 0, page_token: str = ""
     ) -> tuple[Sequence[ApiKey], str]:
-        if page_size < 0:
-            raise InvalidArgument("page_size", "must not be negative")
-        if page_size > MAX_PAGE_SIZE:
-            raise InvalidArgument("page_size", f"must be at most {MAX_PAGE_SIZE}")
+        page_size = validate_page_size(page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         key_filter = KeyFilter(
             workspace=validate_workspace(key_filter.workspace) if key_filter.workspace else "",
             project=validate_ident(key_filter.project, "project", optional=True),
@@ -109,11 +108,11 @@ class KeyService:
             status=key_filter.status,
         )
         return await self._store.list_keys(
-            key_filter, page_size or DEFAULT_PAGE_SIZE, page_token
+            key_filter, page_size, page_token
         )
 
     async def update(self, key_id: str, update: KeyUpdate) -> ApiKey:
-        key_id = _checked_key_id(key_id)
+        key_id = validate_key_id(key_id)
         if not update.fields:
             raise InvalidArgument("update_mask", "names no field to update")
         return await self._store.update_key(key_id, validate_update(update))
@@ -121,7 +120,7 @@ class KeyService:
     async def rotate_secret(self, key_id: str, grace_period_s: int = 0) -> tuple[ApiKey, str]:
         """A new secret for the same key (returned this once); the old one works
         for ``grace_period_s`` more seconds, then stops."""
-        key_id = _checked_key_id(key_id)
+        key_id = validate_key_id(key_id)
         if not 0 <= grace_period_s <= MAX_GRACE_PERIOD_S:
             raise InvalidArgument(
                 "grace_period_s", f"must be between 0 and {MAX_GRACE_PERIOD_S} (30 days)"
@@ -133,18 +132,10 @@ class KeyService:
         return key, minted.secret
 
     async def set_enabled(self, key_id: str, enabled: bool) -> ApiKey:
-        return await self._store.set_enabled(_checked_key_id(key_id), enabled)
+        return await self._store.set_enabled(validate_key_id(key_id), enabled)
 
     async def delete(self, key_id: str) -> None:
-        await self._store.delete_key(_checked_key_id(key_id))
+        await self._store.delete_key(validate_key_id(key_id))
 
     async def overview(self, key_id: str) -> KeyOverview:
-        return await self._store.overview(_checked_key_id(key_id))
-
-
-def _checked_key_id(key_id: str) -> str:
-    if not key_id:
-        raise InvalidArgument("key_id", "is required")
-    if not secrets.is_valid_key_id(key_id):
-        raise InvalidArgument("key_id", "is not a key id (key_ followed by 20 characters)")
-    return key_id
+        return await self._store.overview(validate_key_id(key_id))
