@@ -25,6 +25,7 @@ from aigw_sidecar.api.v1 import admission_pb2, admission_pb2_grpc, keys_pb2, key
 from aigw_sidecar.errors import AigwError
 from aigw_sidecar.keys.audit import AuditedKeyService
 from aigw_sidecar.pricing.loader import PricingFile
+from aigw_sidecar.server.access_log import AccessLogServicer
 from aigw_sidecar.server.admin_auth import (
     AdminAuthenticator,
     AdminAuthInterceptor,
@@ -33,7 +34,6 @@ from aigw_sidecar.server.admin_auth import (
 )
 from aigw_sidecar.server.decoding import MalformedRequestInterceptor
 from aigw_sidecar.server.ext_authz import ExtAuthzOptions, ExtAuthzServicer
-from aigw_sidecar.server.ext_proc import ExtProcOptions, ExtProcServicer
 from aigw_sidecar.server.health import StoreHealthWatcher
 from aigw_sidecar.server.listeners import bind, is_local_address, server_credentials
 from aigw_sidecar.server.metrics import (
@@ -119,7 +119,7 @@ class Sidecar:
     admin_port: int = 0
     pricing: PricingFile | None = None
     multiplexed: MultiplexedScripts | None = None
-    ext_proc: ExtProcServicer | None = None
+    access_log: AccessLogServicer | None = None
     metrics: Metrics | None = None
     metrics_endpoint: MetricsEndpoint | None = None
     webhook: WebhookSink | None = None
@@ -132,8 +132,8 @@ class Sidecar:
         if self.admin_server is not None:
             await self.admin_server.stop(self.settings.shutdown_grace_s)
         await self.server.stop(self.settings.shutdown_grace_s)
-        if self.ext_proc is not None:  # settlements of the last streams, before the pool closes
-            await self.ext_proc.drain()
+        if self.access_log is not None:  # the last settlements, before the pool closes
+            await self.access_log.drain()
         if self.webhook is not None:
             await self.webhook.stop()
         if self.metrics_endpoint is not None:
@@ -256,6 +256,7 @@ async def start(settings: Settings) -> Sidecar:
         (lambda: pricing.table) if pricing is not None else (lambda: None),
         observer=metrics,
         alerts=BudgetAlerts(event_log, sinks),
+        default_max_output_tokens=settings.default_max_output_tokens,
     )
     admission_pb2_grpc.add_AdmissionServicer_to_server(AdmissionServicer(admission), server)
     # Envoy's Authorization/Check: the same AdmissionService, so the same one script.
@@ -263,12 +264,13 @@ async def start(settings: Settings) -> Sidecar:
         key_headers=ExtAuthzOptions.parse_key_headers(settings.envoy_key_headers),
         strip_key_headers=settings.envoy_strip_key_headers,
         fail_open=settings.envoy_failure_mode == "open",
+        include_usage=settings.envoy_include_usage,
     ))
-    # Envoy's ExternalProcessor/Process: settles what ext_authz admitted and reserved.
-    ext_proc = ExtProcServicer(
-        UsageSettler(admission), ExtProcOptions(include_usage=settings.envoy_include_usage)
-    )
-    server.add_generic_rpc_handlers((ext_authz.handler(), ext_proc.handler()))
+    # Envoy's gRPC access log: settles what ext_authz admitted and reserved.
+    access_log = AccessLogServicer(UsageSettler(
+        admission, on_fallback=metrics.usage_fallback if metrics is not None else None
+    ))
+    server.add_generic_rpc_handlers((ext_authz.handler(), access_log.handler()))
     audit = RedisAuditLog(redis, Keyspace(settings.key_prefix), settings.audit_max_entries)
     keys_pb2_grpc.add_KeyManagementServicer_to_server(
         KeyManagementServicer(AuditedKeyService(store, audit, current_principal, event_log)),
@@ -311,7 +313,7 @@ async def start(settings: Settings) -> Sidecar:
         log.info("admin plane (KeyManagement) listening on %s", settings.admin_listen)
     sidecar = Sidecar(
         settings, server, redis, watcher, port, embedded,
-        admin_server=admin_server, admin_port=admin_port, ext_proc=ext_proc,
+        admin_server=admin_server, admin_port=admin_port, access_log=access_log,
     )
     sidecar._tasks.append(asyncio.create_task(watcher.run()))
     sidecar.multiplexed = multiplexed

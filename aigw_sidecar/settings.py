@@ -45,8 +45,9 @@ class Settings:
     envoy_key_headers: str = "authorization,x-api-key,api-key"
     envoy_strip_key_headers: bool = True
     envoy_failure_mode: str = "closed"  # closed | open: when the store is unreachable
-    # Envoy ext_proc (ExternalProcessor/Process)
+    # Usage through Envoy (the Lua filter asks, the access log brings it back)
     envoy_include_usage: bool = True  # ask streaming requests for the final usage chunk
+    default_max_output_tokens: int = 4096  # reserved for a request without max_tokens
     # Usage accounting
     pricing_file: str = ""  # YAML or JSON price table; empty: cost only as reported
     pricing_reload_s: float = 2.0  # how often the pricing file is checked for changes
@@ -64,7 +65,9 @@ class Settings:
     alert_webhook_secret: str = field(default="", repr=False)
     # Scale and limits
     workers: int = 1  # server processes sharing the port; 0: one per CPU
-    max_request_bytes: int = 256 * 1024  # largest gRPC request accepted (grpc's own: 4 MiB)
+    # Largest gRPC request accepted (grpc's own: 4 MiB): a Check carries the whole
+    # request body, up to Envoy's max_request_bytes (1 MiB in the shipped config).
+    max_request_bytes: int = 2 * 1024 * 1024
     # Set by the supervisor for its workers only (no flag): share the port (SO_REUSEPORT).
     reuse_port: bool = False
 
@@ -160,8 +163,12 @@ _OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
      "ext_authz when the store is unreachable: closed (503 JSON error) or open"
      " (allow, upstream sees x-aigw-fail-open: true)"),
     ("--envoy-include-usage", "AIGW_ENVOY_INCLUDE_USAGE", "envoy_include_usage", _boolean,
-     "ext_proc: add stream_options.include_usage to streaming requests that lack it, so"
-     " their usage can be read from the stream (true/false)"),
+     "have Envoy's Lua filter add stream_options.include_usage to streaming requests that"
+     " lack it, so their usage can be read from the stream (true/false)"),
+    ("--default-max-output-tokens", "AIGW_DEFAULT_MAX_OUTPUT_TOKENS",
+     "default_max_output_tokens", int,
+     "output tokens reserved for a proxied request without max_tokens when the pricing"
+     " table lists no max_output_tokens for its model"),
 )
 
 
@@ -206,6 +213,8 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) ->
         parser.error("--pricing-reload-s must be positive")
     if settings.workers < 0:
         parser.error("--workers must be 0 (one per CPU) or more")
+    if not 1 <= settings.default_max_output_tokens <= 10**9:
+        parser.error("--default-max-output-tokens must be between 1 and 10^9")
     if settings.max_request_bytes < 4096:
         parser.error("--max-request-bytes must be at least 4096")
     if settings.event_loop not in ("auto", "uvloop", "asyncio"):

@@ -111,6 +111,15 @@ class Decision:
         text = DENY_MESSAGES[self.deny_reason]
         if self.deny_reason is DenyReason.MODEL_NOT_ALLOWED:
             return _model_message(self.model)
+        left = self._budget_left()
+        if left:
+            # The budget is not used up: this request's reservation does not fit in it.
+            unit = "tokens" if self.deny_reason is DenyReason.TOKEN_LIMIT else "micro-USD"
+            return (
+                f"{text} This request's reservation (its prompt plus max_tokens, or a"
+                f" default output bound when max_tokens is unset) exceeds the {left} {unit}"
+                " left in the budget; send a lower max_tokens."
+            )
         if self.retry_after_ms is not None and self.deny_reason in _WAITABLE:
             seconds = -(-self.retry_after_ms // 1000)
             text += f" Retry in {seconds} s."
@@ -119,6 +128,13 @@ class Decision:
         elif self.deny_reason is DenyReason.TOKENS_PER_MINUTE:
             text += " The request's estimate alone exceeds the limit; ask for fewer tokens."
         return text
+
+    def _budget_left(self) -> int:
+        """What a budget denial left unused (0 when the budget is used up)."""
+        state = {
+            DenyReason.TOKEN_LIMIT: self.tokens, DenyReason.COST_LIMIT: self.cost_micro_usd,
+        }.get(self.deny_reason) if self.deny_reason is not None else None
+        return max(state.remaining, 0) if state is not None else 0
 
     @staticmethod
     def deny(reason: DenyReason) -> Decision:

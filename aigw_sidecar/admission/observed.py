@@ -19,7 +19,12 @@ from aigw_sidecar.admission.decision import (
     UsageReport,
     UsageResult,
 )
-from aigw_sidecar.admission.service import AdmissionService, AdmissionStore, no_pricing
+from aigw_sidecar.admission.service import (
+    DEFAULT_MAX_OUTPUT_TOKENS,
+    AdmissionService,
+    AdmissionStore,
+    no_pricing,
+)
 from aigw_sidecar.pricing.table import PriceTable
 
 log = logging.getLogger(__name__)
@@ -46,8 +51,9 @@ class ObservedAdmissionService(AdmissionService):
         *,
         observer: AdmissionObserver | None = None,
         alerts: BudgetAlerts | None = None,
+        default_max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
     ) -> None:
-        super().__init__(store, pricing)
+        super().__init__(store, pricing, default_max_output_tokens)
         self._observer = observer or AdmissionObserver()
         self._alerts = alerts
 

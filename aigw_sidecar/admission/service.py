@@ -35,6 +35,9 @@ from aigw_sidecar.keys.money import MAX_MICRO_USD
 from aigw_sidecar.pricing.table import PriceTable
 
 MAX_TOKENS_PER_REPORT = 10**12
+# What a proxied request that sets no max_tokens reserves for its output when the
+# price table does not know its model's own cap (--default-max-output-tokens).
+DEFAULT_MAX_OUTPUT_TOKENS = 4096
 _REQUEST_ID_RE = re.compile(r"^[\x21-\x7e]{1,128}\Z")
 
 
@@ -64,13 +67,31 @@ class AdmissionService:
     """Authorize, RecordUsage and ReleaseReservation, independent of any transport."""
 
     def __init__(
-        self, store: AdmissionStore, pricing: Callable[[], PriceTable | None] = no_pricing
+        self,
+        store: AdmissionStore,
+        pricing: Callable[[], PriceTable | None] = no_pricing,
+        default_max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
     ) -> None:
         """Args:
         pricing: the price table in force (it may be reloaded), or None without one.
+        default_max_output_tokens: see ``output_bound``.
         """
         self._store = store
         self._pricing = pricing
+        self._default_max_output_tokens = default_max_output_tokens
+
+    def output_bound(self, model: str) -> int:
+        """The output tokens a request that sets no bound is reserved for.
+
+        The model's own cap from the price table when it lists one, else the
+        sidecar's default: so a budget is overshot by at most the requests in
+        flight, each by a bounded amount.
+        """
+        table = self._pricing()
+        price = table.price_of(model) if table is not None and model else None
+        if price is not None and price.max_output_tokens is not None:
+            return price.max_output_tokens
+        return self._default_max_output_tokens
 
     async def authorize(
         self,

@@ -2,9 +2,11 @@
 
 The Envoy path has two halves that never share a Python object: ext_authz admits
 the request (and reserves its estimate) and hands an ``AdmittedRequest`` to Envoy
-as dynamic metadata; ext_proc reads it back, watches the response, and calls
-``UsageSettler.settle`` exactly once when the response has ended, completely or
-not. The rule for what is charged is ``usage_stream.settlement``.
+as dynamic metadata; when the request has ended, completely or not, Envoy's
+access log brings it back with the usage the proxy read from the response, and
+``UsageSettler.settle`` runs exactly once for it. The rule for what is charged is
+``bodies.settlement``. A request charged its estimate because its usage could
+not be read is counted by cause and logged once per key and cause.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import logging
 import re
 import secrets as random_tokens
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from aigw_sidecar.admission.bodies import Settlement, Usage, settlement
 from aigw_sidecar.admission.decision import Estimate, Reservation, UsageReport
 from aigw_sidecar.admission.service import AdmissionService
-from aigw_sidecar.admission.usage_stream import Settlement, Usage, settlement
 from aigw_sidecar.errors import InvalidArgument, StoreUnavailable
 from aigw_sidecar.keys import secrets
 
@@ -26,6 +29,17 @@ log = logging.getLogger(__name__)
 
 _PROXY_ID_RE = re.compile(r"^[\x21-\x7e]{1,100}\Z")
 STORE_RETRY_DELAY_S = 0.2
+# (key id, cause) pairs already logged; forgotten all at once when full.
+MAX_LOGGED_FALLBACKS = 10_000
+
+
+class FallbackCause:
+    """Why a request was charged its estimate instead of its usage."""
+
+    NO_USAGE = "no_usage"  # a 2xx whose body held no usage (cut short, or none reported)
+    CLIENT_LEFT = "client_left"  # no response: the client left while the upstream ran
+    ENCODING = "content_encoding"  # a response body the proxy could not decode
+    REWRITE = "rewrite_failed"  # the proxy could not ask a stream for its usage
 
 
 def proxy_request_id(x_request_id: str) -> str:
@@ -54,15 +68,33 @@ class AdmittedRequest:
 class UsageSettler:
     """Turns the end of one proxied response into one RecordUsage or one release."""
 
-    def __init__(self, service: AdmissionService) -> None:
+    def __init__(
+        self, service: AdmissionService, on_fallback: Callable[[str], None] | None = None
+    ) -> None:
         self._service = service
+        self._on_fallback = on_fallback or (lambda cause: None)
+        self._logged: set[tuple[str, str]] = set()
         self.counts: Counter[str] = Counter()  # settlements and failures, by name
 
     async def settle(
-        self, admitted: AdmittedRequest, status: int | None, usage: Usage | None
+        self,
+        admitted: AdmittedRequest,
+        status: int | None,
+        usage: Usage | None,
+        upstream_started: bool = True,
+        unreadable: str = "",
     ) -> Settlement:
-        """Settle once; a store that stays unreachable leaves the lease to expire."""
-        outcome = settlement(status, usage)
+        """Settle once; a store that stays unreachable leaves the lease to expire.
+
+        Args:
+            upstream_started: the upstream got the whole request.
+            unreadable: a ``FallbackCause`` the proxy reported, "" when none.
+        """
+        outcome = settlement(status, usage, upstream_started)
+        if outcome is Settlement.CHARGE_ESTIMATE:
+            self._fallback(admitted.key_id, unreadable or (
+                FallbackCause.CLIENT_LEFT if status is None else FallbackCause.NO_USAGE
+            ))
         for attempt in (1, 2):
             try:
                 await self._apply(admitted, outcome, usage)
@@ -77,6 +109,17 @@ class UsageSettler:
                 await asyncio.sleep(STORE_RETRY_DELAY_S)
         self.counts[outcome.value] += 1
         return outcome
+
+    def _fallback(self, key_id: str, cause: str) -> None:
+        self.counts[f"fallback_{cause}"] += 1
+        self._on_fallback(cause)
+        if (key_id, cause) in self._logged:
+            return
+        if len(self._logged) >= MAX_LOGGED_FALLBACKS:
+            self._logged.clear()
+        self._logged.add((key_id, cause))
+        log.warning("key %s: a request's usage could not be read (%s); charged its "
+                    "estimate (logged once per key and cause)", key_id, cause)
 
     async def _apply(
         self, admitted: AdmittedRequest, outcome: Settlement, usage: Usage | None

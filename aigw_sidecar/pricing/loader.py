@@ -6,7 +6,8 @@ File format (YAML shown; the same keys in JSON)::
     unknown_model: refuse        # refuse | zero | default
     default: {input: "1.00", output: "2.00"}
     models:
-      gpt-4o-mini: {input: "0.15", output: "0.60", cached_input: "0.075"}
+      gpt-4o-mini: {input: "0.15", output: "0.60", cached_input: "0.075",
+                    max_output_tokens: 16384}   # optional: the model's output cap
       "gpt-4o-*":  {input: "2.50", output: "10.00"}   # glob patterns allowed
 
 A file that fails to parse is reported and the previous table stays in force.
@@ -33,15 +34,25 @@ log = logging.getLogger(__name__)
 def _price(where: str, raw: Any) -> ModelPrice:
     if not isinstance(raw, Mapping):
         raise InvalidArgument(where, "must be a mapping with input and output prices")
-    unknown = set(raw) - {"input", "output", "cached_input"}
+    unknown = set(raw) - {"input", "output", "cached_input", "max_output_tokens"}
     if unknown:
         raise InvalidArgument(where, f"unknown fields {sorted(unknown)}")
+    max_output = raw.get("max_output_tokens")
+    if max_output is not None and (
+        isinstance(max_output, bool) or not isinstance(max_output, int)
+        or not 1 <= max_output <= 10**9
+    ):
+        raise InvalidArgument(f"{where}.max_output_tokens", "must be an integer from 1 to 10^9")
     try:
-        values = {k: parse_usd(f"{where}.{k}", str(v)) for k, v in raw.items()}
+        values = {
+            k: parse_usd(f"{where}.{k}", str(v)) for k, v in raw.items()
+            if k != "max_output_tokens"
+        }
         return ModelPrice(
             input=values["input"],
             output=values["output"],
             cached_input=values.get("cached_input"),
+            max_output_tokens=max_output,
         )
     except KeyError as missing:
         raise InvalidArgument(where, f"{missing.args[0]} price is required") from None

@@ -37,6 +37,9 @@ class ModelPrice:
     input: int
     output: int
     cached_input: int | None = None  # None: cached input costs the input price
+    # The model's own cap on output tokens: what a request without max_tokens may
+    # use at most, so what its reservation holds. None: not known.
+    max_output_tokens: int | None = None
 
     def cost_micro_usd(self, input_tokens: int, output_tokens: int, cached_tokens: int) -> int:
         cached = min(cached_tokens, input_tokens)

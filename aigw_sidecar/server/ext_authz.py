@@ -5,11 +5,18 @@ One Check is one ``AdmissionService.authorize`` (one store script), exactly like
 the secret found in them, and the decision out as Envoy's CheckResponse. Which
 HTTP status and body a denial gets is decided in ``server/status.py``.
 
-With ``with_request_body`` in Envoy's config, the Check also carries the request
-body: an OpenAI-style body becomes an ``Estimate`` (``admission/usage_stream.py``)
-that the same script reserves, under a request id made from ``x-request-id``. An
-allowed request's dynamic metadata then holds what ext_proc needs to settle it
-(``server/ext_proc.py``): key id, request id, the estimate and the reservation.
+With ``with_request_body`` in Envoy's config, the Check also carries the whole
+request body (Envoy answers 413 itself past its ``max_request_bytes``). On the
+LLM routes (named by the route's ``context_extensions`` ``endpoint``, or by the
+path) the body is read strictly (``admission/bodies.py``): one that is not the
+JSON the upstream will read the same way is refused 400 before any store call,
+a cut one 413. Otherwise it becomes an ``Estimate`` that the same script
+reserves, under a request id made from ``x-request-id``; a request without
+``max_tokens`` is reserved a bounded output (``AdmissionService.output_bound``).
+An allowed request's dynamic metadata then holds what settlement needs when
+Envoy's access log brings it back (``server/access_log.py``): key id, request id,
+the estimate and the reservation, and, for a streaming request that did not ask
+for its usage, how the proxy's Lua filter must rewrite the body to ask for it.
 
 The messages come from our trimmed, wire-compatible proto (``aigw.envoy.v3``);
 the handler is registered under Envoy's own method path.
@@ -26,14 +33,15 @@ from typing import Any
 import grpc
 from google.protobuf.struct_pb2 import Struct
 
-from aigw_sidecar.admission.decision import Decision, DenyReason
+from aigw_sidecar.admission.bodies import BodyRefused, Endpoint, RequestFacts, read_request
+from aigw_sidecar.admission.decision import Decision, DenyReason, Estimate
 from aigw_sidecar.admission.service import AdmissionService
 from aigw_sidecar.admission.settlement import proxy_request_id
-from aigw_sidecar.admission.usage_stream import RequestFacts, read_request
 from aigw_sidecar.api.envoy.v3 import ext_authz_pb2 as pb
 from aigw_sidecar.errors import StoreUnavailable
 from aigw_sidecar.server.status import (
     HttpDenial,
+    bad_request_denial,
     domain_errors,
     http_denial,
     rate_limit_headers,
@@ -51,6 +59,10 @@ PROJECT_HEADER = "x-aigw-project"
 FAIL_OPEN_HEADER = "x-aigw-fail-open"
 REQUEST_ID_HEADER = "x-request-id"
 PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
+ENDPOINT_EXTENSION = "endpoint"  # a route's context_extensions: which LLM endpoint it is
+TOO_LARGE_MESSAGE = (
+    "The request body is larger than this gateway reads whole; it was not sent upstream."
+)
 # Headers only the sidecar may set upstream: a client's copy is always replaced or removed.
 IDENTITY_HEADERS = (KEY_ID_HEADER, WORKSPACE_HEADER, PROJECT_HEADER, FAIL_OPEN_HEADER)
 
@@ -71,6 +83,7 @@ class ExtAuthzOptions:
     key_headers: tuple[str, ...] = DEFAULT_KEY_HEADERS
     strip_key_headers: bool = True
     fail_open: bool = False  # store unreachable: allow with a marker instead of 503
+    include_usage: bool = True  # have the proxy ask streaming requests for their usage
 
     @staticmethod
     def parse_key_headers(text: str) -> tuple[str, ...]:
@@ -121,19 +134,43 @@ def _headers(pairs: Iterable[tuple[str, str]]) -> list[pb.HeaderValueOption]:
     return [_header(name, value) for name, value in pairs]
 
 
-def request_facts(http: pb.AttributeContext.HttpRequest) -> RequestFacts | None:
-    """The estimate-relevant facts of the body Envoy sent along, or None without one."""
+def endpoint_of(request: pb.AttributeContext) -> Endpoint | None:
+    """The LLM endpoint a request is for: its route's ``endpoint`` extension, or its path.
+
+    None for a request without a body on a route that names no endpoint (e.g.
+    ``GET /v1/models``): nothing to read, nothing to estimate.
+    """
+    named = request.context_extensions.get(ENDPOINT_EXTENSION, "")
+    if named:
+        try:
+            return Endpoint(named)
+        except ValueError:
+            log.warning("ext_authz: unknown endpoint %r in a route's context_extensions; "
+                        "reading its body as chat", named[:40])
+            return Endpoint.CHAT
+    http = request.request.http
+    if http.raw_body or http.body:
+        return Endpoint.of_path(http.path)
+    return None
+
+
+def request_facts(http: pb.AttributeContext.HttpRequest, endpoint: Endpoint) -> RequestFacts:
+    """The facts of the whole body Envoy sent along; ``BodyRefused`` when it cannot be read.
+
+    A body Envoy cut short (``allow_partial_message``) is refused as too large: its
+    model and bounds could hide in the part the sidecar never saw.
+    """
     body = http.raw_body or http.body.encode()
-    if not body:
-        return None
-    try:
-        length: int | None = int(http.headers.get("content-length", ""))
-    except ValueError:
-        length = None
-    truncated = http.headers.get(PARTIAL_BODY_HEADER) == "true" or (
-        length is not None and length > len(body)
-    )
-    return read_request(body, truncated=truncated, content_length=length)
+    length = http.headers.get("content-length", "")
+    if http.headers.get(PARTIAL_BODY_HEADER) == "true" or (
+        length.isdigit() and int(length) > len(body)
+    ):
+        raise _BodyTooLarge(TOO_LARGE_MESSAGE)
+    return read_request(body, endpoint)
+
+
+class _BodyTooLarge(BodyRefused):
+    """A body the proxy sent only in part."""
 
 
 def _metadata(**fields: str | bool | float) -> Struct:
@@ -147,6 +184,7 @@ def allowed_response(
     options: ExtAuthzOptions,
     request_id: str = "",
     facts: RequestFacts | None = None,
+    estimate: Estimate | None = None,
 ) -> pb.CheckResponse:
     """Forward upstream with the key's identity; the client sees its rate-limit headers."""
     identity = [(KEY_ID_HEADER, decision.key_id), (WORKSPACE_HEADER, decision.workspace)]
@@ -164,24 +202,38 @@ def allowed_response(
             headers_to_remove=remove,
             response_headers_to_add=_headers(rate_limit_headers(decision)),
         ),
-        dynamic_metadata=_admitted_metadata(decision, request_id, facts),
+        dynamic_metadata=_admitted_metadata(
+            decision, request_id, facts, estimate, options.include_usage
+        ),
     )
 
 
 def _admitted_metadata(
-    decision: Decision, request_id: str, facts: RequestFacts | None
+    decision: Decision,
+    request_id: str,
+    facts: RequestFacts | None,
+    estimate: Estimate | None,
+    include_usage: bool,
 ) -> Struct:
     """Identity for access logs, plus what ext_proc needs to settle the request."""
     metadata = _metadata(
         key_id=decision.key_id, workspace=decision.workspace, project=decision.project,
         request_id=request_id,
     )
-    if facts is not None:
+    if estimate is not None:
         metadata.update({
-            "model": facts.model,
-            "prompt_tokens": facts.prompt_tokens,
-            "max_output_tokens": facts.max_output_tokens,
+            "model": estimate.model,
+            "prompt_tokens": estimate.prompt_tokens,
+            "max_output_tokens": estimate.max_output_tokens,
         })
+    rewrite = facts.rewrite if facts is not None and include_usage else None
+    if rewrite is not None:
+        # Read by the proxy's Lua filter, which rewrites only a body of this length.
+        metadata.update({"body_bytes": rewrite.length})
+        if rewrite.offset is not None:
+            metadata.update({"usage_rewrite": "insert", "usage_offset": rewrite.offset})
+        else:
+            metadata.update({"usage_rewrite": "replace", "usage_body": rewrite.body})
     if decision.reservation is not None:
         metadata.update({
             "reserved_tokens": decision.reservation.tokens,
@@ -232,17 +284,27 @@ class ExtAuthzServicer:
 
     @domain_errors
     async def Check(self, request: pb.CheckRequest, context: Ctx) -> pb.CheckResponse:
-        http = request.attributes.request.http
+        attributes = request.attributes
+        http = attributes.request.http
         found = find_secret(http.headers, self._options.key_headers)
+        if isinstance(found, DenyReason):
+            refused = self._service.refuse(found)
+            return denied_response(http_denial(refused), refused)
+        facts: RequestFacts | None = None
+        estimate: Estimate | None = None
         # The body is read only for a request that carries a well-placed key.
-        facts = request_facts(http) if found and not isinstance(found, DenyReason) else None
+        endpoint = endpoint_of(attributes) if found else None
+        if endpoint is not None:
+            try:
+                facts = request_facts(http, endpoint)
+            except BodyRefused as bad:
+                return denied_response(
+                    bad_request_denial(str(bad), too_large=isinstance(bad, _BodyTooLarge))
+                )
+            estimate = facts.estimate(self._service.output_bound(facts.model))
         request_id = proxy_request_id(http.headers.get(REQUEST_ID_HEADER, ""))
         try:
-            if isinstance(found, DenyReason):
-                decision = self._service.refuse(found)
-            else:
-                estimate = facts.estimate() if facts is not None else None
-                decision = await self._service.authorize(found, request_id, estimate)
+            decision = await self._service.authorize(found, request_id, estimate)
         except StoreUnavailable:
             # The fail mode is this adapter's job: Authorize leaves it to its caller.
             return self._store_unavailable()
@@ -250,7 +312,7 @@ class ExtAuthzServicer:
             self._failing_open = False
             log.warning("ext_authz: store reachable again; checking keys again")
         if decision.allowed:
-            return allowed_response(decision, self._options, request_id, facts)
+            return allowed_response(decision, self._options, request_id, facts, estimate)
         return denied_response(http_denial(decision), decision)
 
     def _store_unavailable(self) -> pb.CheckResponse:

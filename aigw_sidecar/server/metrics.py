@@ -138,6 +138,11 @@ class Metrics(AdmissionObserver):
         self._usage_other = (
             self.usage_tokens.labels(OTHER, OTHER), self.usage_cost.labels(OTHER, OTHER)
         )
+        self.usage_fallbacks = Counter(
+            "aigw_usage_fallbacks",
+            "Proxied requests charged their estimate because their usage could not be read,"
+            " by cause", ["cause"], registry=reg,
+        )
         self.alerts = Counter(
             "aigw_budget_alerts", "Budget alert events raised by this process, by type",
             ["type"], registry=reg,
@@ -228,6 +233,9 @@ class Metrics(AdmissionObserver):
                 )
                 self._keys[label] = children
         return children
+
+    def usage_fallback(self, cause: str) -> None:
+        self.usage_fallbacks.labels(cause=cause).inc()
 
     def store_state(self, up: bool) -> None:
         self.store_up.set(1 if up else 0)

@@ -90,8 +90,12 @@ HTTP_STATUS_OF: dict[DenyReason, int] = {
     DenyReason.MODEL_NOT_ALLOWED: 403,  # waiting cannot help; another model might
 }
 HTTP_STORE_UNAVAILABLE = 503
+HTTP_BAD_REQUEST = 400
+HTTP_TOO_LARGE = 413
 # The "type" of an OpenAI-style error body, by HTTP status.
 _ERROR_TYPE_OF: dict[int, str] = {
+    400: "invalid_request_error",
+    413: "invalid_request_error",
     401: "authentication_error",
     403: "permission_error",
     429: "rate_limit_error",
@@ -99,6 +103,8 @@ _ERROR_TYPE_OF: dict[int, str] = {
 }
 # Envoy denies on any non-OK gRPC status; the code itself only shows in its logs.
 _GRPC_CODE_OF_HTTP: dict[int, grpc.StatusCode] = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    413: grpc.StatusCode.INVALID_ARGUMENT,
     401: grpc.StatusCode.UNAUTHENTICATED,
     403: grpc.StatusCode.PERMISSION_DENIED,
     429: grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -211,5 +217,22 @@ def store_unavailable_denial() -> HttpDenial:
             "The API key could not be checked: the key store is unavailable. Try again.",
             HTTP_STORE_UNAVAILABLE,
             "store_unavailable",
+        ),
+    )
+
+
+def bad_request_denial(message: str, *, too_large: bool = False) -> HttpDenial:
+    """A request body the gateway will not forward: 400 (or 413), never charged.
+
+    ``message`` says what is wrong in words the client can act on; it never holds
+    a value taken from the body.
+    """
+    status = HTTP_TOO_LARGE if too_large else HTTP_BAD_REQUEST
+    return HttpDenial(
+        status=status,
+        grpc_code=_GRPC_CODE_OF_HTTP[status],
+        headers=(("content-type", "application/json"),),
+        body=openai_error_body(
+            message, status, "request_too_large" if too_large else "invalid_request_body"
         ),
     )

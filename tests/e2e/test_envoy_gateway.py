@@ -127,7 +127,7 @@ async def test_usage_past_a_budget_makes_the_next_request_a_rate_limit_naming_it
 ) -> None:
     key = await gateway.create_key(**limits)
     async with gateway.client(key.secret) as client:
-        await client.chat.completions.create(model="mock", messages=MESSAGES)
+        await client.chat.completions.create(model="mock", messages=MESSAGES, max_tokens=5)
         await gateway.admission.RecordUsage(
             admission_pb2.RecordUsageRequest(key_id=key.key.key_id, request_id="r1", **usage)
         )

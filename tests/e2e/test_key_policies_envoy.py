@@ -1,7 +1,7 @@
 """Key policies through Envoy: model allow-lists, tokens per minute, parallel requests, rotation.
 
 Real Envoy with the shipped config, the mock upstream and the official ``openai``
-SDK (no retries). Usage and freed slots arrive through ext_proc after the
+SDK (no retries). Usage and freed slots arrive through the access log after the
 response, so every check of them polls the overview (bounded) instead of sleeping.
 """
 
@@ -72,9 +72,11 @@ async def test_a_full_tokens_per_minute_window_is_a_rate_limit_with_retry_after(
     key = await create_key(gateway, keys_pb2.Limits(tokens_per_minute=100))
     key_id = key.key.key_id
     async with gateway.client(key.secret) as client:
-        # The upstream reports 11 + 100 tokens, recorded through ext_proc: the window is full.
+        # The upstream reports 11 + 100 tokens, recorded through the access log: the
+        # window is full. (max_tokens: without one the estimate alone, prompt plus
+        # the default output bound, would not fit in 100 tokens per minute.)
         await client.chat.completions.create(
-            model="mock", messages=MESSAGES,  # type: ignore[arg-type]
+            model="mock", messages=MESSAGES, max_tokens=50,  # type: ignore[arg-type]
             extra_headers={"x-mock-completion-tokens": "100"},
         )
         used = PROMPT_TOKENS + 100
@@ -82,7 +84,7 @@ async def test_a_full_tokens_per_minute_window_is_a_rate_limit_with_retry_after(
         assert ov.tokens_per_minute.used == used
         with pytest.raises(openai.RateLimitError) as caught:
             await client.chat.completions.create(
-                model="mock", messages=MESSAGES  # type: ignore[arg-type]
+                model="mock", messages=MESSAGES, max_tokens=50  # type: ignore[arg-type]
             )
     exc = caught.value
     assert error_code(exc) == "tokens_per_minute"
@@ -111,7 +113,7 @@ async def test_a_second_concurrent_stream_is_refused_until_the_first_one_ends(
         assert caught.value.response.headers["retry-after"] == "1"
         text = "".join([c.choices[0].delta.content or "" async for c in chunks if c.choices])
         assert text == "".join(WORDS)
-        # ext_proc's settlement (after the stream ends) frees the slot.
+        # The access log's settlement (after the stream ends) frees the slot.
         ov = await overview_when(gateway, key_id, lambda ov: ov.parallel_requests.used == 0)
         assert ov.parallel_requests.used == 0
         again = await client.chat.completions.create(

@@ -1,4 +1,4 @@
-"""Usage from Envoy with no application code: ext_authz reserves, ext_proc settles.
+"""Usage from Envoy with no application code: ext_authz reserves, the access log settles.
 
 Real Envoy with the shipped config, the mock upstream and the official ``openai``
 SDK (no retries). Charges are read back with GetKeyOverview over gRPC; settlement
@@ -17,7 +17,8 @@ import openai
 import pytest
 import pytest_asyncio
 
-from aigw_sidecar.admission.usage_stream import read_request
+from aigw_sidecar.admission.bodies import read_request
+from aigw_sidecar.admission.service import DEFAULT_MAX_OUTPUT_TOKENS
 from aigw_sidecar.api.v1 import keys_pb2
 from tests.e2e.conftest import Gateway, close_gateway, open_gateway
 from tests.e2e.upstream import PROMPT_TOKENS, WORDS, MockUpstream
@@ -72,8 +73,7 @@ def estimated_tokens(max_tokens: int, stream: bool) -> int:
     """What ext_authz reserves for MESSAGES (the sidecar's own heuristic)."""
     body = {"messages": MESSAGES, "model": "mock", "max_tokens": max_tokens, "stream": stream}
     facts = read_request(json.dumps(body).encode())
-    assert facts is not None
-    return facts.estimate().tokens
+    return facts.estimate(DEFAULT_MAX_OUTPUT_TOKENS).tokens
 
 
 async def test_a_completion_is_charged_its_exact_tokens_and_cost(gateway: Gateway) -> None:
@@ -277,8 +277,8 @@ async def test_an_upstream_error_releases_the_reservation(gateway: Gateway) -> N
 
 
 async def test_ext_authz_denials_are_never_charged(gateway: Gateway) -> None:
-    assert gateway.sidecar.ext_proc is not None
-    before = gateway.sidecar.ext_proc.counts
+    assert gateway.sidecar.access_log is not None
+    before = gateway.sidecar.access_log.counts
     key = await gateway.create_key(token_limit=100)
     async with gateway.client(key.secret) as client:
         with pytest.raises(openai.RateLimitError):
@@ -292,11 +292,11 @@ async def test_ext_authz_denials_are_never_charged(gateway: Gateway) -> None:
             )
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
     while time.monotonic() < deadline:
-        after = gateway.sidecar.ext_proc.counts
+        after = gateway.sidecar.access_log.counts
         if after["not_charged"] >= before["not_charged"] + 2:
             break
         await asyncio.sleep(0.05)
-    after = gateway.sidecar.ext_proc.counts
+    after = gateway.sidecar.access_log.counts
     # Both local replies reached ext_proc, and nothing was settled for them.
     assert after["not_charged"] == before["not_charged"] + 2
     settlements = ("charge_usage", "charge_estimate", "release")
