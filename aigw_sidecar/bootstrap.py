@@ -92,7 +92,8 @@ def admin_authenticator(settings: Settings) -> AdminAuthenticator:
             raise RuntimeError(
                 f"refusing to serve KeyManagement on {address} without an admin token: "
                 "set AIGW_ADMIN_TOKEN or --admin-token-file, or move the admin plane to "
-                "loopback or a unix socket with --admin-listen"
+                "loopback or a unix socket path with --admin-listen (an abstract socket "
+                "has no permissions: every local user can connect)"
             )
         log.warning(
             "NO ADMIN TOKEN CONFIGURED: KeyManagement on %s accepts every local caller; "
@@ -278,8 +279,12 @@ async def start(settings: Settings) -> Sidecar:
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    # Each listener lists only what it serves: KeyManagement only where it is.
+    data_services = SERVICE_NAMES if admin_server is None else tuple(
+        name for name in SERVICE_NAMES if name not in ADMIN_SERVICE_NAMES
+    )
     reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (*data_services, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     port = bind(
         server,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from redis.asyncio import Redis
 
 from aigw_sidecar.api.v1 import admission_pb2 as adm_pb
@@ -173,6 +174,17 @@ def test_no_token_on_a_non_loopback_admin_address_refuses_to_start(address: str)
         admin_authenticator(Settings(listen=address))
 
 
+def test_no_token_on_an_abstract_unix_socket_refuses_to_start() -> None:
+    # No file, so no permissions: any local user could call KeyManagement.
+    with pytest.raises(RuntimeError, match="abstract socket"):
+        admin_authenticator(Settings(listen="127.0.0.1:0", admin_listen="unix-abstract:aigw"))
+    with pytest.raises(RuntimeError, match="refusing to serve KeyManagement"):
+        admin_authenticator(Settings(listen="unix-abstract:aigw"))
+    assert admin_authenticator(
+        Settings(listen="127.0.0.1:0", admin_listen="unix-abstract:aigw", admin_token=TOKEN)
+    ).enabled
+
+
 def test_no_token_with_admin_plane_on_loopback_or_unix_socket_starts() -> None:
     assert not admin_authenticator(Settings(listen="0.0.0.0:1", admin_listen="unix:/x")).enabled
     assert is_local_address("127.0.0.1:50051")
@@ -197,6 +209,33 @@ async def test_admin_plane_on_its_own_unix_socket_is_not_served_on_the_data_port
             reply = await keys_pb2_grpc.KeyManagementStub(admin).ListKeys(
                 keys_pb.ListKeysRequest(), metadata=_auth(TOKEN))
         assert list(reply.keys) == []
+    finally:
+        await sidecar.stop()
+
+
+async def _listed_services(channel: grpc.aio.Channel) -> set[str]:
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    call = stub.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+    )
+    async for reply in call:
+        return {s.name for s in reply.list_services_response.service}
+    raise AssertionError("no reflection reply")
+
+
+async def test_each_listener_lists_only_the_services_it_serves(
+    valkey_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    socket_path = tmp_path / "admin.sock"
+    sidecar = await start(_settings(valkey_url, key_prefix, tmp_path,
+                                    admin_listen=f"unix:{socket_path}", admin_token=TOKEN))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{sidecar.port}") as data:
+            listed = await _listed_services(data)
+        assert "aigw.v1.Admission" in listed
+        assert "aigw.v1.KeyManagement" not in listed
+        async with grpc.aio.insecure_channel(f"unix:{socket_path}") as admin:
+            assert "aigw.v1.KeyManagement" in await _listed_services(admin)
     finally:
         await sidecar.stop()
 

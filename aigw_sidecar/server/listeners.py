@@ -9,8 +9,14 @@ import grpc
 
 
 def is_local_address(address: str) -> bool:
-    """True for a unix socket or a loopback host; ``0.0.0.0`` and ``[::]`` are not."""
-    if address.startswith(("unix:", "unix-abstract:")):
+    """True for a unix socket path or a loopback host; ``0.0.0.0`` and ``[::]`` are not.
+
+    An abstract unix socket (``unix-abstract:``) is not: it has no file, so no
+    permissions, and every local user (``nobody`` included) can connect to it.
+    """
+    if address.startswith("unix-abstract:"):
+        return False
+    if address.startswith("unix:"):
         return True
     host = address.rsplit(":", 1)[0].strip("[]")
     if host == "localhost":
