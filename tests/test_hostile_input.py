@@ -268,3 +268,65 @@ async def test_an_oversized_or_control_character_key_header_is_401_without_a_sto
         assert reply.denied_response.status.code == 401
         assert "key_malformed" in reply.denied_response.body
     assert _delta(start, await _command_calls(store_client)) == {}
+
+
+def _check_call(grpc_stubs: Stubs) -> Any:
+    return grpc_stubs.channel.unary_unary(
+        CHECK_METHOD, request_serializer=authz.CheckRequest.SerializeToString,
+        response_deserializer=authz.CheckResponse.FromString,
+    )
+
+
+def _chat_check(body: bytes, bearer: str = "Bearer anything") -> authz.CheckRequest:
+    request = authz.CheckRequest()
+    request.attributes.context_extensions["endpoint"] = "chat"
+    http = request.attributes.request.http
+    http.headers["authorization"] = bearer
+    http.path = "/v1/chat/completions"
+    http.raw_body = body
+    return request
+
+
+@pytest.mark.parametrize("depth", [1_100, 50_000])
+async def test_a_deeply_nested_check_body_is_a_400_not_an_internal_error(
+    grpc_stubs: Stubs, store_client: Redis, key_prefix: str, depth: int
+) -> None:
+    before = await snapshot(store_client, key_prefix)
+    for body in (b"[" * depth + b"]" * depth, b'{"a":' * depth + b"1" + b"}" * depth):
+        reply = await _check_call(grpc_stubs)(_chat_check(body), timeout=10)
+        assert reply.denied_response.status.code == 400
+        assert b'"invalid_request_body"' in reply.denied_response.body.encode()
+    assert await snapshot(store_client, key_prefix) == before
+
+
+@FUZZ
+@given(body=st.one_of(
+    st.binary(max_size=300),
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                    max_size=4),
+        max_leaves=20,
+    ).map(lambda value: repr(value).encode()),
+))
+async def test_any_check_body_gets_an_http_answer_and_writes_nothing(
+    grpc_stubs: Stubs, store_client: Redis, key_prefix: str, body: bytes
+) -> None:
+    before = await snapshot(store_client, key_prefix)
+    reply = await _check_call(grpc_stubs)(_chat_check(body), timeout=10)
+    assert reply.denied_response.status.code in (400, 401)
+    assert await snapshot(store_client, key_prefix) == before
+
+
+async def test_an_access_log_frame_that_does_not_parse_is_invalid_argument(
+    grpc_stubs: Stubs,
+) -> None:
+    call = grpc_stubs.channel.stream_unary(
+        "/envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs",
+        request_serializer=_identity, response_deserializer=_identity,
+    )
+    for garbage in (b"\x12\x03\xff\xfe\xfd", b"\x0a\x05\x12\x03\xff\xfe", b"\xff" * 20):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call(iter([b"", garbage]), timeout=10)
+        assert err.value.code() == CODE.INVALID_ARGUMENT
+    assert await call(iter([b""]), timeout=10) == b""  # the service still answers

@@ -131,3 +131,25 @@ async def test_bad_usage_accounting_input_is_refused_naming_the_field_and_writes
     assert field in details
     assert created.secret not in details
     assert await snapshot(store_client, key_prefix) == before
+
+
+async def test_a_report_that_would_take_a_counter_past_its_cap_is_refused_without_a_write(
+    grpc_stubs: Stubs, store_client: Redis, key_prefix: str,
+) -> None:
+    # 2^53 - 1 micro-USD (about 9 billion USD): nine reports of the largest cost fit,
+    # a tenth would pass the cap (and, repeated, once overflowed int64 half-way).
+    created = await grpc_stubs.keys.CreateKey(kpb.CreateKeyRequest(name="spender"))
+    key_id = created.key.key_id
+    for i in range(9):
+        await grpc_stubs.admission.RecordUsage(adm.RecordUsageRequest(
+            key_id=key_id, request_id=f"r{i}", prompt_tokens=5, cost_micro_usd=10**15,
+        ), timeout=10)
+    before = await snapshot(store_client, key_prefix)
+    for attempt in range(2):  # a retry is refused the same way: nothing half-counted
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await grpc_stubs.admission.RecordUsage(adm.RecordUsageRequest(
+                key_id=key_id, request_id="r9", prompt_tokens=5, cost_micro_usd=10**15,
+            ), timeout=10)
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION, attempt
+        assert "2^53-1" in (err.value.details() or "")
+    assert await snapshot(store_client, key_prefix) == before

@@ -354,6 +354,11 @@ class RedisKeyStore:
         code, tokens, cost, settled = res[:4]
         if code == 0:
             raise NotFound("no API key with that key_id")
+        if code == 3:
+            raise FailedPrecondition(
+                "usage: this report would take the key's token or cost counters past "
+                "2^53-1; nothing was recorded"
+            )
         return UsageResult(
             **_usage_extras(kid, res[4:]),
             counted=code == 1,

@@ -14,7 +14,8 @@
 -- ARGV[7]  model ('' when not given); usage is also split per model
 -- ARGV[8]  '1' when the model had no price in the pricing table
 -- Returns {code, period_tokens, period_cost, settled}
---   code: 1 counted, 2 already counted (nothing changed), 0 unknown key
+--   code: 1 counted, 2 already counted (nothing changed), 0 unknown key,
+--   3 refused: a counter would pass COUNTER_CAP (nothing changed)
 --   settled: 1 when an open reservation of this request was settled
 -- A counted report also returns {..., workspace, project, expired_leases,
 --   period_start_ms, alerts}: expired_leases is the number of the key's leases
@@ -22,6 +23,10 @@
 --   list of {budget ('cost'|'tokens'), percent, used, limit} or
 --   {'expiry', days, 0, expires_at_ms}: the alerts this report crossed.
 local MAX_MODELS = 64
+-- Every counter stays exact as a Lua number (a double) and far from HINCRBY's
+-- int64 overflow, which would fail the script half-way: a report that would
+-- take one past this cap is refused before anything is written.
+local COUNTER_CAP = 9007199254740991  -- 2^53 - 1
 local rec = redis.call('HMGET', KEYS[1], 'kid', 'period', 'epoch', 'tpm')
 if not rec[1] then
   return {0, 0, 0, 0}
@@ -34,6 +39,19 @@ local seen_at = redis.call('ZSCORE', KEYS[3], ARGV[1])
 if seen_at and tonumber(seen_at) > now_ms - tonumber(ARGV[6]) then
   local tokens, cost = period_usage(KEYS[2], pid)
   return {2, tokens, cost, 0}
+end
+
+local add_tokens = tonumber(ARGV[2]) + tonumber(ARGV[3])
+local add_cost = tonumber(ARGV[4])
+do
+  local p_tokens, p_cost = period_usage(KEYS[2], pid)
+  local life = redis.call('HMGET', KEYS[1], 'lt_pt', 'lt_ct', 'lt_cost')
+  local lt_tokens = (tonumber(life[1]) or 0) + (tonumber(life[2]) or 0)
+  if p_tokens + add_tokens > COUNTER_CAP or p_cost + add_cost > COUNTER_CAP
+      or lt_tokens + add_tokens > COUNTER_CAP
+      or (tonumber(life[3]) or 0) + add_cost > COUNTER_CAP then
+    return {3, p_tokens, p_cost, 0}
+  end
 end
 
 -- An expired lease is closed too, but it was no longer open: not settled.
