@@ -22,7 +22,7 @@ from aigw_sidecar.admission.alerts import AlertSink, BudgetAlerts
 from aigw_sidecar.admission.observed import ObservedAdmissionService
 from aigw_sidecar.admission.settlement import UsageSettler
 from aigw_sidecar.api.v1 import admission_pb2, admission_pb2_grpc, keys_pb2, keys_pb2_grpc
-from aigw_sidecar.errors import AigwError
+from aigw_sidecar.errors import AigwError, FailedPrecondition, StoreUnavailable
 from aigw_sidecar.keys.audit import AuditedKeyService
 from aigw_sidecar.pricing.loader import PricingFile
 from aigw_sidecar.server.access_log import AccessLogServicer
@@ -229,6 +229,18 @@ async def start(settings: Settings) -> Sidecar:
         lease_ms=settings.reservation_ttl_s * 1000,
         multiplexed=multiplexed,
     )
+    try:
+        await store.pin_deployment_settings()
+    except StoreUnavailable:
+        log.warning("store unreachable at start: lease and dedupe times not checked against "
+                    "the other replicas'")
+    except FailedPrecondition as exc:
+        await redis.aclose()
+        if multiplexed is not None:
+            await multiplexed.aclose()
+        if embedded is not None:
+            embedded.stop()
+        raise RuntimeError(str(exc)) from None
 
     metrics = build_metrics(settings)
     # The admission path's store calls are timed when metrics are on.

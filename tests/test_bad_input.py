@@ -300,7 +300,8 @@ async def test_a_create_refused_for_a_past_expiry_leaves_no_trace_in_the_store(
             kpb.CreateKeyRequest(name="n", workspace="fresh",
                                  expires_at=Timestamp(seconds=1_000_000_000))
         )
-    assert await key_names(store_client, key_prefix) == []
+    # Only the deployment settings the sidecar pinned when it started.
+    assert await key_names(store_client, key_prefix) == [f"{key_prefix}:deployment"]
     await grpc_stubs.keys.CreateKey(kpb.CreateKeyRequest(name="n", workspace="fresh"))
 
 
@@ -311,7 +312,8 @@ async def test_an_invalid_create_leaves_no_trace_in_the_store(
         await grpc_stubs.keys.CreateKey(
             kpb.CreateKeyRequest(name="n", limits=kpb.Limits(token_limit=-1))
         )
-    assert await key_names(store_client, key_prefix) == []
+    # Only the deployment settings the sidecar pinned when it started.
+    assert await key_names(store_client, key_prefix) == [f"{key_prefix}:deployment"]
 
 
 async def test_an_empty_secret_is_a_denial_for_a_missing_key_not_an_error(

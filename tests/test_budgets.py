@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from redis.asyncio import Redis
 
-from aigw_sidecar.admission.decision import DenyReason, UsageReport
+from aigw_sidecar.admission.decision import DenyReason, Estimate, UsageReport
 from aigw_sidecar.admission.periods import ResetPeriod, period_bounds
 from aigw_sidecar.admission.service import AdmissionService
 from aigw_sidecar.keys.model import KeySpec, KeyUpdate, Limits
@@ -253,3 +253,29 @@ async def test_a_report_splits_prompt_and_completion_tokens_in_the_overview(
     overview = await keys.overview(key_id)
     assert (overview.period_prompt_tokens, overview.period_completion_tokens) == (30, 12)
     assert (overview.period_tokens, overview.period_cost_micro_usd) == (42, 99)
+
+
+async def test_a_request_admitted_before_a_reset_and_settled_after_it_counts_in_the_new_period(
+    keys: KeyService, admission: AdmissionService, clock: Clock
+) -> None:
+    # The documented rule: usage belongs to the period in which it is reported. The
+    # reservation leaves the old period's budget; the usage lands in the new one.
+    key_id, secret = await _key(
+        keys, clock, Limits(token_limit=1000, reset_period=ResetPeriod.DAILY)
+    )
+    _start, end = period_bounds(ResetPeriod.DAILY, NOW)
+    assert end is not None
+    _at(clock, end - 100)  # 23:59:59.900
+    for i in range(10):
+        decision = await admission.authorize(
+            secret, f"r{i}", Estimate(prompt_tokens=50, max_output_tokens=50)
+        )
+        assert decision.allowed
+    assert (await keys.overview(key_id)).reserved_tokens == 1000
+    _at(clock, end + 100)  # 00:00:00.100, the next day
+    for i in range(10):
+        await admission.record_usage(_report(key_id, f"r{i}", 100))
+    overview = await keys.overview(key_id)
+    assert (overview.period_tokens, overview.reserved_tokens) == (1000, 0)
+    assert overview.period_start_ms == end
+    assert (await admission.authorize(secret)).deny_reason is DenyReason.TOKEN_LIMIT

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import grpc
+import pytest
 
 from aigw_sidecar.api.v1 import admission_pb2 as adm
 from aigw_sidecar.api.v1 import admission_pb2_grpc, keys_pb2_grpc
 from aigw_sidecar.api.v1 import keys_pb2 as kpb
+from aigw_sidecar.bootstrap import start
+from aigw_sidecar.settings import Settings
 from tests.servers import SidecarProcess
 
 
@@ -100,3 +104,25 @@ async def test_a_key_deleted_through_one_process_is_unknown_to_the_next_request_
         await keys.DeleteKey(kpb.DeleteKeyRequest(key_id=created.key.key_id), timeout=10)
         reply = await other.Authorize(request, timeout=10)
     assert reply.deny_reason == adm.DENY_REASON_KEY_UNKNOWN
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("reservation_ttl_s", 300), ("usage_dedupe_s", 3600)]
+)
+async def test_a_replica_with_other_lease_or_dedupe_times_refuses_to_start(
+    valkey_url: str, tmp_path: Path, flag: str, value: int
+) -> None:
+    # A shorter lease would free a parallel slot while its request still runs on
+    # the other replica; a shorter dedupe window would count a retried report twice.
+    prefix = f"pin-{flag}"
+    first = await start(Settings(listen="127.0.0.1:0", redis_url=valkey_url,
+                                 key_prefix=prefix, data_dir=tmp_path))
+    try:
+        with pytest.raises(RuntimeError, match="--reservation-ttl-s and --usage-dedupe-s"):
+            await start(Settings(listen="127.0.0.1:0", redis_url=valkey_url, key_prefix=prefix,
+                                 data_dir=tmp_path, **{flag: value}))
+        same = await start(Settings(listen="127.0.0.1:0", redis_url=valkey_url,
+                                    key_prefix=prefix, data_dir=tmp_path))
+        await same.stop()
+    finally:
+        await first.stop()

@@ -14,12 +14,14 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from aigw_sidecar.admission.decision import DenyReason, Estimate, UsageReport
 from aigw_sidecar.admission.service import AdmissionService
+from aigw_sidecar.errors import InvalidArgument
 from aigw_sidecar.keys.model import KeySpec, Limits
 from aigw_sidecar.keys.service import KeyService
 from aigw_sidecar.store.keyspace import Keyspace
@@ -116,6 +118,13 @@ async def _step(
     elif kind == "reserve":
         _, rid, est_tok, est_cost = step
         assert isinstance(rid, str) and isinstance(est_tok, int) and isinstance(est_cost, int)
+        if rid in model.settled:
+            # A settled request id is a caller error: refused, nothing written.
+            with pytest.raises(InvalidArgument, match="request_id"):
+                await admission.authorize(
+                    secret, rid, Estimate(prompt_tokens=est_tok, cost_micro_usd=est_cost)
+                )
+            return
         decision = await admission.authorize(
             secret, rid, Estimate(prompt_tokens=est_tok, cost_micro_usd=est_cost)
         )

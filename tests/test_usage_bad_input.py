@@ -153,3 +153,31 @@ async def test_a_report_that_would_take_a_counter_past_its_cap_is_refused_withou
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION, attempt
         assert "2^53-1" in (err.value.details() or "")
     assert await snapshot(store_client, key_prefix) == before
+
+
+async def test_a_request_id_settled_by_a_report_is_refused_when_authorized_again(
+    grpc_stubs: Stubs, store_client: Redis, key_prefix: str,
+) -> None:
+    # Admitted again, it would reserve anew while its second report counted as a retry:
+    # 600 tokens never charged and a reservation left open until its lease ended.
+    created = await grpc_stubs.keys.CreateKey(kpb.CreateKeyRequest(
+        name="reuser", limits=kpb.Limits(token_limit=10_000, max_parallel_requests=2)
+    ))
+    request = adm.AuthorizeRequest(
+        secret=created.secret, request_id="r1",
+        estimate=adm.Estimate(prompt_tokens=100, max_output_tokens=500),
+    )
+    assert (await grpc_stubs.admission.Authorize(request, timeout=10)).allowed
+    await grpc_stubs.admission.RecordUsage(adm.RecordUsageRequest(
+        key_id=created.key.key_id, request_id="r1", prompt_tokens=100, completion_tokens=500,
+    ), timeout=10)
+    before = await snapshot(store_client, key_prefix)
+    for again in (request, adm.AuthorizeRequest(secret=created.secret, request_id="r1")):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await grpc_stubs.admission.Authorize(again, timeout=10)
+        assert err.value.code() == INVALID
+        assert "request_id" in (err.value.details() or "")
+    assert await snapshot(store_client, key_prefix) == before
+    assert (await grpc_stubs.admission.Authorize(
+        adm.AuthorizeRequest(secret=created.secret, request_id="r2"), timeout=10
+    )).allowed

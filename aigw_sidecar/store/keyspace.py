@@ -15,6 +15,11 @@ from dataclasses import dataclass
 class Keyspace:
     prefix: str = "aigw"
 
+    @property
+    def deployment(self) -> str:
+        """Hash: settings every replica must share (lease and dedupe times), pinned by the first."""
+        return f"{self.prefix}:deployment"
+
     def record(self, key_id: str) -> str:
         """Hash: the key's fields, limits and lifetime totals."""
         return f"{self.prefix}:key:{{{key_id}}}"
@@ -58,6 +63,7 @@ class Keyspace:
             self.lease_amounts(key_id),
             self.token_window(key_id),
             self.slots(key_id),
+            self.seen(key_id),
         ]
 
     def all_keys(self, key_id: str) -> list[str]:

@@ -290,6 +290,11 @@ class RedisKeyStore:
         code = int(res[0])
         if code == 3:
             return Decision.deny(DenyReason.KEY_UNKNOWN)
+        if code == 12:
+            raise InvalidArgument(
+                "request_id", "was already settled by a usage report; give every request "
+                "its own request id"
+            )
         identity: dict[str, Any] = {
             "key_id": res[1],
             "workspace": res[2],
@@ -325,6 +330,33 @@ class RedisKeyStore:
         async with _store_errors():
             key_id = await self._redis.hget(self._ks.legacy, key_hash)
         return None if key_id is None else str(key_id)
+
+    async def pin_deployment_settings(self) -> None:
+        """Check that every replica uses this one's lease and dedupe times, or fail.
+
+        The first replica to start on a key prefix pins them in the store; a replica
+        with other values would expire shared state early (a parallel slot freed
+        while its request runs, a retried report counted twice), so it refuses:
+        FailedPrecondition naming the values.
+        """
+        wanted = {
+            "reservation_ttl_ms": str(self._lease_ms), "usage_dedupe_ms": str(self._dedupe_ms)
+        }
+        async with _store_errors():
+            for name, value in wanted.items():
+                await self._redis.hsetnx(self._ks.deployment, name, value)
+            raw = await self._redis.hgetall(self._ks.deployment)
+        pinned = {_str(k): _str(v) for k, v in raw.items()}
+        differ = [
+            f"{name} is {pinned.get(name)} in the store, {value} here"
+            for name, value in wanted.items() if pinned.get(name) != value
+        ]
+        if differ:
+            raise FailedPrecondition(
+                "replicas must share --reservation-ttl-s and --usage-dedupe-s: "
+                + "; ".join(differ) + f". To change them, stop every replica, delete the "
+                f"store key {self._ks.deployment}, and start them all with the new values"
+            )
 
     async def record_usage(self, report: UsageReport) -> UsageResult:
         kid = report.key_id
@@ -722,6 +754,10 @@ class RedisKeyStore:
             if len(batch) < _LIST_BATCH:
                 return
             offset += len(batch)
+
+
+def _str(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 @asynccontextmanager

@@ -7,6 +7,7 @@
 --          (the lease keys belong to the API key: swept here, deleted with it)
 -- KEYS[6]  token window      aigw:tpm:{<key id>}        (zset, score = µs, '<µs>-<seq>:<tokens>')
 -- KEYS[7]  parallel slots    aigw:slot:{<key id>}       (zset, request id -> lease expiry ms)
+-- KEYS[8]  seen request ids  aigw:seen:{<key id>}       (zset; ids record_usage counted)
 -- ARGV[1]  key hash (hex SHA-256 of the secret)
 -- ARGV[2]  now in µs, or '' for Redis TIME
 -- ARGV[3]  request id ('' when the caller gives none; needed to reserve)
@@ -22,8 +23,10 @@
 --          parallel_remaining, slot_held}
 --   code: 0 allowed, 3 unknown key, 4 disabled, 5 expired,
 --         6 requests per minute, 7 token limit, 8 cost limit,
---         9 tokens per minute, 10 parallel requests, 11 model not allowed
---   (4, 5 and 11 return the identity only)
+--         9 tokens per minute, 10 parallel requests, 11 model not allowed,
+--         12 the request id was already settled by a usage report (a caller
+--            error: its new usage would be ignored as a retry)
+--   (4, 5, 11 and 12 return the identity only)
 --   a limit of -1 means "no such limit"; budget_reset_ms and
 --   retry_after_ms are -1 when nothing resets; reserved_* are -1 when
 --   nothing was reserved.
@@ -54,6 +57,9 @@ if rec[2] ~= '1' then
 end
 if rec[3] and rec[3] ~= '' and tonumber(rec[3]) <= now_ms then
   return {5, kid, ws, proj, env, legacy}
+end
+if ARGV[3] ~= '' and redis.call('ZSCORE', KEYS[8], ARGV[3]) then
+  return {12, kid, ws, proj, env, legacy}
 end
 
 -- Does the model match a line of the allow-list? A line is a name, or a
