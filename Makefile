@@ -47,9 +47,10 @@ proto-check: $(STAMP)
 	diff -r -x __init__.py -x __pycache__ $(VENV)/proto-check/aigw_sidecar/api aigw_sidecar/api \
 	  || (echo "generated code is stale: run 'make proto' and commit" >&2; exit 1)
 
-## Latency Envoy + sidecar adds over Envoy alone (loopback; not part of `make test`).
+## Envoy alone, ext_authz only and the shipped config in one run: req/s, p50/p99, CPU per
+## request of every process, sidecar-cluster resets (loopback; needs h2load; not in `make test`).
 bench-envoy: $(STAMP)
-	$(PY) -m tests.bench.envoy_latency $(BENCH_ARGS)
+	$(PY) -m tests.bench.envoy_latency --json bench-envoy-results.json $(BENCH_ARGS)
 
 ## Budget overshoot under a concurrent burst, with and without estimates (loopback).
 bench-overshoot: $(STAMP)
