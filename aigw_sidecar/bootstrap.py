@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 
 from aigw_sidecar.admission.alerts import AlertSink, BudgetAlerts
 from aigw_sidecar.admission.observed import ObservedAdmissionService
+from aigw_sidecar.admission.recovery import UnknownOutcomes
 from aigw_sidecar.admission.settlement import UsageSettler
 from aigw_sidecar.api.v1 import admission_pb2, admission_pb2_grpc, keys_pb2, keys_pb2_grpc
 from aigw_sidecar.errors import AigwError, FailedPrecondition, StoreUnavailable
@@ -121,6 +122,8 @@ class Sidecar:
     pricing: PricingFile | None = None
     multiplexed: MultiplexedScripts | None = None
     access_log: AccessLogServicer | None = None
+    ext_authz: ExtAuthzServicer | None = None
+    unknown_outcomes: UnknownOutcomes | None = None
     metrics: Metrics | None = None
     metrics_endpoint: MetricsEndpoint | None = None
     webhook: WebhookSink | None = None
@@ -264,12 +267,15 @@ async def start(settings: Settings) -> Sidecar:
     event_log = RedisEventLog(redis, Keyspace(settings.key_prefix), settings.events_max_entries)
     webhook = build_webhook(settings, metrics)
     sinks: list[AlertSink] = [webhook] if webhook is not None else []
+    # Admissions and settlements a stalled store left unknown, finished when it answers.
+    unknown_outcomes = UnknownOutcomes()
     admission = ObservedAdmissionService(
         admission_store,
         (lambda: pricing.table) if pricing is not None else (lambda: None),
         observer=metrics,
         alerts=BudgetAlerts(event_log, sinks),
         default_max_output_tokens=settings.default_max_output_tokens,
+        unknown_outcomes=unknown_outcomes,
     )
     admission_pb2_grpc.add_AdmissionServicer_to_server(AdmissionServicer(admission), server)
     # Envoy's Authorization/Check: the same AdmissionService, so the same one script.
@@ -281,7 +287,8 @@ async def start(settings: Settings) -> Sidecar:
     ))
     # Envoy's gRPC access log: settles what ext_authz admitted and reserved.
     access_log = AccessLogServicer(UsageSettler(
-        admission, on_fallback=metrics.usage_fallback if metrics is not None else None
+        admission, on_fallback=metrics.usage_fallback if metrics is not None else None,
+        unknown_outcomes=unknown_outcomes,
     ))
     server.add_generic_rpc_handlers((ext_authz.handler(), access_log.handler()))
     audit = RedisAuditLog(redis, Keyspace(settings.key_prefix), settings.audit_max_entries)
@@ -331,8 +338,11 @@ async def start(settings: Settings) -> Sidecar:
     sidecar = Sidecar(
         settings, server, redis, watcher, port, embedded,
         admin_server=admin_server, admin_port=admin_port, access_log=access_log,
+        ext_authz=ext_authz,
     )
     sidecar._tasks.append(asyncio.create_task(watcher.run()))
+    sidecar._tasks.append(asyncio.create_task(unknown_outcomes.run()))
+    sidecar.unknown_outcomes = unknown_outcomes
     sidecar.multiplexed = multiplexed
     sidecar.metrics = metrics
     if webhook is not None:

@@ -187,3 +187,40 @@ async def test_an_unreachable_store_fails_open_with_a_marker_when_configured(
     assert [(h.header.key, h.header.value) for h in response.ok_response.headers] == [
         ("x-aigw-fail-open", "true")
     ]
+
+
+class _Context:
+    """What Check uses of grpc's servicer context, for a call Envoy cancels."""
+
+    def __init__(self, cancelled: bool) -> None:
+        self.callbacks: list[object] = []
+        self._cancelled = cancelled
+
+    def add_done_callback(self, callback: object) -> None:
+        self.callbacks.append(callback)
+
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+
+@pytest.mark.parametrize("cancelled", [True, False], ids=["cancelled", "delivered"])
+async def test_a_check_whose_answer_envoy_never_took_is_released(
+    grpc_stubs: Stubs, cancelled: bool
+) -> None:
+    # Its client left while the Check ran: Envoy has no key id for the request, so no
+    # access log entry will settle it. Its slot is released once the call is over.
+    key_id, secret = await create_key(grpc_stubs, max_parallel_requests=1)
+    servicer = grpc_stubs.sidecar.ext_authz
+    unknown = grpc_stubs.sidecar.unknown_outcomes
+    assert servicer is not None and unknown is not None
+    context = _Context(cancelled)
+    reply = await servicer.Check(check_request(authorization=f"Bearer {secret}"), context)
+    assert reply.HasField("ok_response")
+    for callback in context.callbacks:
+        callback(context)  # type: ignore[operator]
+    assert len(unknown) == (1 if cancelled else 0)
+    await unknown.run_once()
+    overview = await grpc_stubs.keys.GetKeyOverview(
+        keys_pb.GetKeyOverviewRequest(key_id=key_id)
+    )
+    assert overview.overview.parallel_requests.used == (0 if cancelled else 1)

@@ -19,6 +19,7 @@ from aigw_sidecar.admission.decision import (
     UsageReport,
     UsageResult,
 )
+from aigw_sidecar.admission.recovery import UnknownOutcomes
 from aigw_sidecar.admission.service import (
     DEFAULT_MAX_OUTPUT_TOKENS,
     AdmissionService,
@@ -52,8 +53,9 @@ class ObservedAdmissionService(AdmissionService):
         observer: AdmissionObserver | None = None,
         alerts: BudgetAlerts | None = None,
         default_max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
+        unknown_outcomes: UnknownOutcomes | None = None,
     ) -> None:
-        super().__init__(store, pricing, default_max_output_tokens)
+        super().__init__(store, pricing, default_max_output_tokens, unknown_outcomes)
         self._observer = observer or AdmissionObserver()
         self._alerts = alerts
 
@@ -63,8 +65,9 @@ class ObservedAdmissionService(AdmissionService):
         request_id: str = "",
         estimate: Estimate | None = None,
         model: str = "",
+        own_request_id: bool = False,
     ) -> Decision:
-        decision = await super().authorize(secret, request_id, estimate, model)
+        decision = await super().authorize(secret, request_id, estimate, model, own_request_id)
         self._observer.decided(decision)
         if decision.deny_reason is not None and log.isEnabledFor(logging.DEBUG):
             log.debug("denied: %s (key %s)", decision.deny_reason, decision.key_id or "-")

@@ -15,11 +15,12 @@ against the key's allowed models in the same script.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets as random_tokens
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from aigw_sidecar.admission.decision import (
     Decision,
@@ -28,7 +29,8 @@ from aigw_sidecar.admission.decision import (
     UsageReport,
     UsageResult,
 )
-from aigw_sidecar.errors import InvalidArgument
+from aigw_sidecar.admission.recovery import UnknownOutcomes
+from aigw_sidecar.errors import InvalidArgument, StoreUnavailable
 from aigw_sidecar.keys import secrets
 from aigw_sidecar.keys.model import MODEL_NAME_RE, validate_key_id
 from aigw_sidecar.keys.money import MAX_MICRO_USD
@@ -71,14 +73,19 @@ class AdmissionService:
         store: AdmissionStore,
         pricing: Callable[[], PriceTable | None] = no_pricing,
         default_max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
+        unknown_outcomes: UnknownOutcomes | None = None,
     ) -> None:
         """Args:
         pricing: the price table in force (it may be reloaded), or None without one.
         default_max_output_tokens: see ``output_bound``.
+        unknown_outcomes: where an Authorize that timed out under a request id the
+            sidecar made is released once the store answers again (None: left to
+            its lease).
         """
         self._store = store
         self._pricing = pricing
         self._default_max_output_tokens = default_max_output_tokens
+        self._unknown = unknown_outcomes
 
     def output_bound(self, model: str) -> int:
         """The output tokens a request that sets no bound is reserved for.
@@ -99,9 +106,12 @@ class AdmissionService:
         request_id: str = "",
         estimate: Estimate | None = None,
         model: str = "",
+        own_request_id: bool = False,
     ) -> Decision:
         """Args:
         model: what the allowed models are checked against; "" means the estimate's.
+        own_request_id: ``request_id`` was made by the sidecar (the proxy adapter's),
+            never given to a caller who could retry with it.
         """
         if estimate is not None:
             validate_estimate(request_id, estimate)
@@ -120,13 +130,32 @@ class AdmissionService:
             if key_id is None:
                 return Decision.deny(DenyReason.KEY_UNKNOWN)
         # Used only if the request ends up holding a parallel-request slot.
-        request_id = request_id or new_request_id()
-        if estimate is None:
-            return await self._store.authorize(key_id, key_hash, request_id, model=model)
-        return await self._store.authorize(
-            key_id, key_hash, request_id, estimate.tokens, self._estimated_cost(estimate),
-            model=model,
-        )
+        if not request_id:
+            request_id, own_request_id = new_request_id(), True
+        try:
+            if estimate is None:
+                return await self._store.authorize(key_id, key_hash, request_id, model=model)
+            return await self._store.authorize(
+                key_id, key_hash, request_id, estimate.tokens, self._estimated_cost(estimate),
+                model=model,
+            )
+        except (StoreUnavailable, asyncio.CancelledError):
+            # Timed out, or the caller gave up while the script was on its way: it may
+            # run (or have run) all the same, so what it holds is released.
+            if own_request_id:
+                self.release_unknown(key_id, request_id)
+            raise
+
+    def release_unknown(self, key_id: str, request_id: str) -> None:
+        """An admission under a request id the sidecar made, whose answer nobody got.
+
+        Its reservation and parallel slot are released once the store answers (see
+        ``recovery.py``); without ``unknown_outcomes`` they are left to their lease.
+        """
+        if self._unknown is not None:
+            self._unknown.release_later(
+                key_id, request_id, _releaser(self._store, key_id, request_id)
+            )
 
     def refuse(self, reason: DenyReason) -> Decision:
         """A denial a transport decided before any authorize (e.g. a malformed header)."""
@@ -169,6 +198,10 @@ class AdmissionService:
         validate_key_id(key_id)
         _check_request_id(request_id)
         return await self._store.release_reservation(key_id, request_id)
+
+
+def _releaser(store: AdmissionStore, key_id: str, request_id: str) -> Callable[[], Any]:
+    return lambda: store.release_reservation(key_id, request_id)
 
 
 def new_request_id() -> str:

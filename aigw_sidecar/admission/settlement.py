@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 
 from aigw_sidecar.admission.bodies import Settlement, Usage, settlement
 from aigw_sidecar.admission.decision import Estimate, Reservation, UsageReport
+from aigw_sidecar.admission.recovery import UnknownOutcomes
 from aigw_sidecar.admission.service import AdmissionService
 from aigw_sidecar.errors import InvalidArgument, StoreUnavailable
 from aigw_sidecar.keys import secrets
@@ -69,9 +70,17 @@ class UsageSettler:
     """Turns the end of one proxied response into one RecordUsage or one release."""
 
     def __init__(
-        self, service: AdmissionService, on_fallback: Callable[[str], None] | None = None
+        self,
+        service: AdmissionService,
+        on_fallback: Callable[[str], None] | None = None,
+        unknown_outcomes: UnknownOutcomes | None = None,
     ) -> None:
+        """Args:
+        unknown_outcomes: where a settlement the store did not take is tried again
+            until it does (None: left to the reservation's lease).
+        """
         self._service = service
+        self._unknown = unknown_outcomes
         self._on_fallback = on_fallback or (lambda cause: None)
         self._logged: set[tuple[str, str]] = set()
         self.counts: Counter[str] = Counter()  # settlements and failures, by name
@@ -102,9 +111,18 @@ class UsageSettler:
             except StoreUnavailable:
                 if attempt == 2:
                     self.counts["store_unavailable"] += 1
-                    log.error("usage of request %s on key %s not settled: store unavailable; "
-                              "its reservation expires with its lease",
-                              admitted.request_id, admitted.key_id)
+                    if self._unknown is not None:
+                        self._unknown.retry_later(
+                            admitted.key_id, admitted.request_id,
+                            lambda: self._apply(admitted, outcome, usage),
+                        )
+                        log.warning("usage of request %s on key %s not settled yet: store "
+                                    "unavailable; tried again when it answers",
+                                    admitted.request_id, admitted.key_id)
+                    else:
+                        log.error("usage of request %s on key %s not settled: store "
+                                  "unavailable; its reservation expires with its lease",
+                                  admitted.request_id, admitted.key_id)
                     return outcome
                 await asyncio.sleep(STORE_RETRY_DELAY_S)
         self.counts[outcome.value] += 1

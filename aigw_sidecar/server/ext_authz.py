@@ -298,7 +298,9 @@ class ExtAuthzServicer:
             estimate = facts.estimate(self._service.output_bound(facts.model))
         request_id = proxy_request_id(http.headers.get(REQUEST_ID_HEADER, ""))
         try:
-            decision = await self._service.authorize(found, request_id, estimate)
+            decision = await self._service.authorize(
+                found, request_id, estimate, own_request_id=True
+            )
         except StoreUnavailable:
             # The fail mode is this adapter's job: Authorize leaves it to its caller.
             return self._store_unavailable()
@@ -306,8 +308,24 @@ class ExtAuthzServicer:
             self._failing_open = False
             log.warning("ext_authz: store reachable again; checking keys again")
         if decision.allowed:
+            if decision.request_id:
+                self._release_if_unheard(context, decision.key_id, decision.request_id)
             return allowed_response(decision, self._options, request_id, facts, estimate)
         return denied_response(http_denial(decision), decision)
+
+    def _release_if_unheard(self, context: Ctx, key_id: str, request_id: str) -> None:
+        """Envoy cancels a Check whose client left: what it reserved is released.
+
+        Envoy never learns the key id of such a request, so no access log entry
+        will settle it; without this its reservation and slot would hold the key
+        until their lease ends.
+        """
+        def done(ctx: Ctx) -> None:
+            if ctx.cancelled():
+                self._service.release_unknown(key_id, request_id)
+
+        if context is not None:
+            context.add_done_callback(done)
 
     def _store_unavailable(self) -> pb.CheckResponse:
         if not self._options.fail_open:
