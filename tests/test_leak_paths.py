@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -236,11 +237,12 @@ async def _bad_input(s: Session, key: kpb.RotateKeySecretResponse, secret: str) 
         estimate=adm.Estimate(model=key.secret, prompt_tokens=-1))))
 
 
-async def _store_unavailable(s: Session, store: Redis, secrets: list[str]) -> None:
+async def _store_unavailable(s: Session, store: StoreProcess, secrets: list[str]) -> None:
     """Every path while the store does not answer: UNAVAILABLE, Check 503."""
-    # Paused until every call has failed (CLIENT UNPAUSE ends it), however slow the
-    # machine: no call can outlast the pause and succeed by accident.
-    await store.execute_command("CLIENT", "PAUSE", "600000", "ALL")
+    # Stopped (SIGSTOP) until every call has failed, however slow the machine: no
+    # call can outlast the stall and succeed by accident.
+    assert store.process is not None
+    store.process.send_signal(signal.SIGSTOP)
     try:
         for secret in secrets:
             await s.fails(s.admission.Authorize(adm.AuthorizeRequest(secret=secret), timeout=10))
@@ -250,7 +252,7 @@ async def _store_unavailable(s: Session, store: Redis, secrets: list[str]) -> No
         await s.fails(s.admission.RecordUsage(adm.RecordUsageRequest(
             key_id="key_" + "a" * 20, request_id="p"), timeout=10))
     finally:
-        await store.execute_command("CLIENT", "UNPAUSE")
+        store.process.send_signal(signal.SIGCONT)
 
 
 async def _streams(s: Session) -> None:
@@ -323,7 +325,7 @@ async def test_no_rejection_or_error_path_leaks_a_secret_anywhere(tmp_path: Path
                 await _bad_input(s, plain, LEGACY)
                 assert (await s.call(s.admission.Authorize(
                     adm.AuthorizeRequest(secret=LEGACY)))).allowed
-                await _store_unavailable(s, redis, [plain.secret, LEGACY])
+                await _store_unavailable(s, store, [plain.secret, LEGACY])
                 await _streams(s)
                 scrapes.append(await asyncio.to_thread(_scrape, metrics_ports[len(scrapes)]))
         cli = await asyncio.to_thread(

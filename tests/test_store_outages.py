@@ -98,16 +98,10 @@ async def _wait_for_health(rig: Rig, status: int) -> None:
 
 async def test_a_paused_store_fails_the_call_with_unavailable_within_the_timeout(rig: Rig) -> None:
     created = await rig.keys.CreateKey(kpb.CreateKeyRequest(name="k"), timeout=10)
-    admin = Redis.from_url(rig.store.url)
-    try:
-        # Paused until the call failed: it can only end by the store timeout (the
-        # bound itself, 1.25x --store-timeout-ms, is measured by make bench-faults).
-        await admin.execute_command("CLIENT", "PAUSE", "600000", "ALL")
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            await rig.admission.Authorize(adm.AuthorizeRequest(secret=created.secret), timeout=30)
-    finally:
-        await admin.execute_command("CLIENT", "UNPAUSE")
-        await admin.aclose()
+    # Stalled until the call failed: it can only end by the store timeout (the
+    # bound itself, 1.25x --store-timeout-ms, is measured by make bench-faults).
+    with _stalled(rig.store), pytest.raises(grpc.aio.AioRpcError) as err:
+        await rig.admission.Authorize(adm.AuthorizeRequest(secret=created.secret), timeout=30)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
