@@ -12,7 +12,9 @@ not be read is counted by cause and logged once per key and cause.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 import re
 import secrets as random_tokens
 from collections import Counter
@@ -43,17 +45,32 @@ class FallbackCause:
     REWRITE = "rewrite_failed"  # the proxy could not ask a stream for its usage
 
 
+# A suffix unique to this process (random, 32 bits) and to each call (a counter):
+# no two admissions share a request id, without a random draw per request.
+_SUFFIX_PREFIX = random_tokens.token_hex(4)
+_suffix_counter = itertools.count()
+
+
+def _new_suffix_prefix() -> None:  # a forked child must not repeat its parent's ids
+    global _SUFFIX_PREFIX
+    _SUFFIX_PREFIX = random_tokens.token_hex(4)
+
+
+os.register_at_fork(after_in_child=_new_suffix_prefix)
+
+
 def proxy_request_id(x_request_id: str) -> str:
     """The request id a proxied request reserves and settles under.
 
     The proxy's ``x-request-id`` (Envoy's, or a client's when Envoy keeps it) plus
-    a random suffix: a client that sends the same ``x-request-id`` twice must not
-    replace its first reservation, nor have its second usage ignored as a retry.
+    a suffix no other admission has: a client that sends the same ``x-request-id``
+    twice must not replace its first reservation, nor have its second usage
+    ignored as a retry.
     """
     base = x_request_id.strip()
     if not _PROXY_ID_RE.match(base) or secrets.looks_like_ours(base):
         base = random_tokens.token_hex(16)
-    return f"{base}.{random_tokens.token_hex(4)}"
+    return f"{base}.{_SUFFIX_PREFIX}{next(_suffix_counter):x}"
 
 
 @dataclass(frozen=True, slots=True)
