@@ -6,7 +6,7 @@ STAMP   = $(VENV)/.installed
 PROTOS  = $(wildcard protos/aigw_sidecar/api/v1/*.proto) \
           $(wildcard protos/aigw_sidecar/api/envoy/v3/*.proto)
 
-.PHONY: install run test test-cluster lint typecheck proto proto-check bench bench-envoy bench-overshoot bench-store-restart bench-rolling-restart clean
+.PHONY: install run test test-cluster lint typecheck proto proto-check bench bench-profile bench-envoy bench-overshoot bench-store-restart bench-rolling-restart clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,10 @@ bench-store-restart: $(STAMP)
 ## Requests dropped during a rolling restart of two replicas (client retries elsewhere).
 bench-rolling-restart: $(STAMP)
 	$(PY) -m tests.bench.rolling_restart $(BENCH_ARGS)
+
+## The sidecar's CPU per Check against its no-op RPC, and a py-spy split of a Check.
+bench-profile: $(STAMP)
+	$(PY) -m tests.bench.check_profile $(BENCH_ARGS)
 
 ## The Performance table: floors, Authorize, RecordUsage, Envoy, store memory.
 bench: $(STAMP)
