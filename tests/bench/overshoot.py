@@ -4,8 +4,10 @@ Not a test: run with ``make bench-overshoot`` (or ``python -m tests.bench.oversh
 Starts its own Valkey, an in-process sidecar, the mock OpenAI upstream and two
 Envoys on clients/envoy/envoy.yaml as shipped: one as is (ext_authz sends the
 request body, so every request reserves its estimate), one without
-``with_request_body`` (no body, no estimate: admission only checks that usage +
-reservations are below the limit, as before issue 5). ext_proc settles both.
+``with_request_body`` and without the routes' ``endpoint`` (the sidecar reads no
+body: no estimate, admission only checks that usage + reservations are below the
+limit, as before issue 5). Envoy's access log settles both; the client asks for
+the usage itself (``stream_options.include_usage``), so both are charged it.
 
 Each round creates a fresh key with a token limit and fires ``--requests``
 concurrent streaming chat completions with ``max_tokens`` 300 that really use
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import tempfile
 import time
 import uuid
@@ -40,17 +43,18 @@ COMPLETION_TOKENS = 280
 USED_PER_REQUEST = PROMPT_TOKENS + COMPLETION_TOKENS
 _BODY_BLOCK = (
     "              with_request_body:\n"
-    "                max_request_bytes: 32768\n"
-    "                allow_partial_message: true\n"
+    "                max_request_bytes: 1048576\n"
+    "                allow_partial_message: false\n"
     "                pack_as_bytes: true\n"
 )
+_ENDPOINT_RE = re.compile(r"context_extensions: \{endpoint: \w+\}")
 
 
 def without_estimates(config: str) -> str:
-    """The shipped config with ext_authz's with_request_body removed."""
-    if _BODY_BLOCK not in config:
-        raise ValueError("with_request_body block not found in the shipped config")
-    return config.replace(_BODY_BLOCK, "")
+    """The shipped config with ext_authz's with_request_body and the routes' endpoints removed."""
+    if _BODY_BLOCK not in config or not _ENDPOINT_RE.search(config):
+        raise ValueError("with_request_body block or endpoints not found in the shipped config")
+    return _ENDPOINT_RE.sub("context_extensions: {}", config.replace(_BODY_BLOCK, ""))
 
 
 async def burst(base_url: str, secret: str, requests: int) -> int:
@@ -60,7 +64,7 @@ async def burst(base_url: str, secret: str, requests: int) -> int:
         try:
             stream = await client.chat.completions.create(
                 model="mock", messages=[{"role": "user", "content": "Say hello"}],
-                stream=True, max_tokens=MAX_TOKENS,
+                stream=True, max_tokens=MAX_TOKENS, stream_options={"include_usage": True},
                 extra_headers={"x-mock-completion-tokens": str(COMPLETION_TOKENS)},
             )
         except openai.RateLimitError:
@@ -76,11 +80,18 @@ async def burst(base_url: str, secret: str, requests: int) -> int:
 
 
 async def settled_usage(stub: keys_pb2_grpc.KeyManagementStub, key_id: str) -> int:
+    """The key's usage once settlement is over: nothing reserved, and no change for
+    0.5 s (the access log flushes every 100 ms; a key without estimates reserves
+    nothing to wait for)."""
     deadline = time.monotonic() + 10
+    last, stable_since = -1, time.monotonic()
     while True:
         reply = await stub.GetKeyOverview(keys_pb2.GetKeyOverviewRequest(key_id=key_id))
         ov = reply.overview
-        if ov.open_reservations == 0 or time.monotonic() > deadline:
+        if ov.tokens.used != last:
+            last, stable_since = ov.tokens.used, time.monotonic()
+        settled = ov.open_reservations == 0 and time.monotonic() - stable_since >= 0.5
+        if settled or time.monotonic() > deadline:
             return int(ov.tokens.used)
         await asyncio.sleep(0.05)
 
