@@ -259,6 +259,24 @@ def _check(rig: Rig, secret: str) -> Any:
     return call(request, timeout=30)
 
 
+async def _warm_connection(rig: Rig) -> None:
+    """An admission first, so calls made during a stall are really sent (a connection
+    opened during the stall fails its handshake first: those calls never reach the store)."""
+    warm = await rig.keys.CreateKey(kpb.CreateKeyRequest(name="warm"), timeout=10)
+    assert (await rig.admission.Authorize(adm.AuthorizeRequest(secret=warm.secret))).allowed
+
+
+async def _late_scripts_ran_and_hold_nothing(rig: Rig, key_id: str) -> None:
+    """The 3 checks sent during the stall run once the store resumes (all 3 on the
+    pipelined connection, 1 on the pool's one warm connection), admitted and counted
+    as requests; what they hold is released, even if a release came before a script."""
+    sent = 3 if rig.sidecar.multiplexed is not None else 1
+    ran = await _overview_when(rig, key_id, lambda ov: ov.period_requests == sent)
+    assert ran.period_requests == sent, ran
+    ov = await _overview_when(rig, key_id, _nothing_held)
+    assert _nothing_held(ov), ov
+
+
 async def test_admissions_a_stalled_store_ran_late_hold_nothing_once_it_answers(rig: Rig) -> None:
     # The scripts of the timed-out checks run when the store resumes: without the
     # release they held 3 of 3 slots and 936 of 1,000 tokens for the 10-minute lease,
@@ -266,21 +284,11 @@ async def test_admissions_a_stalled_store_ran_late_hold_nothing_once_it_answers(
     created = await rig.keys.CreateKey(kpb.CreateKeyRequest(
         name="stalled", limits=kpb.Limits(token_limit=1000, max_parallel_requests=3),
     ), timeout=10)
-    # A warm connection, so the stalled calls are really sent (a connection opened
-    # during the stall fails its handshake first: those calls never reach the store).
-    warm = await rig.keys.CreateKey(kpb.CreateKeyRequest(name="warm"), timeout=10)
-    assert (await rig.admission.Authorize(adm.AuthorizeRequest(secret=warm.secret))).allowed
+    await _warm_connection(rig)
     with _stalled(rig.store):
         replies = await asyncio.gather(*(_check(rig, created.secret) for _ in range(3)))
     assert [r.denied_response.status.code for r in replies] == [503] * 3
-    # The late scripts run once the store resumes (admitted, counted as requests):
-    # all three on the pipelined connection, one on the pool's one warm connection ...
-    sent = 3 if rig.sidecar.multiplexed is not None else 1
-    ran = await _overview_when(rig, created.key.key_id, lambda ov: ov.period_requests == sent)
-    assert ran.period_requests == sent, ran
-    # ... and what they hold is released, even if a release came before a script.
-    ov = await _overview_when(rig, created.key.key_id, _nothing_held)
-    assert _nothing_held(ov), ov
+    await _late_scripts_ran_and_hold_nothing(rig, created.key.key_id)
     reply = await _check(rig, created.secret)
     assert reply.HasField("ok_response"), reply
 
@@ -356,8 +364,7 @@ async def test_a_check_envoy_gives_up_on_holds_nothing_once_the_store_answers(ri
     created = await rig.keys.CreateKey(kpb.CreateKeyRequest(
         name="left", limits=kpb.Limits(token_limit=1000, max_parallel_requests=3),
     ), timeout=10)
-    warm = await rig.keys.CreateKey(kpb.CreateKeyRequest(name="warm"), timeout=10)
-    assert (await rig.admission.Authorize(adm.AuthorizeRequest(secret=warm.secret))).allowed
+    await _warm_connection(rig)
     with _stalled(rig.store):
         for _ in range(3):
             # Cancelled after 0.1 s, as Envoy does. (On the pool only the warm
@@ -366,8 +373,4 @@ async def test_a_check_envoy_gives_up_on_holds_nothing_once_the_store_answers(ri
                 reply = await asyncio.wait_for(_check(rig, created.secret), 0.1)
                 assert reply.denied_response.status.code == 503
         await asyncio.sleep(0.3)
-    sent = 3 if rig.sidecar.multiplexed is not None else 1
-    ran = await _overview_when(rig, created.key.key_id, lambda ov: ov.period_requests == sent)
-    assert ran.period_requests == sent, ran
-    ov = await _overview_when(rig, created.key.key_id, _nothing_held)
-    assert _nothing_held(ov), ov
+    await _late_scripts_ran_and_hold_nothing(rig, created.key.key_id)
