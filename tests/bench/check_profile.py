@@ -59,7 +59,8 @@ def h2load(target: str, path: str, body: Path, seconds: float, in_flight: int) -
     """Completed calls of one bounded h2load run (8 connections)."""
     conns = min(8, in_flight)
     out = subprocess.run(
-        ["h2load", "-D", str(max(1, round(seconds))), "-c", str(conns), "-m", str(max(1, in_flight // conns)),
+        ["h2load", "-D", str(max(1, round(seconds))), "-c", str(conns),
+         "-m", str(max(1, in_flight // conns)),
          "-d", str(body), "-H", "content-type: application/grpc", "-H", "te: trailers",
          f"http://{target}{path}"],
         capture_output=True, text=True, check=True,

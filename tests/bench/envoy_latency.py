@@ -1,9 +1,18 @@
 """``make bench-envoy``: what the sidecar costs behind Envoy, told by one run.
 
 Not a test (a smoke run of it is: tests/bench/test_bench_envoy_smoke.py). On loopback it
-starts its own Valkey, ``aigw-sidecar serve``, the mock OpenAI upstream
-(tests/e2e/upstream.py, its own process) and one Envoy per variant of the shipped
-clients/envoy/envoy.yaml, derived by parsing the YAML (see :func:`variant_config`):
+starts its own Valkey, ``aigw-sidecar serve``, an OpenAI upstream and one Envoy per
+variant of the shipped clients/envoy/envoy.yaml, derived by parsing the YAML (see
+:func:`variant_config`). The upstream (tests/bench/envoy_upstream.py), ``--upstream``:
+
+* ``envoy`` (default): a second, separate Envoy (one worker) answering
+  ``POST /v1/chat/completions`` with a fixed chat completion (``direct_response``):
+  an Envoy's floor, some 50-200 µs of CPU per request on a 2-vCPU machine, so less of
+  the machine goes to what is not measured;
+* ``python``: the mock of the end-to-end tests (tests/e2e/upstream.py, its own
+  process), some 300-400 µs per request on the same cores as everything measured.
+
+The Envoy variants:
 
 * ``envoy_alone``: every ext_authz, ext_proc and Lua HTTP filter and every gRPC
   access logger (``HttpGrpcAccessLogConfig``) removed;
@@ -23,7 +32,7 @@ median and the min-max spread.
 For each phase, over h2load's measured window exactly (its "Main benchmark
 duration" lines, read as they are printed): requests per second, p50/p99/p999 from
 its per-request log, and the CPU per request of the sidecar, Envoy, the store, the
-mock upstream and the client (h2load itself), from /proc (tests/bench/proc_cpu.py).
+upstream and the client (h2load itself), from /proc (tests/bench/proc_cpu.py).
 Around each phase (warm-up and settling included), from Envoy's admin: response
 classes, ext_authz results, gRPC access-log entries written and dropped, and stream
 resets on the sidecar's cluster against the requests the client cut when it stopped.
@@ -61,6 +70,8 @@ from grpc_health.v1 import health_pb2
 
 from aigw_sidecar.api.v1 import keys_pb2, keys_pb2_grpc
 from aigw_sidecar.store.embedded import find_server_binary
+from tests.bench import envoy_upstream
+from tests.bench.envoy_upstream import EnvoyUpstream, PythonUpstream
 from tests.bench.proc_cpu import CpuReading, cpu_delta, machine_cpu, process_tree, read_cpu
 from tests.e2e.envoy_process import EnvoyProcess, render_shipped_config
 from tests.servers import SidecarProcess, StoreProcess
@@ -72,8 +83,10 @@ BODY = json.dumps({
     "model": "mock", "max_tokens": 64,
     "messages": [{"role": "user", "content": "Say hello from the benchmark."}],
 }).encode()
-# What the mock upstream reports for every chat completion (tests/e2e/upstream.py).
-MOCK_PROMPT_TOKENS, MOCK_COMPLETION_TOKENS = 11, 5
+# What either upstream reports for every chat completion (tests/e2e/upstream.py's
+# default usage; tests/bench/envoy_upstream.py answers the same).
+MOCK_PROMPT_TOKENS = envoy_upstream.PROMPT_TOKENS  # 11
+MOCK_COMPLETION_TOKENS = envoy_upstream.COMPLETION_TOKENS  # 5
 
 VARIANTS = ("envoy_alone", "ext_authz_only", "shipped")
 GRPC_NOOP = "grpc_noop"
@@ -430,18 +443,18 @@ class Bench:
     workdir: Path
     sidecar: SidecarProcess
     store: StoreProcess
-    upstream: subprocess.Popen[str]
+    upstream: EnvoyUpstream | PythonUpstream
     envoys: dict[str, EnvoyProcess]
     facts: dict[str, ConfigFacts]
     secrets: dict[str, str]
     phases: list[Phase] = field(default_factory=list)
 
     def trees(self, envoy: EnvoyProcess | None) -> dict[str, list[int]]:
-        assert self.sidecar.process and self.store.process and self.upstream
+        assert self.sidecar.process and self.store.process
         trees = {
             "sidecar": process_tree(self.sidecar.process.pid),
             "store": process_tree(self.store.process.pid),
-            "upstream": process_tree(self.upstream.pid),
+            "upstream": process_tree(self.upstream.pid()),
         }
         if envoy is not None:
             assert envoy.process
@@ -591,17 +604,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sidecar_args = ["--log-level", "WARNING", *args.sidecar_args]
         sidecar = SidecarProcess(store.url, PREFIX, extra_args=sidecar_args,
                                  log_path=workdir / "sidecar.log")
-        with open(workdir / "upstream.log", "wb") as upstream_log:  # the child keeps a copy
-            upstream = subprocess.Popen(
-                [sys.executable, "-m", "tests.bench.bench_upstream"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=upstream_log, text=True,
-            )
         envoys: dict[str, EnvoyProcess] = {}
+        upstream: EnvoyUpstream | PythonUpstream | None = None
         try:
-            assert upstream.stdout is not None
-            upstream_port = int(upstream.stdout.readline())
+            upstream = envoy_upstream.start_upstream(args.upstream, workdir / "upstream")
+            print(f"upstream: {args.upstream} on port {upstream.port}", flush=True)
             sidecar.start()
-            shipped = render_shipped_config(sidecar.port, upstream_port)
+            shipped = render_shipped_config(sidecar.port, upstream.port)
             facts: dict[str, ConfigFacts] = {}
             secrets: dict[str, str] = {}
             key_ids: dict[str, str] = {}
@@ -622,18 +631,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             charging = charging_check(bench, key_ids)
             final = {variant: envoy_counters(envoy, facts[variant])
                      for variant, envoy in envoys.items()}
+            upstream_counters = upstream.stats()
         finally:
             for envoy in envoys.values():
                 envoy.stop()
-            if upstream.stdin:
-                upstream.stdin.close()
-            try:
-                upstream.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                upstream.kill()
+            if upstream is not None:
+                upstream.stop()
             sidecar.stop()
             store.stop()
-    return summarize(args, bench, charging, final, time.monotonic() - started, sidecar_args)
+    results = summarize(args, bench, charging, final, time.monotonic() - started, sidecar_args)
+    results["upstream_counters_at_end"] = upstream_counters
+    if upstream_counters.get("downstream_rq_total", 0) != upstream_counters.get(
+            "downstream_rq_2xx", 0):
+        results["problems"].append(f"the upstream answered non-2xx: {upstream_counters}")
+    return results
 
 
 # --- summary ------------------------------------------------------------------------
@@ -792,6 +803,7 @@ def summarize(args: argparse.Namespace, bench: Bench, charging: dict[str, Any],
             "seconds": args.seconds, "warm_up_seconds": args.warm_up_seconds,
             "rounds": args.rounds, "in_flight": args.in_flight, "path": args.path,
             "envoy_concurrency": args.envoy_concurrency, "settle_seconds": bench.settle(),
+            "upstream": args.upstream,
             "sidecar_args": sidecar_args, "body_bytes": len(BODY),
         },
         "variants": {v: {"filters": f.filters, "access_logs": f.access_logs,
@@ -927,6 +939,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--envoy-concurrency", type=int, default=1,
                         help="Envoy worker threads (default 1)")
     parser.add_argument("--path", default=CHAT_PATH)
+    parser.add_argument("--upstream", choices=envoy_upstream.KINDS, default="envoy",
+                        help="envoy (default): a second Envoy answering a fixed chat "
+                             "completion itself; python: the mock of the e2e tests "
+                             "(tests/e2e/upstream.py, ~300-400 µs CPU per request)")
     parser.add_argument("--settle-seconds", type=float, default=None,
                         help="pause after each phase (default: from the config's access-log "
                              "flush interval, at least 1 s)")
@@ -950,6 +966,9 @@ def main(argv: list[str] | None = None) -> int:
         args.seconds, args.warm_up_seconds, args.rounds = 1.0, 0.5, 1
     if 1 not in args.in_flight:
         args.in_flight = [1, *args.in_flight]
+    if args.upstream == "envoy" and args.path != CHAT_PATH:
+        parser.error(f"--upstream envoy answers only {CHAT_PATH}; "
+                     f"use --upstream python for --path {args.path}")
 
     results = run(args)
     print_report(results)
