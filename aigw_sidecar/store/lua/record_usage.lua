@@ -27,7 +27,10 @@ local MAX_MODELS = 64
 -- int64 overflow, which would fail the script half-way: a report that would
 -- take one past this cap is refused before anything is written.
 local COUNTER_CAP = 9007199254740991  -- 2^53 - 1
-local rec = redis.call('HMGET', KEYS[1], 'kid', 'period', 'epoch', 'tpm')
+-- The record's fields this script reads, in one call (alerts: 8-12; who: 13-14).
+local rec = redis.call('HMGET', KEYS[1], 'kid', 'period', 'epoch', 'tpm',
+  'lt_pt', 'lt_ct', 'lt_cost', 'alert_pct', 'alert_exp_days', 'cost_limit',
+  'token_limit', 'expires_at', 'ws', 'proj')
 if not rec[1] then
   return {0, 0, 0, 0}
 end
@@ -43,13 +46,12 @@ end
 
 local add_tokens = tonumber(ARGV[2]) + tonumber(ARGV[3])
 local add_cost = tonumber(ARGV[4])
+local p_tokens, p_cost, _, _, _, current = period_usage(KEYS[2], pid)
 do
-  local p_tokens, p_cost = period_usage(KEYS[2], pid)
-  local life = redis.call('HMGET', KEYS[1], 'lt_pt', 'lt_ct', 'lt_cost')
-  local lt_tokens = (tonumber(life[1]) or 0) + (tonumber(life[2]) or 0)
+  local lt_tokens = (tonumber(rec[5]) or 0) + (tonumber(rec[6]) or 0)
   if p_tokens + add_tokens > COUNTER_CAP or p_cost + add_cost > COUNTER_CAP
       or lt_tokens + add_tokens > COUNTER_CAP
-      or (tonumber(life[3]) or 0) + add_cost > COUNTER_CAP then
+      or (tonumber(rec[7]) or 0) + add_cost > COUNTER_CAP then
     return {3, p_tokens, p_cost, 0}
   end
 end
@@ -64,8 +66,8 @@ end
 sweep_leases(KEYS[1], KEYS[4], KEYS[5], now_ms)
 free_slot(KEYS[7], ARGV[1], now_ms)
 
-open_period(KEYS[2], pid, end_ms, now_ms)
-local total = tonumber(ARGV[2]) + tonumber(ARGV[3])
+open_period(KEYS[2], pid, end_ms, now_ms, current)
+local total = add_tokens
 if rec[4] then
   -- The actual tokens enter the token window now; the estimate left with the lease.
   charge_token_window(KEYS[1], KEYS[6], now_us, total)
@@ -104,8 +106,7 @@ redis.call('PEXPIRE', KEYS[3], fmt(keep_ms))
 -- each period starts clean, and holds the limit it fired for (a raised limit
 -- re-arms it); the expiry warning's marker, in the record, holds the expiry.
 local alerts = {}
-local al = redis.call('HMGET', KEYS[1], 'alert_pct', 'alert_exp_days', 'cost_limit',
-  'token_limit', 'expires_at', 'ws', 'proj', 'rsv_swept')
+local al = {rec[8], rec[9], rec[10], rec[11], rec[12], rec[13], rec[14]}
 local function threshold_alerts(budget, used, limit)
   if not limit then return end
   for pct in string.gmatch(al[1], '%d+') do
@@ -132,7 +133,7 @@ if exp_days and expires_at and now_ms < expires_at
     alerts[#alerts + 1] = {'expiry', exp_days, 0, expires_at}
   end
 end
-local swept = tonumber(al[8]) or 0
+local swept = tonumber(redis.call('HGET', KEYS[1], 'rsv_swept')) or 0
 if swept > 0 then
   redis.call('HDEL', KEYS[1], 'rsv_swept')
 end
