@@ -224,3 +224,18 @@ async def test_a_check_whose_answer_envoy_never_took_is_released(
         keys_pb.GetKeyOverviewRequest(key_id=key_id)
     )
     assert overview.overview.parallel_requests.used == (0 if cancelled else 1)
+
+
+async def test_a_body_on_a_path_that_is_not_metered_is_not_read_or_reserved(
+    grpc_stubs: Stubs,
+) -> None:
+    # GET /v1/models with a chat body: free, so nothing estimated (it was charged 407).
+    _key_id, secret = await create_key(grpc_stubs, token_limit=10_000)
+    request = check_request(authorization=f"Bearer {secret}")
+    http = request.attributes.request.http
+    http.method, http.path = "GET", "/v1/models"
+    http.raw_body = json.dumps({"model": "m", "max_tokens": 400, "messages": []}).encode()
+    reply = await check_stub(grpc_stubs.channel)(request)
+    assert reply.HasField("ok_response")
+    fields = reply.dynamic_metadata.fields
+    assert "prompt_tokens" not in fields and "reserved_tokens" not in fields

@@ -59,9 +59,9 @@ class Endpoint(StrEnum):
     RESPONSES = "responses"  # POST /v1/responses
 
     @staticmethod
-    def of_path(path: str) -> Endpoint:
-        """The endpoint a request path names (query string ignored); chat when unknown."""
-        return _ENDPOINT_OF_PATH.get(path.split("?", 1)[0].rstrip("/"), Endpoint.CHAT)
+    def of_path(path: str) -> Endpoint | None:
+        """The endpoint a request path names (query string ignored); None for another path."""
+        return _ENDPOINT_OF_PATH.get(path.split("?", 1)[0])
 
 
 _ENDPOINT_OF_PATH = {

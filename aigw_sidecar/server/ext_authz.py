@@ -141,8 +141,9 @@ def _add_headers(into: Any, pairs: Iterable[tuple[str, str]]) -> None:
 def endpoint_of(request: pb.AttributeContext) -> Endpoint | None:
     """The LLM endpoint a request is for: its route's ``endpoint`` extension, or its path.
 
-    None for a request without a body on a route that names no endpoint (e.g.
-    ``GET /v1/models``): nothing to read, nothing to estimate.
+    None on a route that names no endpoint, for a path that is not one of the
+    metered endpoints (e.g. ``GET /v1/models``, even with a body): nothing to read,
+    nothing to estimate, nothing charged.
     """
     named = request.context_extensions.get(ENDPOINT_EXTENSION, "")
     if named:
