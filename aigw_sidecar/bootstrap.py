@@ -25,7 +25,8 @@ from aigw_sidecar.admission.settlement import UsageSettler
 from aigw_sidecar.api.v1 import admission_pb2, admission_pb2_grpc, keys_pb2, keys_pb2_grpc
 from aigw_sidecar.errors import AigwError, FailedPrecondition, StoreUnavailable
 from aigw_sidecar.keys.audit import AuditedKeyService
-from aigw_sidecar.pricing.loader import PricingFile
+from aigw_sidecar.pricing.builtin import builtin_table
+from aigw_sidecar.pricing.loader import LOAD_ERRORS, PricingFile
 from aigw_sidecar.server.access_log import AccessLogServicer
 from aigw_sidecar.server.admin_auth import (
     AdminAuthenticator,
@@ -157,14 +158,21 @@ class Sidecar:
 
 
 def load_pricing(settings: Settings) -> PricingFile | None:
-    if not settings.pricing_file:
-        return None
+    """The price table in force: the built-in one, a pricing file over it, or neither."""
+    base = builtin_table() if settings.default_pricing else None
+    path = Path(settings.pricing_file) if settings.pricing_file else None
     try:
-        pricing = PricingFile(Path(settings.pricing_file))
-    except (AigwError, OSError, ValueError) as exc:
+        pricing = PricingFile(path, base)
+    except (AigwError, *LOAD_ERRORS) as exc:
         raise RuntimeError(f"pricing file {settings.pricing_file}: {exc}") from exc
-    log.info("pricing file %s loaded (%d models, %d patterns)", settings.pricing_file,
-             len(pricing.table.models), len(pricing.table.patterns))
+    if pricing.table is None or pricing.table.is_empty():
+        log.warning(
+            "NO PRICE TABLE: usage reported without a cost is charged 0, so no cost limit "
+            "can ever be reached; drop --no-default-pricing or set --pricing-file"
+        )
+    if pricing.table is None:
+        return None
+    log.info("pricing: %s", pricing.table.describe())
     return pricing
 
 
@@ -361,6 +369,7 @@ async def start(settings: Settings) -> Sidecar:
         sidecar._tasks.append(asyncio.create_task(embedded.keep_alive()))
     if pricing is not None:
         sidecar.pricing = pricing
+    if pricing is not None and pricing.path is not None:
         sidecar._tasks.append(
             asyncio.create_task(_reload_pricing(pricing, settings.pricing_reload_s))
         )

@@ -15,6 +15,8 @@ from aigw_sidecar.settings import Settings, parse_settings
 
 USAGE = """usage: aigw-sidecar serve [options]   run the admission sidecar
        aigw-sidecar serve --help      list the options (flags and AIGW_* variables)
+       aigw-sidecar pricing import FILE [-o pricing.yaml]   convert LiteLLM/OpenRouter prices
+       aigw-sidecar pricing show [MODEL ...]                 the price table in force
        aigw-sidecar --version"""
 
 
@@ -56,6 +58,10 @@ def main(argv: Sequence[str] | None = None, *, worker: bool = False) -> int:
     if args[:1] == ["--version"]:
         print(f"aigw-sidecar {__version__}")
         return 0
+    if args[:1] == ["pricing"]:
+        from aigw_sidecar.pricing.cli import main as pricing_main
+
+        return pricing_main(args[1:])
     if args[:1] != ["serve"]:
         print(USAGE, file=sys.stderr)
         return 0 if args[:1] in (["-h"], ["--help"]) else 2

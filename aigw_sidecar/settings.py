@@ -49,7 +49,8 @@ class Settings:
     envoy_include_usage: bool = True  # ask streaming requests for the final usage chunk
     default_max_output_tokens: int = 4096  # reserved for a request without max_tokens
     # Usage accounting
-    pricing_file: str = ""  # YAML or JSON price table; empty: cost only as reported
+    pricing_file: str = ""  # YAML or JSON price table over the built-in one
+    default_pricing: bool = True  # the built-in price table (false: --no-default-pricing)
     pricing_reload_s: float = 2.0  # how often the pricing file is checked for changes
     reservation_ttl_s: int = 600  # lease of a budget reservation that is never settled
     # Operations: logs, metrics, budget alerts
@@ -113,7 +114,11 @@ _OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
     ("--log-level", "AIGW_LOG_LEVEL", "log_level", str, "DEBUG, INFO, WARNING or ERROR"),
     ("--event-loop", "AIGW_EVENT_LOOP", "event_loop", str, "auto, uvloop or asyncio"),
     ("--pricing-file", "AIGW_PRICING_FILE", "pricing_file", str,
-     "price table (YAML or JSON) to cost usage reported without a cost; reloaded on change"),
+     "price table (YAML or JSON) to cost usage reported without a cost, over the built-in"
+     " table model by model; reloaded on change"),
+    ("--default-pricing", "AIGW_DEFAULT_PRICING", "default_pricing", _boolean,
+     "price usage with the built-in table of current models (true/false;"
+     " --no-default-pricing is false)"),
     ("--pricing-reload-s", "AIGW_PRICING_RELOAD_S", "pricing_reload_s", _finite,
      "how often the pricing file is checked for changes (SIGHUP reloads at once)"),
     ("--reservation-ttl-s", "AIGW_RESERVATION_TTL_S", "reservation_ttl_s", int,
@@ -192,6 +197,8 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) ->
             default=env[var] if env.get(var) else default,  # empty: unset
             help=f"{text} [env {var}; default {default!s:.40}]",
         )
+    parser.add_argument("--no-default-pricing", dest="default_pricing", action="store_false",
+                        help="leave the built-in price table out (only --pricing-file prices)")
     ns = parser.parse_args(list(argv))
     settings = replace(Settings(**vars(ns)), admin_token=env.get("AIGW_ADMIN_TOKEN", ""))
     settings = replace(
