@@ -6,7 +6,7 @@ STAMP   = $(VENV)/.installed
 PROTOS  = $(wildcard protos/aigw_sidecar/api/v1/*.proto) \
           $(wildcard protos/aigw_sidecar/api/envoy/v3/*.proto)
 
-.PHONY: install run test test-cluster lint typecheck proto proto-check bench bench-profile bench-envoy bench-overshoot bench-store-restart bench-rolling-restart clean
+.PHONY: install run test test-cluster lint typecheck proto proto-check bench bench-profile bench-envoy bench-overshoot bench-store-restart bench-faults bench-rolling-restart clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,11 @@ bench-overshoot: $(STAMP)
 ## Calls lost or wrongly admitted while the store is killed and restarted under load.
 bench-store-restart: $(STAMP)
 	$(PY) -m tests.bench.store_restart $(BENCH_ARGS)
+
+## Store stalls (SIGSTOP) and restarts under mixed load on two replicas: invariants, recovery,
+## time to UNAVAILABLE against --store-timeout-ms (100 stalls by default; writes bench-faults-results.json).
+bench-faults: $(STAMP)
+	$(PY) -m tests.bench.faults $(BENCH_ARGS)
 
 ## Requests dropped during a rolling restart of two replicas (client retries elsewhere).
 bench-rolling-restart: $(STAMP)

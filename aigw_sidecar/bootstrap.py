@@ -20,7 +20,7 @@ from grpc_reflection.v1alpha import reflection
 
 from aigw_sidecar.admission.alerts import AlertSink, BudgetAlerts
 from aigw_sidecar.admission.observed import ObservedAdmissionService
-from aigw_sidecar.admission.recovery import UnknownOutcomes
+from aigw_sidecar.admission.recovery import AdmittedChecks, UnknownOutcomes
 from aigw_sidecar.admission.settlement import UsageSettler
 from aigw_sidecar.api.v1 import admission_pb2, admission_pb2_grpc, keys_pb2, keys_pb2_grpc
 from aigw_sidecar.errors import AigwError, FailedPrecondition, StoreUnavailable
@@ -105,6 +105,8 @@ def admin_authenticator(settings: Settings) -> AdminAuthenticator:
 
 
 NOT_SERVING_NOTICE_S = 0.05
+# Long enough for the second release of an unknown outcome (recovery.CONFIRM_S).
+UNKNOWN_OUTCOMES_DRAIN_S = 2.5
 
 
 @dataclass
@@ -139,6 +141,8 @@ class Sidecar:
         await self.server.stop(self.settings.shutdown_grace_s)
         if self.access_log is not None:  # the last settlements, before the pool closes
             await self.access_log.drain()
+        if self.unknown_outcomes is not None:  # releases still due, while the store answers
+            await self.unknown_outcomes.drain(UNKNOWN_OUTCOMES_DRAIN_S)
         if self.webhook is not None:
             await self.webhook.stop()
         if self.metrics_endpoint is not None:
@@ -287,17 +291,19 @@ async def start(settings: Settings) -> Sidecar:
     )
     admission_pb2_grpc.add_AdmissionServicer_to_server(AdmissionServicer(admission), server)
     # Envoy's Authorization/Check: the same AdmissionService, so the same one script.
+    # Checks whose answer Envoy may drop, released when it logs their request without it.
+    admitted_checks = AdmittedChecks(ttl_s=settings.reservation_ttl_s)
     ext_authz = ExtAuthzServicer(admission, ExtAuthzOptions(
         key_headers=ExtAuthzOptions.parse_key_headers(settings.envoy_key_headers),
         strip_key_headers=settings.envoy_strip_key_headers,
         fail_open=settings.envoy_failure_mode == "open",
         include_usage=settings.envoy_include_usage,
-    ))
+    ), admitted_checks)
     # Envoy's gRPC access log: settles what ext_authz admitted and reserved.
     access_log = AccessLogServicer(UsageSettler(
         admission, on_fallback=metrics.usage_fallback if metrics is not None else None,
         unknown_outcomes=unknown_outcomes,
-    ))
+    ), admitted_checks)
     server.add_generic_rpc_handlers((ext_authz.handler(), access_log.handler()))
     audit = RedisAuditLog(redis, Keyspace(settings.key_prefix), settings.audit_max_entries)
     keys_pb2_grpc.add_KeyManagementServicer_to_server(

@@ -9,6 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from aigw_sidecar.api.envoy.v3 import access_log_pb2 as log_pb
 from aigw_sidecar.api.envoy.v3 import ext_authz_pb2 as pb
 from aigw_sidecar.api.v1 import admission_pb2 as adm_pb
 from aigw_sidecar.api.v1 import keys_pb2 as keys_pb
@@ -189,41 +190,35 @@ async def test_an_unreachable_store_fails_open_with_a_marker_when_configured(
     ]
 
 
-class _Context:
-    """What Check uses of grpc's servicer context, for a call Envoy cancels."""
-
-    def __init__(self, cancelled: bool) -> None:
-        self.callbacks: list[object] = []
-        self._cancelled = cancelled
-
-    def add_done_callback(self, callback: object) -> None:
-        self.callbacks.append(callback)
-
-    def cancelled(self) -> bool:
-        return self._cancelled
-
-
-@pytest.mark.parametrize("cancelled", [True, False], ids=["cancelled", "delivered"])
-async def test_a_check_whose_answer_envoy_never_took_is_released(
-    grpc_stubs: Stubs, cancelled: bool
+@pytest.mark.parametrize("answered", [False, True], ids=["answer-dropped", "answer-applied"])
+async def test_a_check_whose_answer_envoy_dropped_is_released_when_its_request_is_logged(
+    grpc_stubs: Stubs, answered: bool
 ) -> None:
-    # Its client left while the Check ran: Envoy has no key id for the request, so no
-    # access log entry will settle it. Its slot is released once the call is over.
+    # Its client left while the answer was on its way: Envoy logs the request without
+    # ext_authz's metadata, so nothing else would settle it before its lease ends.
     key_id, secret = await create_key(grpc_stubs, max_parallel_requests=1)
-    servicer = grpc_stubs.sidecar.ext_authz
-    unknown = grpc_stubs.sidecar.unknown_outcomes
-    assert servicer is not None and unknown is not None
-    context = _Context(cancelled)
-    reply = await servicer.Check(check_request(authorization=f"Bearer {secret}"), context)
+    request = check_request(authorization=f"Bearer {secret}", x_request_id="envoy-rid-1")
+    reply = await check_stub(grpc_stubs.channel)(request)
     assert reply.HasField("ok_response")
-    for callback in context.callbacks:
-        callback(context)  # type: ignore[operator]
-    assert len(unknown) == (1 if cancelled else 0)
-    await unknown.run_once()
+    entry = log_pb.HTTPAccessLogEntry()
+    entry.request.request_id = "envoy-rid-1"
+    if answered:
+        entry.common_properties.metadata.filter_metadata[
+            "envoy.filters.http.ext_authz"].CopyFrom(reply.dynamic_metadata)
+        entry.response.response_code.value = 500  # an upstream failure: released too
+    log_call = grpc_stubs.channel.stream_unary(
+        "/envoy.service.accesslog.v3.AccessLogService/StreamAccessLogs",
+        request_serializer=log_pb.StreamAccessLogsMessage.SerializeToString,
+        response_deserializer=log_pb.StreamAccessLogsResponse.FromString,
+    )
+    batch = log_pb.StreamAccessLogsMessage(
+        http_logs=log_pb.StreamAccessLogsMessage.HTTPAccessLogEntries(log_entry=[entry])
+    )
+    await log_call(iter([batch]))
     overview = await grpc_stubs.keys.GetKeyOverview(
         keys_pb.GetKeyOverviewRequest(key_id=key_id)
     )
-    assert overview.overview.parallel_requests.used == (0 if cancelled else 1)
+    assert overview.overview.parallel_requests.used == 0
 
 
 async def test_a_body_on_a_path_that_is_not_metered_is_not_read_or_reserved(

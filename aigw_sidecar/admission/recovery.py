@@ -22,6 +22,13 @@ window does not record request ids.
 
 Pending work is bounded (``max_pending``): past it the oldest is dropped and
 counted, and its lease ends it as before.
+
+``AdmittedChecks`` closes the last gap of the proxy path: a Check the store
+answered but whose answer Envoy dropped (its client left while the reply was on
+its way; grpc.aio gives the server no sign that a reply was not delivered). Envoy
+still logs the request, without ext_authz's metadata; its request id (Envoy's
+``x-request-id``, made fresh for every request by the shipped config) finds the
+admission here, and it is released.
 """
 
 from __future__ import annotations
@@ -48,6 +55,64 @@ class _Pending:
     action: Action
     due: float
     repeats: int  # further runs after the first success (1: release once more)
+
+
+class AdmittedChecks:
+    """Admissions made by Check that hold something, by Envoy's request id, until logged.
+
+    One per process: a Check and its access log entry reach the same sidecar when
+    Envoy has one (a sidecar per gateway pod); elsewhere a dropped answer is left to
+    its lease, as before. A request id seen twice (a client's own, if Envoy keeps
+    it) is ambiguous and forgotten: releasing by it could free a request still
+    running. Bounded: ``max_entries``, and nothing older than ``ttl_s`` (the lease).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_entries: int = MAX_PENDING,
+        ttl_s: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._max_entries = max_entries
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._held: OrderedDict[str, tuple[str, str, float]] = OrderedDict()
+        # Ids seen twice, with when: kept for the lease, whatever is logged meanwhile.
+        self._ambiguous: OrderedDict[str, float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def admitted(self, proxy_id: str, key_id: str, request_id: str) -> None:
+        """A Check admitted ``request_id`` holding a slot or a reservation."""
+        if not proxy_id:
+            return
+        now = self._clock()
+        while self._held and (
+            len(self._held) >= self._max_entries
+            or next(iter(self._held.values()))[2] < now - self._ttl_s
+        ):
+            self._held.popitem(last=False)
+        while self._ambiguous and (
+            len(self._ambiguous) >= self._max_entries
+            or next(iter(self._ambiguous.values())) < now - self._ttl_s
+        ):
+            self._ambiguous.popitem(last=False)
+        if proxy_id in self._held or proxy_id in self._ambiguous:
+            self._held.pop(proxy_id, None)
+            self._ambiguous[proxy_id] = now
+            self._ambiguous.move_to_end(proxy_id)
+            return
+        self._held[proxy_id] = (key_id, request_id, now)
+
+    def logged(self, proxy_id: str, with_answer: bool) -> tuple[str, str] | None:
+        """Envoy logged the request; (key id, request id) to release when it never
+        applied the Check's answer, else None."""
+        held = self._held.pop(proxy_id, None)
+        if held is None or with_answer:
+            return None
+        return held[0], held[1]
 
 
 class UnknownOutcomes:
@@ -115,6 +180,13 @@ class UnknownOutcomes:
                 del self._pending[name]
             self.counts[f"{name[0]}_done"] += 1
         return answered
+
+    async def drain(self, timeout_s: float) -> None:
+        """Before a shutdown: finish what the store takes within ``timeout_s``."""
+        deadline = self._clock() + timeout_s
+        while self._pending and self._clock() < deadline:
+            await self.run_once()
+            await asyncio.sleep(self._retry_s)
 
     async def run(self) -> None:
         """Work through the pending actions for as long as the sidecar runs."""

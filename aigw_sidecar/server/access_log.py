@@ -32,6 +32,7 @@ from google.protobuf.struct_pb2 import Struct
 
 from aigw_sidecar.admission.bodies import Usage, captured_usage
 from aigw_sidecar.admission.decision import Estimate, Reservation
+from aigw_sidecar.admission.recovery import AdmittedChecks
 from aigw_sidecar.admission.settlement import AdmittedRequest, UsageSettler, proxy_request_id
 from aigw_sidecar.api.envoy.v3 import access_log_pb2 as pb
 
@@ -93,13 +94,27 @@ class FinishedRequest:
     unreadable: str  # why the proxy could not read the usage, "" when it could
 
 
-def finished_request(entry: pb.HTTPAccessLogEntry) -> FinishedRequest | None:
-    """The settlement facts of one entry; None for a request nobody admitted."""
+def finished_request(
+    entry: pb.HTTPAccessLogEntry, checks: AdmittedChecks | None = None
+) -> FinishedRequest | None:
+    """The settlement facts of one entry; None for a request nobody admitted.
+
+    With ``checks``, an entry without ext_authz's answer whose request a Check here
+    admitted (Envoy dropped the answer: its client left) is released.
+    """
     common = entry.common_properties
     if common.intermediate_log_entry:  # a long stream's periodic entry: not over yet
         return None
     namespaces = common.metadata.filter_metadata
-    if EXT_AUTHZ_NAMESPACE not in namespaces:
+    answered = EXT_AUTHZ_NAMESPACE in namespaces
+    if checks is not None:
+        dropped = checks.logged(entry.request.request_id, answered)
+        if dropped is not None:
+            return FinishedRequest(
+                AdmittedRequest(*dropped), status=None, usage=None,
+                upstream_started=False, unreadable="",
+            )
+    if not answered:
         return None
     admitted = admitted_request(namespaces[EXT_AUTHZ_NAMESPACE], entry.request.request_id)
     if admitted is None:
@@ -123,8 +138,9 @@ def finished_request(entry: pb.HTTPAccessLogEntry) -> FinishedRequest | None:
 class AccessLogServicer:
     """``AccessLogService/StreamAccessLogs``: settle each finished request once."""
 
-    def __init__(self, settler: UsageSettler) -> None:
+    def __init__(self, settler: UsageSettler, checks: AdmittedChecks | None = None) -> None:
         self._settler = settler
+        self._checks = checks
         self._pending: set[asyncio.Future[Any]] = set()
         self._counts: Counter[str] = Counter()
 
@@ -150,7 +166,7 @@ class AccessLogServicer:
         for entry in entries:
             self._counts["entries"] += 1
             try:
-                finished = finished_request(entry)
+                finished = finished_request(entry, self._checks)
             except Exception:
                 self._counts["errors"] += 1
                 log.exception("access log: could not read an entry; not settled")

@@ -35,6 +35,7 @@ from google.protobuf.struct_pb2 import Struct
 
 from aigw_sidecar.admission.bodies import BodyRefused, Endpoint, RequestFacts, read_request
 from aigw_sidecar.admission.decision import Decision, DenyReason, Estimate
+from aigw_sidecar.admission.recovery import AdmittedChecks
 from aigw_sidecar.admission.service import AdmissionService
 from aigw_sidecar.admission.settlement import proxy_request_id
 from aigw_sidecar.api.envoy.v3 import ext_authz_pb2 as pb
@@ -272,9 +273,19 @@ def fail_open_response(options: ExtAuthzOptions) -> pb.CheckResponse:
 class ExtAuthzServicer:
     """``Authorization/Check``: headers in, one authorize, CheckResponse out."""
 
-    def __init__(self, service: AdmissionService, options: ExtAuthzOptions) -> None:
+    def __init__(
+        self,
+        service: AdmissionService,
+        options: ExtAuthzOptions,
+        admitted: AdmittedChecks | None = None,
+    ) -> None:
+        """Args:
+        admitted: where admissions are kept until Envoy logs their request (see
+            ``recovery.AdmittedChecks``); None: a dropped answer is left to its lease.
+        """
         self._service = service
         self._options = options
+        self._admitted = admitted
         self._failing_open = False
 
     @domain_errors
@@ -297,7 +308,8 @@ class ExtAuthzServicer:
                     bad_request_denial(str(bad), too_large=isinstance(bad, _BodyTooLarge))
                 )
             estimate = facts.estimate(self._service.output_bound(facts.model))
-        request_id = proxy_request_id(http.headers.get(REQUEST_ID_HEADER, ""))
+        proxy_id = http.headers.get(REQUEST_ID_HEADER, "")
+        request_id = proxy_request_id(proxy_id)
         try:
             decision = await self._service.authorize(
                 found, request_id, estimate, own_request_id=True
@@ -309,24 +321,11 @@ class ExtAuthzServicer:
             self._failing_open = False
             log.warning("ext_authz: store reachable again; checking keys again")
         if decision.allowed:
-            if decision.request_id:
-                self._release_if_unheard(context, decision.key_id, decision.request_id)
+            if decision.request_id and self._admitted is not None:
+                # Released if Envoy logs the request without this answer (its client left).
+                self._admitted.admitted(proxy_id, decision.key_id, decision.request_id)
             return allowed_response(decision, self._options, request_id, facts, estimate)
         return denied_response(http_denial(decision), decision)
-
-    def _release_if_unheard(self, context: Ctx, key_id: str, request_id: str) -> None:
-        """Envoy cancels a Check whose client left: what it reserved is released.
-
-        Envoy never learns the key id of such a request, so no access log entry
-        will settle it; without this its reservation and slot would hold the key
-        until their lease ends.
-        """
-        def done(ctx: Ctx) -> None:
-            if ctx.cancelled():
-                self._service.release_unknown(key_id, request_id)
-
-        if context is not None:
-            context.add_done_callback(done)
 
     def _store_unavailable(self) -> pb.CheckResponse:
         if not self._options.fail_open:
