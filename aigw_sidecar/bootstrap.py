@@ -288,6 +288,7 @@ async def start(settings: Settings) -> Sidecar:
         alerts=BudgetAlerts(event_log, sinks),
         default_max_output_tokens=settings.default_max_output_tokens,
         unknown_outcomes=unknown_outcomes,
+        refuse_unpriced_models=settings.refuse_unpriced_models,
     )
     admission_pb2_grpc.add_AdmissionServicer_to_server(AdmissionServicer(admission), server)
     # Envoy's Authorization/Check: the same AdmissionService, so the same one script.

@@ -51,6 +51,8 @@ class Settings:
     # Usage accounting
     pricing_file: str = ""  # YAML or JSON price table over the built-in one
     default_pricing: bool = True  # the built-in price table (false: --no-default-pricing)
+    # A key with a cost limit refuses a request naming a model without a price.
+    refuse_unpriced_models: bool = True
     pricing_reload_s: float = 2.0  # how often the pricing file is checked for changes
     reservation_ttl_s: int = 600  # lease of a budget reservation that is never settled
     # Operations: logs, metrics, budget alerts
@@ -119,6 +121,9 @@ _OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
     ("--default-pricing", "AIGW_DEFAULT_PRICING", "default_pricing", _boolean,
      "price usage with the built-in table of current models (true/false;"
      " --no-default-pricing is false)"),
+    ("--refuse-unpriced-models", "AIGW_REFUSE_UNPRICED_MODELS", "refuse_unpriced_models",
+     _boolean, "on a key with a cost limit, refuse (403 model_not_priced) a request naming a"
+     " model the price table has no price for, instead of charging it $0 (true/false)"),
     ("--pricing-reload-s", "AIGW_PRICING_RELOAD_S", "pricing_reload_s", _finite,
      "how often the pricing file is checked for changes (SIGHUP reloads at once)"),
     ("--reservation-ttl-s", "AIGW_RESERVATION_TTL_S", "reservation_ttl_s", int,

@@ -379,10 +379,29 @@ async def test_an_explicit_cost_estimate_wins_over_pricing(
 async def test_an_estimate_for_a_model_the_sidecar_cannot_price_reserves_tokens_only(
     keys: KeyService, store: RedisKeyStore, now: Clock
 ) -> None:
-    refusing = AdmissionService(store, lambda: PriceTable({}))
+    # Only when refusing unpriced models is turned off (--refuse-unpriced-models false).
+    lenient = AdmissionService(store, lambda: PriceTable({}), refuse_unpriced_models=False)
     _, secret = await _key(keys, Limits(token_limit=10_000, cost_limit_micro_usd=10))
-    decision = await refusing.authorize(secret, "r1", Estimate(model="odd", prompt_tokens=100))
+    decision = await lenient.authorize(secret, "r1", Estimate(model="odd", prompt_tokens=100))
     assert decision.reservation == Reservation("r1", 100, 0)
+
+
+async def test_a_key_with_a_cost_limit_refuses_a_model_without_a_price(
+    keys: KeyService, store: RedisKeyStore, now: Clock
+) -> None:
+    # A cost limit cannot hold for a model nobody can price: refused, not charged $0.
+    service = AdmissionService(store, lambda: PriceTable({}))
+    _, secret = await _key(keys, Limits(token_limit=10_000, cost_limit_micro_usd=10))
+    decision = await service.authorize(secret, "r1", Estimate(model="odd", prompt_tokens=100))
+    assert decision.deny_reason is DenyReason.MODEL_NOT_PRICED
+    assert "'odd'" in decision.message and decision.reservation is None
+    assert (await service.authorize(secret, model="odd")).deny_reason is (
+        DenyReason.MODEL_NOT_PRICED
+    )
+    # No model named, or a key without a cost limit: nothing to refuse.
+    assert (await service.authorize(secret)).allowed
+    _, free = await _key(keys, Limits(token_limit=10_000), name="free")
+    assert (await service.authorize(free, "r2", Estimate(model="odd", prompt_tokens=1))).allowed
 
 
 async def test_the_overview_splits_usage_per_model_and_counts_unpriced_requests(

@@ -22,6 +22,7 @@ class DenyReason(StrEnum):
     TOKENS_PER_MINUTE = "tokens_per_minute"
     PARALLEL_REQUESTS = "parallel_requests"
     MODEL_NOT_ALLOWED = "model_not_allowed"
+    MODEL_NOT_PRICED = "model_not_priced"
 
 
 DENY_MESSAGES: dict[DenyReason, str] = {
@@ -38,6 +39,9 @@ DENY_MESSAGES: dict[DenyReason, str] = {
         "Too many requests in flight for this API key (max parallel requests reached)."
     ),
     DenyReason.MODEL_NOT_ALLOWED: "This API key may not use the model requested.",
+    DenyReason.MODEL_NOT_PRICED: (
+        "This API key has a cost limit and the model requested has no price."
+    ),
 }
 # Deny reasons a wait can cure; their message says how long.
 _WAITABLE = frozenset({
@@ -111,6 +115,11 @@ class Decision:
         text = DENY_MESSAGES[self.deny_reason]
         if self.deny_reason is DenyReason.MODEL_NOT_ALLOWED:
             return _model_message(self.model)
+        if self.deny_reason is DenyReason.MODEL_NOT_PRICED:
+            return (
+                f"This API key has a cost limit, and the model '{_shown_model(self.model)}'"
+                " has no price in the gateway's price table; ask an admin to price it."
+            )
         left = self._budget_left()
         if left:
             # The budget is not used up: this request's reservation does not fit in it.
@@ -148,13 +157,16 @@ def _model_message(model: str) -> str:
             "This API key may only use certain models, and the request names none. "
             "Send the model in the request."
         )
+    return f"The model '{_shown_model(model)}' is not allowed for this API key."
+
+
+def _shown_model(model: str) -> str:
+    """A model name for a message: truncated, and never a value that looks like a secret."""
     if model.startswith("sk-"):
-        shown = "(hidden)"
-    elif len(model) > _SHOWN_MODEL_CHARS:
-        shown = model[:_SHOWN_MODEL_CHARS] + "…"
-    else:
-        shown = model
-    return f"The model '{shown}' is not allowed for this API key."
+        return "(hidden)"
+    if len(model) > _SHOWN_MODEL_CHARS:
+        return model[:_SHOWN_MODEL_CHARS] + "…"
+    return model
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,8 +54,11 @@ class ObservedAdmissionService(AdmissionService):
         alerts: BudgetAlerts | None = None,
         default_max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
         unknown_outcomes: UnknownOutcomes | None = None,
+        refuse_unpriced_models: bool = True,
     ) -> None:
-        super().__init__(store, pricing, default_max_output_tokens, unknown_outcomes)
+        super().__init__(
+            store, pricing, default_max_output_tokens, unknown_outcomes, refuse_unpriced_models
+        )
         self._observer = observer or AdmissionObserver()
         self._alerts = alerts
 

@@ -52,6 +52,7 @@ class AdmissionStore(Protocol):
         tokens: int | None = None,
         cost_micro_usd: int | None = None,
         model: str = "",
+        model_unpriced: bool = False,
     ) -> Decision: ...
 
     async def resolve_legacy(self, key_hash: str) -> str | None: ...
@@ -74,6 +75,7 @@ class AdmissionService:
         pricing: Callable[[], PriceTable | None] = no_pricing,
         default_max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
         unknown_outcomes: UnknownOutcomes | None = None,
+        refuse_unpriced_models: bool = True,
     ) -> None:
         """Args:
         pricing: the price table in force (it may be reloaded), or None without one.
@@ -81,11 +83,22 @@ class AdmissionService:
         unknown_outcomes: where an Authorize that timed out under a request id the
             sidecar made is released once the store answers again (None: left to
             its lease).
+        refuse_unpriced_models: on a key with a cost limit, refuse a request whose
+            model is known before it runs and has no price (``model_not_priced``).
         """
         self._store = store
         self._pricing = pricing
         self._default_max_output_tokens = default_max_output_tokens
         self._unknown = unknown_outcomes
+        self._refuse_unpriced = refuse_unpriced_models
+
+    def priced(self, model: str) -> bool:
+        """False when ``model`` names a model the price table in force has no price for
+        (no table at all: no model is priced); True for no model (nothing to tell)."""
+        if not model:
+            return True
+        table = self._pricing()
+        return table is not None and table.price_of(model) is not None
 
     def output_bound(self, model: str) -> int:
         """The output tokens a request that sets no bound is reserved for.
@@ -132,12 +145,15 @@ class AdmissionService:
         # Used only if the request ends up holding a parallel-request slot.
         if not request_id:
             request_id, own_request_id = new_request_id(), True
+        unpriced = self._refuse_unpriced and not self.priced(model)
         try:
             if estimate is None:
-                return await self._store.authorize(key_id, key_hash, request_id, model=model)
+                return await self._store.authorize(
+                    key_id, key_hash, request_id, model=model, model_unpriced=unpriced
+                )
             return await self._store.authorize(
                 key_id, key_hash, request_id, estimate.tokens, self._estimated_cost(estimate),
-                model=model,
+                model=model, model_unpriced=unpriced,
             )
         except (StoreUnavailable, asyncio.CancelledError):
             # Timed out, or the caller gave up while the script was on its way: it may

@@ -88,6 +88,7 @@ HTTP_STATUS_OF: dict[DenyReason, int] = {
     DenyReason.TOKENS_PER_MINUTE: 429,
     DenyReason.PARALLEL_REQUESTS: 429,
     DenyReason.MODEL_NOT_ALLOWED: 403,  # waiting cannot help; another model might
+    DenyReason.MODEL_NOT_PRICED: 403,  # an admin must price the model (or lift the limit)
 }
 HTTP_STORE_UNAVAILABLE = 503
 HTTP_BAD_REQUEST = 400

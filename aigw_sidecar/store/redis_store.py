@@ -72,6 +72,7 @@ _DENY_CODES = {
     9: DenyReason.TOKENS_PER_MINUTE,
     10: DenyReason.PARALLEL_REQUESTS,
     11: DenyReason.MODEL_NOT_ALLOWED,
+    13: DenyReason.MODEL_NOT_PRICED,
 }
 # KeyUpdate field -> record field, for the plain string fields.
 _TEXT_FIELDS = {"name": "name", "project": "proj", "environment": "env"}
@@ -271,6 +272,7 @@ class RedisKeyStore:
         tokens: int | None = None,
         cost_micro_usd: int | None = None,
         model: str = "",
+        model_unpriced: bool = False,
     ) -> Decision:
         # A key with max parallel requests holds a slot under the request id.
         async with _store_errors():
@@ -285,6 +287,7 @@ class RedisKeyStore:
                     _text(cost_micro_usd),
                     self._lease_ms,
                     model,
+                    "1" if model_unpriced else "",
                 ],
             )
         code = int(res[0])
@@ -302,7 +305,7 @@ class RedisKeyStore:
             "environment": res[4] or "",
             "legacy": res[5] == "1",
         }
-        if code in (4, 5, 11):
+        if code in (4, 5, 11, 13):
             return Decision(
                 allowed=False, deny_reason=_DENY_CODES[code], model=model, **identity
             )

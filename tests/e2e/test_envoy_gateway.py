@@ -126,16 +126,34 @@ async def test_usage_past_a_budget_makes_the_next_request_a_rate_limit_naming_it
     gateway: Gateway, limits: dict[str, int], usage: dict[str, int], code: str, text: str
 ) -> None:
     key = await gateway.create_key(**limits)
+    # A model the built-in price table knows: a cost limit refuses an unpriced one.
+    model = "gpt-4o-mini"
     async with gateway.client(key.secret) as client:
-        await client.chat.completions.create(model="mock", messages=MESSAGES, max_tokens=5)
+        await client.chat.completions.create(model=model, messages=MESSAGES, max_tokens=5)
         await gateway.admission.RecordUsage(
             admission_pb2.RecordUsageRequest(key_id=key.key.key_id, request_id="r1", **usage)
         )
         with pytest.raises(openai.RateLimitError) as caught:
-            await client.chat.completions.create(model="mock", messages=MESSAGES)
+            await client.chat.completions.create(model=model, messages=MESSAGES)
     assert text in caught.value.message
     assert error_of(caught.value)["code"] == code
     assert "retry-after" not in caught.value.response.headers  # this budget never resets
+
+
+async def test_a_model_without_a_price_is_refused_on_a_key_with_a_cost_limit(
+    gateway: Gateway,
+) -> None:
+    key = await gateway.create_key(cost_limit_micro_usd=1_000_000)
+    async with gateway.client(key.secret) as client:
+        with pytest.raises(openai.PermissionDeniedError) as caught:
+            await client.chat.completions.create(model="no-such-model", messages=MESSAGES)
+        # A priced model is served, and so is any model on a key without a cost limit.
+        await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert error_of(caught.value)["code"] == "model_not_priced"
+    assert "'no-such-model'" in caught.value.message
+    free = await gateway.create_key()
+    async with gateway.client(free.secret) as client:
+        await client.chat.completions.create(model="no-such-model", messages=MESSAGES)
 
 
 async def test_the_health_route_needs_no_key(gateway: Gateway) -> None:

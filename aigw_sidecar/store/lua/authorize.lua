@@ -15,6 +15,7 @@
 -- ARGV[5]  estimated cost in micro-USD, or '' for no estimate
 -- ARGV[6]  reservation (and parallel slot) lease in ms
 -- ARGV[7]  model the request uses ('' when unknown), checked against allowed models
+-- ARGV[8]  '1' when that model has no price: refused on a key with a cost limit
 -- Returns {code, key_id, workspace, project, environment, legacy,
 --          rpm_limit, rpm_remaining, rpm_reset_ms,
 --          token_limit, token_remaining, cost_limit, cost_remaining,
@@ -25,8 +26,9 @@
 --         6 requests per minute, 7 token limit, 8 cost limit,
 --         9 tokens per minute, 10 parallel requests, 11 model not allowed,
 --         12 the request id was already settled by a usage report (a caller
---            error: its new usage would be ignored as a retry)
---   (4, 5, 11 and 12 return the identity only)
+--            error: its new usage would be ignored as a retry),
+--         13 model not priced (a key with a cost limit, a model without a price)
+--   (4, 5, 11, 12 and 13 return the identity only)
 --   a limit of -1 means "no such limit"; budget_reset_ms and
 --   retry_after_ms are -1 when nothing resets; reserved_* are -1 when
 --   nothing was reserved.
@@ -106,6 +108,10 @@ if rec[16] and rec[16] ~= '' then
   if not allowed then
     return {11, kid, ws, proj, env, legacy}
   end
+end
+-- A cost limit means nothing for a model nobody can price: refuse it up front.
+if ARGV[8] == '1' and rec[4] and rec[4] ~= '' then
+  return {13, kid, ws, proj, env, legacy}
 end
 
 local cost_limit = tonumber(rec[4]) or -1

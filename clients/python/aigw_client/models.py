@@ -41,6 +41,7 @@ class DenyReason(StrEnum):
     TOKENS_PER_MINUTE = "tokens_per_minute"
     PARALLEL_REQUESTS = "parallel_requests"
     MODEL_NOT_ALLOWED = "model_not_allowed"
+    MODEL_NOT_PRICED = "model_not_priced"
 
 
 class BudgetEventType(StrEnum):

@@ -20,6 +20,7 @@ class DenyReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DENY_REASON_TOKENS_PER_MINUTE: _ClassVar[DenyReason]
     DENY_REASON_PARALLEL_REQUESTS: _ClassVar[DenyReason]
     DENY_REASON_MODEL_NOT_ALLOWED: _ClassVar[DenyReason]
+    DENY_REASON_MODEL_NOT_PRICED: _ClassVar[DenyReason]
 DENY_REASON_UNSPECIFIED: DenyReason
 DENY_REASON_KEY_MISSING: DenyReason
 DENY_REASON_KEY_MALFORMED: DenyReason
@@ -32,6 +33,7 @@ DENY_REASON_COST_LIMIT: DenyReason
 DENY_REASON_TOKENS_PER_MINUTE: DenyReason
 DENY_REASON_PARALLEL_REQUESTS: DenyReason
 DENY_REASON_MODEL_NOT_ALLOWED: DenyReason
+DENY_REASON_MODEL_NOT_PRICED: DenyReason
 
 class RateLimit(_message.Message):
     __slots__ = ("limited", "limit", "remaining", "reset_ms", "resets")
