@@ -78,4 +78,4 @@ bench: $(STAMP)
 	$(PY) -m tests.bench.bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) aigw-data bench-results.json .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) aigw-data bench-results.json bench-envoy-results.json bench-faults-results.json .pytest_cache .mypy_cache .ruff_cache
