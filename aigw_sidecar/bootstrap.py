@@ -308,7 +308,10 @@ async def start(settings: Settings) -> Sidecar:
     server.add_generic_rpc_handlers((ext_authz.handler(), access_log.handler()))
     audit = RedisAuditLog(redis, Keyspace(settings.key_prefix), settings.audit_max_entries)
     keys_pb2_grpc.add_KeyManagementServicer_to_server(
-        KeyManagementServicer(AuditedKeyService(store, audit, current_principal, event_log)),
+        KeyManagementServicer(
+            AuditedKeyService(store, audit, current_principal, event_log),
+            (lambda: pricing.table) if pricing is not None else (lambda: None),
+        ),
         admin_server or server,
     )
     health_servicer = health.aio.HealthServicer()

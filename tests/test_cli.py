@@ -199,3 +199,19 @@ def test_a_usage_error_never_prints_the_value_given(args: list[str]) -> None:
     assert result.returncode == 2, result.stderr
     assert "(see --help)" in result.stderr or "without --yes" in result.stderr
     assert "PastedIntoTheWrongFlag" not in result.stdout + result.stderr
+
+
+def test_pricing_list_and_show_read_the_table_in_force(admin: Admin) -> None:
+    listed = admin("pricing", "list", "--contains", "gpt-4o-mini")
+    assert listed.returncode == 0, listed.stderr
+    line = next(x for x in listed.stdout.splitlines() if x.startswith("gpt-4o-mini "))
+    assert line.split()[1:4] == ["0.15", "0.6", "0.075"]  # USD per million tokens
+    assert "litellm" in listed.stdout and "table:" in listed.stderr
+    # A name as requests send it: provider prefix and snapshot date resolved.
+    shown = _json(admin("-o", "json", "pricing", "show", "--model",
+                        "openai/gpt-4o-mini-2024-07-18"))
+    assert shown["priced"] is True and shown["price"]["input_usd"] == "0.15"
+    unknown = admin("pricing", "show", "--model", "no-such-model")
+    assert unknown.returncode == 0 and "no price" in unknown.stdout
+    bad = admin("pricing", "show", "--model", "has space")
+    assert bad.returncode == 1 and "model" in bad.stderr

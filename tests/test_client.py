@@ -292,3 +292,21 @@ def test_vendored_stubs_are_the_servers_generated_modules() -> None:
     for name in ("keys_pb2.py", "keys_pb2.pyi", "admission_pb2.py", "admission_pb2.pyi"):
         server = REPO / "aigw_sidecar" / "api" / "v1" / name
         assert (vendored / name).read_bytes() == server.read_bytes(), f"run make proto ({name})"
+
+
+def test_the_price_table_in_force_is_read_with_the_pricing_file_first(
+    client: AigwClient,
+) -> None:
+    page = client.list_model_prices(contains="mock")
+    assert [p.model for p in page.prices] == ["mock"]
+    mock = page.prices[0]
+    assert (mock.input_usd, mock.output_usd, mock.cached_input_usd) == (
+        Decimal("1"), Decimal("2"), Decimal("0.5")
+    )
+    assert "over" in page.table  # the file over the built-in table
+    builtin = client.get_model_price("anthropic/claude-sonnet-4-5-20250929")
+    assert builtin is not None and builtin.model.startswith("claude-sonnet-4-5")
+    assert client.get_model_price("no-such-model") is None
+    first = client.list_model_prices(page_size=2)
+    second = client.list_model_prices(page_size=2, page_token=first.next_page_token)
+    assert len(first.prices) == 2 and first.prices[-1].model < second.prices[0].model

@@ -44,6 +44,7 @@ ALIASES: dict[str, dict[str, str]] = {
     "audit": {"list": "ListAuditEntries"},
     # tail: ListEvents polled with its cursor until interrupted (see _follow).
     "events": {"list": "ListEvents", "tail": "ListEvents"},
+    "pricing": {"list": "ListModelPrices", "show": "GetModelPrice"},
 }
 _HINTS = {
     "UNAUTHENTICATED": " (pass --admin-token-file or set AIGW_ADMIN_TOKEN)",

@@ -202,6 +202,18 @@ def audit_table(entries: Sequence[keys_pb.AuditEntry]) -> str:
     return table(rows, ["TIME", "PRINCIPAL", "ACTION", "KEY ID", "NAME", "DETAIL"])
 
 
+def prices_table(prices: Sequence[keys_pb.ModelPrice]) -> str:
+    """Model prices, USD per million tokens as the table holds them (exact)."""
+    rows = [
+        [p.model, p.input_usd, p.output_usd, p.cached_input_usd or "-",
+         p.cache_write_usd or "-", str(p.max_output_tokens or "-"), p.source or "-"]
+        for p in prices
+    ]
+    header = ["MODEL", "INPUT $/M", "OUTPUT $/M", "CACHED $/M", "CACHE WRITE $/M",
+              "MAX OUTPUT", "SOURCE"]
+    return table(rows, header)
+
+
 def event_line(event: keys_pb.BudgetEvent) -> str:
     """One budget event for people: time, type, key, where, what."""
     where = event.workspace + (f"/{event.project}" if event.project else "")
@@ -247,6 +259,20 @@ def human(response: Message, out: TextIO, err: TextIO,
             print("no audit entries", file=err)
         if response.next_page_token:
             print(f"more: --page-token {response.next_page_token}", file=err)
+    elif isinstance(response, keys_pb.ListModelPricesResponse):
+        print(f"table: {response.table}", file=err)
+        if response.prices:
+            print(prices_table(response.prices), file=out)
+        else:
+            print("no prices", file=err)
+        if response.next_page_token:
+            print(f"more: --page-token {response.next_page_token}", file=err)
+    elif isinstance(response, keys_pb.GetModelPriceResponse):
+        if response.priced:
+            print(prices_table([response.price]), file=out)
+        else:
+            print(f"no price: an unknown model is charged as '{response.unknown_model}' says "
+                  "(a key with a cost limit refuses it: model_not_priced)", file=out)
     elif response.DESCRIPTOR.fields_by_name.get("key") is not None and response.HasField("key"):
         print(key_details(response.key), file=out)  # type: ignore[attr-defined]
     elif not response.ListFields():

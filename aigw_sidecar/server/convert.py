@@ -29,6 +29,7 @@ from aigw_sidecar.keys.model import (
     validate_cost_limit,
 )
 from aigw_sidecar.keys.money import format_usd, parse_usd
+from aigw_sidecar.pricing.catalog import ListedPrice
 
 _DENY = {
     DenyReason.KEY_MISSING: adm_pb.DENY_REASON_KEY_MISSING,
@@ -396,4 +397,18 @@ def audit_entry_to_proto(entry: AuditEntry) -> keys_pb.AuditEntry:
         name=event.name,
         workspace=event.workspace,
         detail=event.detail,
+    )
+
+
+def model_price_to_proto(listed: ListedPrice) -> keys_pb.ModelPrice:
+    """Prices in micro-USD per million tokens become USD per million, exact decimals."""
+    price = listed.price
+    return keys_pb.ModelPrice(
+        model=listed.model,
+        input_usd=format_usd(price.input),
+        output_usd=format_usd(price.output),
+        cached_input_usd="" if price.cached_input is None else format_usd(price.cached_input),
+        cache_write_usd="" if price.cache_write is None else format_usd(price.cache_write),
+        max_output_tokens=price.max_output_tokens or 0,
+        source=listed.source,
     )

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from aigw_sidecar.admission.service import AdmissionService
+from aigw_sidecar.admission.service import AdmissionService, no_pricing
 from aigw_sidecar.api.v1 import admission_pb2 as adm_pb
 from aigw_sidecar.api.v1 import admission_pb2_grpc as adm_grpc
 from aigw_sidecar.api.v1 import keys_pb2 as keys_pb
 from aigw_sidecar.api.v1 import keys_pb2_grpc as keys_grpc
 from aigw_sidecar.keys.audit import AuditedKeyService
+from aigw_sidecar.pricing import catalog
+from aigw_sidecar.pricing.table import PriceTable
 from aigw_sidecar.server import convert
 from aigw_sidecar.server.status import domain_errors
 
@@ -46,8 +49,16 @@ class AdmissionServicer(adm_grpc.AdmissionServicer):
 
 
 class KeyManagementServicer(keys_grpc.KeyManagementServicer):
-    def __init__(self, service: AuditedKeyService) -> None:
+    def __init__(
+        self,
+        service: AuditedKeyService,
+        pricing: Callable[[], PriceTable | None] = no_pricing,
+    ) -> None:
+        """Args:
+        pricing: the price table in force (it may be reloaded), or None without one.
+        """
         self._service = service
+        self._pricing = pricing
 
     @domain_errors
     async def CreateKey(
@@ -142,3 +153,30 @@ class KeyManagementServicer(keys_grpc.KeyManagementServicer):
         return keys_pb.ListEventsResponse(
             events=[convert.event_to_proto(e) for e in events], next_cursor=cursor
         )
+
+    @domain_errors
+    async def ListModelPrices(
+        self, request: keys_pb.ListModelPricesRequest, context: Ctx
+    ) -> keys_pb.ListModelPricesResponse:
+        table = self._pricing()
+        prices, token = catalog.page(
+            catalog.listed(table, request.contains), request.page_size, request.page_token
+        )
+        return keys_pb.ListModelPricesResponse(
+            prices=[convert.model_price_to_proto(p) for p in prices], next_page_token=token,
+            table=table.describe() if table is not None else "no price table",
+        )
+
+    @domain_errors
+    async def GetModelPrice(
+        self, request: keys_pb.GetModelPriceRequest, context: Ctx
+    ) -> keys_pb.GetModelPriceResponse:
+        table = self._pricing()
+        found = catalog.lookup(table, request.model)
+        reply = keys_pb.GetModelPriceResponse(
+            priced=found is not None,
+            unknown_model=table.unknown_model.value if table is not None else "zero",
+        )
+        if found is not None:
+            reply.price.CopyFrom(convert.model_price_to_proto(found))
+        return reply

@@ -94,6 +94,16 @@ class KeyManagementStub:
                 request_serializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.ListEventsRequest.SerializeToString,
                 response_deserializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.ListEventsResponse.FromString,
                 _registered_method=True)
+        self.ListModelPrices = channel.unary_unary(
+                '/aigw.v1.KeyManagement/ListModelPrices',
+                request_serializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.ListModelPricesRequest.SerializeToString,
+                response_deserializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.ListModelPricesResponse.FromString,
+                _registered_method=True)
+        self.GetModelPrice = channel.unary_unary(
+                '/aigw.v1.KeyManagement/GetModelPrice',
+                request_serializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.GetModelPriceRequest.SerializeToString,
+                response_deserializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.GetModelPriceResponse.FromString,
+                _registered_method=True)
 
 
 class KeyManagementServicer:
@@ -175,6 +185,20 @@ class KeyManagementServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListModelPrices(self, request, context):
+        """The price table in force (built-in and --pricing-file), page by page.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetModelPrice(self, request, context):
+        """What one model name is priced as, resolved as a request's is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KeyManagementServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -237,6 +261,16 @@ def add_KeyManagementServicer_to_server(servicer, server):
                     servicer.ListEvents,
                     request_deserializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.ListEventsRequest.FromString,
                     response_serializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.ListEventsResponse.SerializeToString,
+            ),
+            'ListModelPrices': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModelPrices,
+                    request_deserializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.ListModelPricesRequest.FromString,
+                    response_serializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.ListModelPricesResponse.SerializeToString,
+            ),
+            'GetModelPrice': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModelPrice,
+                    request_deserializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.GetModelPriceRequest.FromString,
+                    response_serializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.GetModelPriceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -563,6 +597,60 @@ class KeyManagement:
             '/aigw.v1.KeyManagement/ListEvents',
             aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.ListEventsRequest.SerializeToString,
             aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.ListEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModelPrices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aigw.v1.KeyManagement/ListModelPrices',
+            aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.ListModelPricesRequest.SerializeToString,
+            aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.ListModelPricesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModelPrice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aigw.v1.KeyManagement/GetModelPrice',
+            aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.GetModelPriceRequest.SerializeToString,
+            aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.GetModelPriceResponse.FromString,
             options,
             channel_credentials,
             insecure,

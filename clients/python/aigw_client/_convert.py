@@ -29,7 +29,9 @@ from aigw_client.models import (
     KeyPage,
     KeyStatus,
     LimitUsage,
+    ModelPrice,
     ModelUsage,
+    PricePage,
     RateLimit,
     Reservation,
     ResetPeriod,
@@ -478,3 +480,23 @@ def budget_event(msg: keys_pb.BudgetEvent) -> BudgetEvent:
 
 def event_page(msg: keys_pb.ListEventsResponse) -> EventPage:
     return EventPage(tuple(budget_event(e) for e in msg.events), msg.next_cursor)
+
+
+def _usd_or_none(text: str) -> Decimal | None:
+    return Decimal(text) if text else None
+
+
+def model_price(msg: keys_pb.ModelPrice) -> ModelPrice:
+    return ModelPrice(
+        model=msg.model,
+        input_usd=Decimal(msg.input_usd),
+        output_usd=Decimal(msg.output_usd),
+        cached_input_usd=_usd_or_none(msg.cached_input_usd),
+        cache_write_usd=_usd_or_none(msg.cache_write_usd),
+        max_output_tokens=msg.max_output_tokens or None,
+        source=msg.source,
+    )
+
+
+def price_page(msg: keys_pb.ListModelPricesResponse) -> PricePage:
+    return PricePage(tuple(model_price(p) for p in msg.prices), msg.next_page_token, msg.table)

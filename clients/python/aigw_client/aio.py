@@ -33,6 +33,8 @@ from aigw_client.models import (
     KeyPage,
     KeyStatus,
     Limits,
+    ModelPrice,
+    PricePage,
     ResetPeriod,
     RotatedKey,
     UsageResult,
@@ -311,3 +313,22 @@ class AsyncAigwClient:
         """
         req = keys_pb.ListEventsRequest(key_id=key_id, after=after, page_size=page_size)
         return _convert.event_page(await self._call("ListEvents", req, timeout_s))
+
+    async def list_model_prices(
+        self,
+        *,
+        contains: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+        timeout_s: float | None = None,
+    ) -> PricePage:
+        """The sidecar's price table in force (built-in and pricing file), by name."""
+        req = keys_pb.ListModelPricesRequest(
+            contains=contains, page_size=page_size, page_token=page_token
+        )
+        return _convert.price_page(await self._call("ListModelPrices", req, timeout_s))
+
+    async def get_model_price(self, model: str, *, timeout_s: float | None = None) -> ModelPrice | None:
+        """What ``model`` is priced as (prefixes, dates and aliases resolved); None: no price."""
+        reply = await self._call("GetModelPrice", keys_pb.GetModelPriceRequest(model=model), timeout_s)
+        return _convert.model_price(reply.price) if reply.priced else None

@@ -288,6 +288,26 @@ class BudgetEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelPrice:
+    """One model's prices in the sidecar's table, USD per million tokens (exact)."""
+
+    model: str  # the table's name or glob pattern
+    input_usd: Decimal
+    output_usd: Decimal
+    cached_input_usd: Decimal | None  # None: the input price
+    cache_write_usd: Decimal | None  # None: not listed
+    max_output_tokens: int | None  # None: not known
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class PricePage:
+    prices: tuple[ModelPrice, ...]  # by name
+    next_page_token: str  # "" on the last page
+    table: str  # the table in force, as the sidecar logs it
+
+
+@dataclass(frozen=True, slots=True)
 class EventPage:
     events: tuple[BudgetEvent, ...]  # oldest first
     next_cursor: str  # pass as ``after``; unchanged when nothing is new

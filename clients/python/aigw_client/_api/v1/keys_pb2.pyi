@@ -464,3 +464,57 @@ class ListEventsResponse(_message.Message):
     events: _containers.RepeatedCompositeFieldContainer[BudgetEvent]
     next_cursor: str
     def __init__(self, events: _Optional[_Iterable[_Union[BudgetEvent, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
+
+class ModelPrice(_message.Message):
+    __slots__ = ("model", "input_usd", "output_usd", "cached_input_usd", "cache_write_usd", "max_output_tokens", "source")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    INPUT_USD_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_USD_FIELD_NUMBER: _ClassVar[int]
+    CACHED_INPUT_USD_FIELD_NUMBER: _ClassVar[int]
+    CACHE_WRITE_USD_FIELD_NUMBER: _ClassVar[int]
+    MAX_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    input_usd: str
+    output_usd: str
+    cached_input_usd: str
+    cache_write_usd: str
+    max_output_tokens: int
+    source: str
+    def __init__(self, model: _Optional[str] = ..., input_usd: _Optional[str] = ..., output_usd: _Optional[str] = ..., cached_input_usd: _Optional[str] = ..., cache_write_usd: _Optional[str] = ..., max_output_tokens: _Optional[int] = ..., source: _Optional[str] = ...) -> None: ...
+
+class ListModelPricesRequest(_message.Message):
+    __slots__ = ("contains", "page_size", "page_token")
+    CONTAINS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    contains: str
+    page_size: int
+    page_token: str
+    def __init__(self, contains: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListModelPricesResponse(_message.Message):
+    __slots__ = ("prices", "next_page_token", "table")
+    PRICES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    prices: _containers.RepeatedCompositeFieldContainer[ModelPrice]
+    next_page_token: str
+    table: str
+    def __init__(self, prices: _Optional[_Iterable[_Union[ModelPrice, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., table: _Optional[str] = ...) -> None: ...
+
+class GetModelPriceRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class GetModelPriceResponse(_message.Message):
+    __slots__ = ("priced", "price", "unknown_model")
+    PRICED_FIELD_NUMBER: _ClassVar[int]
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_MODEL_FIELD_NUMBER: _ClassVar[int]
+    priced: bool
+    price: ModelPrice
+    unknown_model: str
+    def __init__(self, priced: _Optional[bool] = ..., price: _Optional[_Union[ModelPrice, _Mapping]] = ..., unknown_model: _Optional[str] = ...) -> None: ...
