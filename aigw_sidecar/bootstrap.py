@@ -304,6 +304,7 @@ async def start(settings: Settings) -> Sidecar:
     access_log = AccessLogServicer(UsageSettler(
         admission, on_fallback=metrics.usage_fallback if metrics is not None else None,
         unknown_outcomes=unknown_outcomes,
+        trust_upstream_cost=settings.trust_upstream_cost,
     ), admitted_checks)
     server.add_generic_rpc_handlers((ext_authz.handler(), access_log.handler()))
     audit = RedisAuditLog(redis, Keyspace(settings.key_prefix), settings.audit_max_entries)

@@ -53,6 +53,7 @@ class Settings:
     default_pricing: bool = True  # the built-in price table (false: --no-default-pricing)
     # A key with a cost limit refuses a request naming a model without a price.
     refuse_unpriced_models: bool = True
+    trust_upstream_cost: bool = False  # charge the cost the upstream reports, when it does
     pricing_reload_s: float = 2.0  # how often the pricing file is checked for changes
     reservation_ttl_s: int = 600  # lease of a budget reservation that is never settled
     # Operations: logs, metrics, budget alerts
@@ -124,6 +125,10 @@ _OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
     ("--refuse-unpriced-models", "AIGW_REFUSE_UNPRICED_MODELS", "refuse_unpriced_models",
      _boolean, "on a key with a cost limit, refuse (403 model_not_priced) a request naming a"
      " model the price table has no price for, instead of charging it $0 (true/false)"),
+    ("--trust-upstream-cost", "AIGW_TRUST_UPSTREAM_COST", "trust_upstream_cost", _boolean,
+     "charge proxied requests the cost their upstream reports (OpenRouter's usage.cost,"
+     " x-litellm-response-cost) instead of the price table's, when it reports one"
+     " (true/false)"),
     ("--pricing-reload-s", "AIGW_PRICING_RELOAD_S", "pricing_reload_s", _finite,
      "how often the pricing file is checked for changes (SIGHUP reloads at once)"),
     ("--reservation-ttl-s", "AIGW_RESERVATION_TTL_S", "reservation_ttl_s", int,

@@ -16,6 +16,7 @@ from aigw_sidecar.admission.bodies import (
     read_request,
     settlement,
     usage_of,
+    usd_to_micro,
     with_usage_requested,
 )
 
@@ -222,3 +223,24 @@ def test_a_failure_releases_the_reservation(status: int) -> None:
 
 def test_a_request_the_upstream_never_got_releases_the_reservation() -> None:
     assert settlement(None, None, upstream_started=False) is Settlement.RELEASE
+
+
+@pytest.mark.parametrize(("value", "micro"), [
+    (0.00123, 1230), ("0.0000004", 1), (0, 0), ("2.5e-06", 3), (1, 1_000_000),
+    (-1, None), ("abc", None), (True, None), (None, None), (float("nan"), None),
+    ("1e30", None),
+])
+def test_an_upstream_cost_in_usd_becomes_micro_usd_rounded_up(
+    value: object, micro: int | None
+) -> None:
+    assert usd_to_micro(value) == micro
+
+
+def test_a_reported_cost_is_read_from_the_usage_or_else_the_header() -> None:
+    own = captured_usage('{"prompt_tokens": 1, "completion_tokens": 1, "cost": 0.002}', "m",
+                         cost_header="0.5")
+    assert own is not None and own.reported_cost_micro_usd == 2000
+    header = captured_usage('{"prompt_tokens": 1, "completion_tokens": 1}', "m", "0.000123")
+    assert header is not None and header.reported_cost_micro_usd == 123
+    none = captured_usage('{"prompt_tokens": 1, "completion_tokens": 1}')
+    assert none is not None and none.reported_cost_micro_usd is None

@@ -34,7 +34,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
 
@@ -303,6 +304,9 @@ class Usage:
     completion_tokens: int
     cached_prompt_tokens: int = 0
     model: str = ""  # the model the response names, "" when it names none
+    # What the upstream says the request cost (OpenRouter's usage.cost, a gateway's
+    # x-litellm-response-cost header), in micro-USD rounded up; None: it says nothing.
+    reported_cost_micro_usd: int | None = None
 
 
 def usage_of(message: Any) -> Usage | None:
@@ -331,16 +335,43 @@ def usage_of(message: Any) -> Usage | None:
         completion_tokens=_count(completion),
         cached_prompt_tokens=min(_count(cached), prompt_tokens),
         model=_model(model),
+        reported_cost_micro_usd=usd_to_micro(usage.get("cost")),
     )
 
 
-def captured_usage(usage_json: str, model: str = "") -> Usage | None:
-    """The usage object the proxy captured from a response (JSON text), or None."""
+MAX_REPORTED_MICRO_USD = 10**15  # the domain's bound on one report's cost
+
+
+def usd_to_micro(value: Any) -> int | None:
+    """A cost in USD as an upstream writes it (a JSON number or a decimal string) in
+    micro-USD, rounded up; None when it is not a finite, non-negative amount."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        amount = Decimal(str(value).strip())
+    except InvalidOperation:
+        return None
+    if not amount.is_finite() or amount < 0:
+        return None
+    micro = math.ceil(amount * 1_000_000)
+    return micro if micro <= MAX_REPORTED_MICRO_USD else None
+
+
+def captured_usage(usage_json: str, model: str = "", cost_header: str = "") -> Usage | None:
+    """The usage object the proxy captured from a response (JSON text), or None.
+
+    ``cost_header``: a cost the upstream sent as a response header (USD), used when
+    the usage object carries none.
+    """
     try:
         usage = json.loads(usage_json)
     except (ValueError, RecursionError):
         return None
-    return usage_of({"usage": usage, "model": model})
+    found = usage_of({"usage": usage, "model": model})
+    header_cost = usd_to_micro(cost_header) if cost_header else None
+    if found is not None and found.reported_cost_micro_usd is None and header_cost is not None:
+        found = replace(found, reported_cost_micro_usd=header_cost)
+    return found
 
 
 class Settlement(StrEnum):

@@ -91,11 +91,15 @@ class UsageSettler:
         service: AdmissionService,
         on_fallback: Callable[[str], None] | None = None,
         unknown_outcomes: UnknownOutcomes | None = None,
+        trust_upstream_cost: bool = False,
     ) -> None:
         """Args:
         unknown_outcomes: where a settlement the store did not take is tried again
             until it does (None: left to the reservation's lease).
+        trust_upstream_cost: charge the cost the upstream reported for a request
+            (when it reports one) instead of pricing its tokens with the table.
         """
+        self._trust_upstream_cost = trust_upstream_cost
         self._service = service
         self._unknown = unknown_outcomes
         self._on_fallback = on_fallback or (lambda cause: None)
@@ -189,7 +193,10 @@ class UsageSettler:
                 request_id=admitted.request_id,
                 prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens,
-                cost_micro_usd=None,  # priced by the pricing table, 0 without one
+                # Priced by the pricing table, unless the upstream's own figure is trusted.
+                cost_micro_usd=(
+                    usage.reported_cost_micro_usd if self._trust_upstream_cost else None
+                ),
                 model=model or usage.model,
                 cached_prompt_tokens=usage.cached_prompt_tokens,
             )

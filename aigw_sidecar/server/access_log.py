@@ -123,7 +123,9 @@ def finished_request(
     if USAGE_NAMESPACE in namespaces:
         found = namespaces[USAGE_NAMESPACE].fields
         if "usage" in found:
-            usage = captured_usage(_text(found, "usage"), _text(found, "model"))
+            usage = captured_usage(
+                _text(found, "usage"), _text(found, "model"), _text(found, "cost_header")
+            )
         unreadable = _text(found, "unreadable")
     code = entry.response.response_code.value if entry.response.HasField("response_code") else 0
     return FinishedRequest(

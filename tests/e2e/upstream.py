@@ -50,6 +50,9 @@ Request headers steer the rest:
   before ``response.completed``).
 * ``x-mock-delay: S``: sleep S seconds before answering (the response is still
   produced and recorded in ``completed`` when the client has gone).
+
+``x-mock-usage-cost: USD`` adds ``cost`` to the reported usage (as OpenRouter
+does); ``x-mock-cost-header: USD`` sends ``x-litellm-response-cost`` (JSON replies).
 """
 
 from __future__ import annotations
@@ -441,6 +444,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(status)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(data)))
+            if getattr(self, "_cost_header", ""):  # LiteLLM's response header
+                self.send_header("x-litellm-response-cost", self._cost_header)
             if encoding:
                 self.send_header("content-encoding", encoding)
                 self.send_header("vary", "accept-encoding")
@@ -491,6 +496,9 @@ class _Handler(BaseHTTPRequestHandler):
             _int(headers, "x-mock-cached-tokens", 0),
             _int(headers, "x-mock-prompt-tokens", PROMPT_TOKENS),
         )
+        if "x-mock-usage-cost" in headers:  # OpenRouter reports the cost in the usage
+            reported["cost"] = float(headers["x-mock-usage-cost"])
+        self._cost_header = headers.get("x-mock-cost-header", "")
         delay = _number(headers, "x-mock-delay", 0.0)
         if delay > 0:
             time.sleep(delay)
