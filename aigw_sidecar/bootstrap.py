@@ -47,7 +47,7 @@ from aigw_sidecar.server.metrics import (
 )
 from aigw_sidecar.server.servicers import AdmissionServicer, KeyManagementServicer
 from aigw_sidecar.server.webhook import WebhookSink
-from aigw_sidecar.settings import Settings
+from aigw_sidecar.settings import Settings, unpriced_fallback
 from aigw_sidecar.store.audit_log import RedisAuditLog
 from aigw_sidecar.store.client import StoreClient, connect
 from aigw_sidecar.store.embedded import EmbeddedStore
@@ -305,6 +305,7 @@ async def start(settings: Settings) -> Sidecar:
         admission, on_fallback=metrics.usage_fallback if metrics is not None else None,
         unknown_outcomes=unknown_outcomes,
         trust_upstream_cost=settings.trust_upstream_cost,
+        unpriced_fallback=unpriced_fallback(settings),
     ), admitted_checks)
     server.add_generic_rpc_handlers((ext_authz.handler(), access_log.handler()))
     audit = RedisAuditLog(redis, Keyspace(settings.key_prefix), settings.audit_max_entries)

@@ -13,6 +13,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from aigw_sidecar.errors import AigwError
+from aigw_sidecar.keys.money import parse_usd
+from aigw_sidecar.pricing.table import ModelPrice
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -54,6 +58,8 @@ class Settings:
     # A key with a cost limit refuses a request naming a model without a price.
     refuse_unpriced_models: bool = True
     trust_upstream_cost: bool = False  # charge the cost the upstream reports, when it does
+    # "INPUT,OUTPUT" USD per million tokens for usage of a model without a price.
+    unpriced_fallback_usd: str = ""
     pricing_reload_s: float = 2.0  # how often the pricing file is checked for changes
     reservation_ttl_s: int = 600  # lease of a budget reservation that is never settled
     # Operations: logs, metrics, budget alerts
@@ -129,6 +135,10 @@ _OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
      "charge proxied requests the cost their upstream reports (OpenRouter's usage.cost,"
      " x-litellm-response-cost) instead of the price table's, when it reports one"
      " (true/false)"),
+    ("--unpriced-fallback-usd", "AIGW_UNPRICED_FALLBACK_USD", "unpriced_fallback_usd", str,
+     "INPUT,OUTPUT: USD per million tokens charged for proxied usage of a model the"
+     " price table has no price for (named only by the response); empty: its reserved"
+     " cost, else the table's unknown_model policy"),
     ("--pricing-reload-s", "AIGW_PRICING_RELOAD_S", "pricing_reload_s", _finite,
      "how often the pricing file is checked for changes (SIGHUP reloads at once)"),
     ("--reservation-ttl-s", "AIGW_RESERVATION_TTL_S", "reservation_ttl_s", int,
@@ -230,6 +240,12 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) ->
         parser.error("--pricing-reload-s must be positive")
     if settings.workers < 0:
         parser.error("--workers must be 0 (one per CPU) or more")
+    if settings.unpriced_fallback_usd:
+        try:
+            unpriced_fallback(settings)
+        except (ValueError, AigwError):
+            parser.error("--unpriced-fallback-usd must be INPUT,OUTPUT in USD per million"
+                         " tokens, e.g. 10,30")
     if not 1 <= settings.default_max_output_tokens <= 10**9:
         parser.error("--default-max-output-tokens must be between 1 and 10^9")
     if settings.max_request_bytes < 4096:
@@ -249,3 +265,16 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) ->
             parser.error("--alert-webhook-url needs AIGW_ALERT_WEBHOOK_SECRET"
                          " (at least 16 characters) to sign the events")
     return settings
+
+
+def unpriced_fallback(settings: Settings) -> ModelPrice | None:
+    """``--unpriced-fallback-usd`` as a price, or None when unset (ValueError if bad)."""
+    if not settings.unpriced_fallback_usd:
+        return None
+    parts = [p.strip() for p in settings.unpriced_fallback_usd.split(",")]
+    if len(parts) != 2:
+        raise ValueError("expected INPUT,OUTPUT")
+    return ModelPrice(
+        input=parse_usd("unpriced_fallback_usd", parts[0]),
+        output=parse_usd("unpriced_fallback_usd", parts[1]),
+    )

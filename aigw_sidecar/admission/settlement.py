@@ -27,6 +27,7 @@ from aigw_sidecar.admission.recovery import UnknownOutcomes
 from aigw_sidecar.admission.service import AdmissionService
 from aigw_sidecar.errors import InvalidArgument, StoreUnavailable
 from aigw_sidecar.keys import secrets
+from aigw_sidecar.pricing.table import ModelPrice
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class FallbackCause:
     CLIENT_LEFT = "client_left"  # no response: the client left while the upstream ran
     ENCODING = "content_encoding"  # a response body the proxy could not decode
     REWRITE = "rewrite_failed"  # the proxy could not ask a stream for its usage
+    UNPRICED = "unpriced_model"  # usage of a model the price table has no price for
 
 
 # A suffix unique to this process (random, 32 bits) and to each call (a counter):
@@ -92,14 +94,19 @@ class UsageSettler:
         on_fallback: Callable[[str], None] | None = None,
         unknown_outcomes: UnknownOutcomes | None = None,
         trust_upstream_cost: bool = False,
+        unpriced_fallback: ModelPrice | None = None,
     ) -> None:
         """Args:
         unknown_outcomes: where a settlement the store did not take is tried again
             until it does (None: left to the reservation's lease).
         trust_upstream_cost: charge the cost the upstream reported for a request
             (when it reports one) instead of pricing its tokens with the table.
+        unpriced_fallback: the price of usage whose model the table does not know
+            (known only from the response); None: its reserved cost, else what the
+            table's unknown_model policy says. Counted and logged once per model.
         """
         self._trust_upstream_cost = trust_upstream_cost
+        self._unpriced_fallback = unpriced_fallback
         self._service = service
         self._unknown = unknown_outcomes
         self._on_fallback = on_fallback or (lambda cause: None)
@@ -149,6 +156,25 @@ class UsageSettler:
         self.counts[outcome.value] += 1
         return outcome
 
+    def _unpriced(self, admitted: AdmittedRequest, model: str, usage: Usage) -> int | None:
+        """The cost of usage whose model has no price: the fallback price, else what
+        was reserved, else None (the table's unknown_model policy decides)."""
+        self.counts[f"fallback_{FallbackCause.UNPRICED}"] += 1
+        self._on_fallback(FallbackCause.UNPRICED)
+        if ("", model) not in self._logged:
+            if len(self._logged) >= MAX_LOGGED_FALLBACKS:
+                self._logged.clear()
+            self._logged.add(("", model))
+            log.warning("usage of model %r has no price (logged once per model); charged %s",
+                        model[:64], "the fallback price" if self._unpriced_fallback
+                        else "its reserved cost, or what unknown_model says")
+        if self._unpriced_fallback is not None:
+            return self._unpriced_fallback.cost_micro_usd(
+                usage.prompt_tokens, usage.completion_tokens, usage.cached_prompt_tokens
+            )
+        reserved = admitted.reservation.cost_micro_usd if admitted.reservation else 0
+        return reserved or None
+
     def _fallback(self, key_id: str, cause: str) -> None:
         self.counts[f"fallback_{cause}"] += 1
         self._on_fallback(cause)
@@ -188,16 +214,18 @@ class UsageSettler:
     ) -> UsageReport | None:
         model = admitted.estimate.model if admitted.estimate else ""
         if outcome is Settlement.CHARGE_USAGE and usage is not None:
+            # Priced by the pricing table, unless the upstream's own figure is trusted.
+            cost = usage.reported_cost_micro_usd if self._trust_upstream_cost else None
+            charged_model = model or usage.model
+            if cost is None and charged_model and not self._service.priced(charged_model):
+                cost = self._unpriced(admitted, charged_model, usage)
             return UsageReport(
                 key_id=admitted.key_id,
                 request_id=admitted.request_id,
                 prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens,
-                # Priced by the pricing table, unless the upstream's own figure is trusted.
-                cost_micro_usd=(
-                    usage.reported_cost_micro_usd if self._trust_upstream_cost else None
-                ),
-                model=model or usage.model,
+                cost_micro_usd=cost,
+                model=charged_model,
                 cached_prompt_tokens=usage.cached_prompt_tokens,
             )
         if admitted.estimate is None:  # nothing known: nothing to charge

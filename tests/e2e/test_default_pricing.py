@@ -10,11 +10,18 @@ from those prices: one rounding per request, upwards.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import urllib.request
+from collections.abc import AsyncIterator
+
 import openai
 import pytest
+import pytest_asyncio
 
-from tests.e2e.conftest import Gateway
+from tests.e2e.conftest import Gateway, close_gateway, open_gateway
 from tests.e2e.test_usage_envoy import settled
+from tests.e2e.upstream import MockUpstream
 
 MESSAGES = [{"role": "user", "content": "Say hello"}]
 MODEL = "gpt-4o-mini"
@@ -76,3 +83,38 @@ async def test_the_cost_limit_answers_429_at_the_request_that_would_pass_it(
     assert refused.value.code == "cost_limit"
     ov = await settled(gateway, key.key.key_id, lambda ov: ov.open_reservations == 0)
     assert ov.lifetime_cost_micro_usd == 2 * COST
+
+
+@pytest_asyncio.fixture(scope="module")
+async def fallback(
+    valkey_url: str, upstream: MockUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Gateway]:
+    """A gateway with --unpriced-fallback-usd 10,30 (USD per million in, out)."""
+    gw = await open_gateway(valkey_url, upstream, tmp_path_factory.mktemp("fallback"),
+                            unpriced_fallback_usd="10,30")
+    yield gw
+    await close_gateway(gw)
+
+
+@pytest.mark.parametrize("named", [True, False], ids=["named", "from-the-response"])
+async def test_usage_of_a_model_without_a_price_is_charged_the_fallback_price(
+    fallback: Gateway, named: bool
+) -> None:
+    # A key without a cost limit is not refused; its usage is still never free:
+    # 11 x 10 + 5 x 30 = 260 micro-USD. Without a model in the request, the mock's
+    # response names "mock", which has no price either.
+    key = await fallback.create_key()
+    assert fallback.sidecar.access_log is not None
+    before = fallback.sidecar.access_log.counts["fallback_unpriced_model"]
+    body: dict[str, object] = {"messages": MESSAGES, "max_tokens": 50}
+    if named:
+        body["model"] = "no-such-model"
+    request = urllib.request.Request(
+        f"{fallback.base_url}/v1/chat/completions", data=json.dumps(body).encode(),
+        headers={"authorization": f"Bearer {key.secret}", "content-type": "application/json"},
+    )
+    with await asyncio.to_thread(urllib.request.urlopen, request, timeout=10) as reply:
+        assert reply.status == 200
+    ov = await settled(fallback, key.key.key_id, lambda ov: ov.lifetime_cost_micro_usd > 0)
+    assert ov.lifetime_cost_micro_usd == 260
+    assert fallback.sidecar.access_log.counts["fallback_unpriced_model"] == before + 1
