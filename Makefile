@@ -73,9 +73,11 @@ bench-rolling-restart: $(STAMP)
 bench-profile: $(STAMP)
 	$(PY) -m tests.bench.check_profile $(BENCH_ARGS)
 
-## The Performance table: floors, Authorize, RecordUsage, Envoy, store memory.
+## The Performance table: floors, Authorize, RecordUsage, Envoy, store memory; then
+## the price lookup + quote micro-benchmark (budget 5 us).
 bench: $(STAMP)
 	$(PY) -m tests.bench.bench $(BENCH_ARGS)
+	$(PY) -m tests.bench.pricing_lookup
 
 clean:
 	rm -rf $(VENV) aigw-data bench-results.json bench-envoy-results.json bench-faults-results.json .pytest_cache .mypy_cache .ruff_cache
