@@ -143,6 +143,8 @@ async def _deny_reasons(s: Session) -> kpb.RotateKeySecretResponse:
 
     models = await s.create("models", limits=kpb.Limits(allowed_models=["gpt-4o-mini"]))
     await s.deny_both_ways(models.secret, model="o1-pro", body=_chat("o1-pro"))
+    priced = await s.create("priced", limits=kpb.Limits(cost_limit_micro_usd=1_000_000))
+    await s.deny_both_ways(priced.secret, model="no-such-model", body=_chat("no-such-model"))
     # One of our secrets sent as the model: refused, and never echoed as "the model".
     # (A legacy secret in a model field cannot be told from a model name: not tried.)
     await s.deny_both_ways(models.secret, model=models.secret, body=_chat(models.secret))
