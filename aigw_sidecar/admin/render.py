@@ -230,6 +230,16 @@ def to_json_line(message: Message) -> str:
     return json.dumps(json_format.MessageToDict(message, preserving_proto_field_name=True))
 
 
+def _page(text: str, what: str, next_page_token: str, out: TextIO, err: TextIO) -> None:
+    """One page of a list: its table (or "no ..."), then how to ask for the next."""
+    if text:
+        print(text, file=out)
+    else:
+        print(f"no {what}", file=err)
+    if next_page_token:
+        print(f"more: --page-token {next_page_token}", file=err)
+
+
 def human(response: Message, out: TextIO, err: TextIO,
           overviews: dict[str, keys_pb.KeyOverview] | None = None) -> None:
     """Print a response for people; messages without a view print as JSON."""
@@ -238,12 +248,8 @@ def human(response: Message, out: TextIO, err: TextIO,
         print(f"\nsecret: {response.secret}", file=out)
         print(f"\nWARNING: {SECRET_WARNING}", file=err)
     elif isinstance(response, keys_pb.ListKeysResponse):
-        if response.keys:
-            print(keys_table(response.keys, overviews or {}), file=out)
-        else:
-            print("no keys", file=err)
-        if response.next_page_token:
-            print(f"more: --page-token {response.next_page_token}", file=err)
+        _page(keys_table(response.keys, overviews or {}) if response.keys else "", "keys",
+              response.next_page_token, out, err)
     elif isinstance(response, keys_pb.GetKeyOverviewResponse):
         print(overview(response.overview), file=out)
     elif isinstance(response, keys_pb.ListEventsResponse):
@@ -253,20 +259,12 @@ def human(response: Message, out: TextIO, err: TextIO,
             print("no events", file=err)
         print(f"next: --after {response.next_cursor}", file=err)
     elif isinstance(response, keys_pb.ListAuditEntriesResponse):
-        if response.entries:
-            print(audit_table(response.entries), file=out)
-        else:
-            print("no audit entries", file=err)
-        if response.next_page_token:
-            print(f"more: --page-token {response.next_page_token}", file=err)
+        _page(audit_table(response.entries) if response.entries else "", "audit entries",
+              response.next_page_token, out, err)
     elif isinstance(response, keys_pb.ListModelPricesResponse):
         print(f"table: {response.table}", file=err)
-        if response.prices:
-            print(prices_table(response.prices), file=out)
-        else:
-            print("no prices", file=err)
-        if response.next_page_token:
-            print(f"more: --page-token {response.next_page_token}", file=err)
+        _page(prices_table(response.prices) if response.prices else "", "prices",
+              response.next_page_token, out, err)
     elif isinstance(response, keys_pb.GetModelPriceResponse):
         if response.priced:
             print(prices_table([response.price]), file=out)
