@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 from collections.abc import Sequence
@@ -34,6 +35,21 @@ def configured_secrets(settings: Settings) -> list[str]:
     return [token for token in found if token]
 
 
+def freeze_start_up_heap() -> None:
+    """Move every object alive now (the imported modules: about 47,000 objects,
+    95 % of the heap once serving) out of the garbage collector's reach.
+
+    CPython's full collection walks every tracked object; in a serving sidecar
+    that took 18-210 ms on this project's 2-vCPU machine (measured with
+    tests/bench/gcprobe.py), a stall every call in flight waited out. Objects
+    made at import time live as long as the process, so scanning them finds
+    nothing; frozen, a full collection walks only what was made since and takes
+    1-2 ms.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def _run(settings: Settings) -> None:
     from aigw_sidecar.bootstrap import serve
 
@@ -45,8 +61,10 @@ def _run(settings: Settings) -> None:
             if settings.event_loop == "uvloop":
                 raise
         else:
+            freeze_start_up_heap()
             uvloop.run(serve(settings))
             return
+    freeze_start_up_heap()
     asyncio.run(serve(settings))
 
 

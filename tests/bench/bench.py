@@ -10,7 +10,9 @@ ports, creates one API key without limits, and measures:
    ``redis-benchmark`` EVALSHA against the same Valkey (50 connections, and
    pipelined 16 deep);
 3. ``authorize``: throughput and p50/p90/p99 at a fixed concurrency, p50 with one
-   call in flight, p99 at 1,000 calls/s and at half of the peak rate;
+   call in flight, and p50/p99/p999 under steady arrivals at 1,000 calls/s and at
+   half of the peak rate, beside the no-op at 1,000 calls/s (the same generator's
+   floor);
 4. ``record_usage``: the same shape with a unique request id per call;
 5. ``envoy``: keyed requests through Envoy + sidecar against Envoy alone to the
    same mock upstream (``tests/bench/envoy_latency.py``; skipped with --no-envoy).
@@ -20,7 +22,16 @@ costs 15-30 µs of CPU per call against 80-200 µs for a Python client, so it is
 not the bottleneck. h2load sends one fixed request body, so RecordUsage (which
 needs a new request id per call) is driven by a grpc.aio client in a separate
 process, and its no-op floor is measured by the same client for a fair ratio.
-Which generator made each row is printed beside it.
+The rows at a rate use ``openloop.c`` instead (built with the system C compiler):
+h2load --rps sends each connection's calls in bursts, so its latency at a rate
+measured its own bursts; openloop sends call k at exactly k/rate and times it
+from that moment. Which generator made each row is printed beside it.
+
+h2load counts any HTTP 200 as a success, gRPC errors included, so every phase is
+checked: every Authorize phase against the store's lifetime request count (its
+warm-up is a separate run, so the count is exact), every no-op phase by the bytes
+of response messages received (an error reply carries none) and a call through
+grpc-python with the very bytes h2load sends; openloop checks each reply itself.
 
 Every phase is bounded by ``--seconds``; everything stays on loopback. The table
 is printed and written as JSON (``--json``, default bench-results.json).
@@ -51,6 +62,7 @@ from aigw_sidecar.api.v1 import admission_pb2, keys_pb2, keys_pb2_grpc
 from aigw_sidecar.store.embedded import find_server_binary
 from aigw_sidecar.store.keyspace import Keyspace
 from aigw_sidecar.store.scripts import script_source
+from tests.bench.openloop import steady
 from tests.servers import SidecarProcess, StoreProcess
 
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
@@ -70,6 +82,11 @@ class Row:
     p90_ms: float | None = None
     p99_ms: float | None = None
     errors: int = 0
+    p999_ms: float | None = None
+    # steady rows: p99 timed from the actual send, and sends over 1 ms late (the
+    # generator did not get a CPU in time: the machine was busy)
+    p99_from_send_ms: float | None = None
+    late_sends: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -88,45 +105,79 @@ def grpc_frame(message: bytes) -> bytes:
 # --- h2load ------------------------------------------------------------------
 
 
+@dataclass
+class H2loadRun:
+    row: Row
+    started: int      # streams opened (the warm-up run's and this one's)
+    done: int         # streams h2load saw end (gRPC errors included)
+    data_bytes: int   # DATA bytes received: response messages, none for an error
+
+
+def _h2load_once(cmd: list[str], timeout: float) -> tuple[str, int, int, int, int, int]:
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout).stdout
+    done = re.search(r"requests: \d+ total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                     r"(\d+) failed", out)
+    data = re.search(r"traffic: .*?\((\d+)\) data", out)
+    if done is None or data is None:
+        raise RuntimeError(f"h2load gave no summary:\n{out}")
+    started, finished, succeeded, failed = (int(done.group(i)) for i in range(1, 5))
+    return out, started, finished, succeeded, failed, int(data.group(1))
+
+
 def h2load(
     name: str, target: str, path: str, body: bytes, workdir: Path, *,
-    connections: int, streams: int, seconds: float, rps: float | None = None,
-) -> Row:
-    """One h2load run; latency percentiles come from its per-request log."""
+    connections: int, streams: int, seconds: float, warmup: float = 1.0,
+) -> H2loadRun:
+    """One h2load run after a separate warm-up run (so that every call that reached
+    the server is accounted for); latency percentiles come from its per-request log."""
     body_file = workdir / f"{name}.bin"
     body_file.write_bytes(grpc_frame(body))
     log_file = workdir / f"{name}.log"
     log_file.unlink(missing_ok=True)  # h2load appends
-    cmd = [
+    base = [
         "h2load", "-c", str(connections), "-m", str(streams), "-t", "1",
-        "-D", str(max(1, round(seconds))), "--warm-up-time", "1",
-        "-d", str(body_file), "--log-file", str(log_file),
-        "-H", "content-type: application/grpc", "-H", "te: trailers",
+        "-d", str(body_file), "-H", "content-type: application/grpc", "-H", "te: trailers",
         f"http://{target}{path}",
     ]
-    if rps is not None:
-        cmd[1:1] = ["--rps", f"{max(rps / connections, 0.1):.2f}"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
-    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed",
-                     out)
-    if done is None:
-        raise RuntimeError(f"h2load gave no summary:\n{out}")
+    warm = _h2load_once([*base[:1], "-D", str(max(1, round(warmup))), *base[1:]],
+                        warmup + 60)
+    cmd = [*base[:1], "-D", str(max(1, round(seconds))), "--log-file", str(log_file), *base[1:]]
+    out, started, finished, succeeded, failed, data_bytes = _h2load_once(cmd, seconds + 60)
     durations = []
     for line in log_file.read_text().splitlines():
         parts = line.split("\t")
         if len(parts) >= 3:
             durations.append(int(parts[2]) / 1000)  # µs -> ms
-    # Throughput over the measured phase: h2load's own figure.
     rate = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out)
-    succeeded, failed = int(done.group(2)), int(done.group(3))
-    return Row(
-        name, "h2load", f"{connections}x{streams}" + (f" @{rps:.0f}/s" if rps else ""),
+    row = Row(
+        name, "h2load", f"{connections}x{streams}",
         succeeded, float(rate.group(1)) if rate else 0.0,
         _pct(durations, 0.5) if durations else None,
         _pct(durations, 0.9) if durations else None,
         _pct(durations, 0.99) if durations else None,
         failed,
+        _pct(durations, 0.999) if durations else None,
     )
+    return H2loadRun(row, warm[1] + started, warm[2] + finished, warm[5] + data_bytes)
+
+
+# --- steady arrivals -----------------------------------------------------------
+
+
+def steady_row(name: str, target: str, path: str, body: bytes, *, rate: float,
+               seconds: float, connections: int) -> tuple[Row, int]:
+    """openloop at ``rate`` calls/s after a 1 s warm-up; also returns every call it
+    scheduled (warm-up included), for the store count."""
+    got = steady(target, path, grpc_frame(body), rate=rate, seconds=seconds, warmup=1.0,
+                 connections=connections)
+    row = Row(name, "openloop (steady)", f"{rate:.0f}/s over {connections} conns", got.ok,
+              got.offered_per_s, got.p50_ms, got.p90_ms, got.p99_ms, got.errors, got.p999_ms,
+              got.p99_from_send_ms, got.late_sends)
+    if got.late_sends:
+        print(f"  ({name}: the generator sent {got.late_sends} calls more than 1 ms late, "
+              f"at most {got.max_send_lag_ms:.1f} ms: the machine was busy; p99 from the "
+              f"actual send {got.p99_from_send_ms:.3f} ms)", flush=True)
+    return row, int(got.counters["scheduled"])
 
 
 # --- Python generator (separate process) ---------------------------------------
@@ -271,6 +322,15 @@ def measure_memory(target: str, store: StoreProcess, keys: int, window: int) -> 
     }
 
 
+def _sanity_call(target: str, path: str, body: bytes) -> bytes:
+    """One call through grpc-python with the very bytes the generators send: it
+    must succeed (grpc-status OK). Returns the serialized reply."""
+    with grpc.insecure_channel(target) as channel:
+        call = channel.unary_unary(path, request_serializer=None, response_deserializer=None)
+        reply: bytes = call(body, timeout=5)
+    return reply
+
+
 def _lifetime_requests(target: str, key_id: str) -> int:
     with grpc.insecure_channel(target) as channel:
         overview = keys_pb2_grpc.KeyManagementStub(channel).GetKeyOverview(
@@ -305,26 +365,55 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             c, m = args.connections, args.streams
             target = sidecar.target
 
-            def h2(name: str, path: str, body: bytes, **kw: Any) -> Row:
-                row = h2load(name, target, path, body, workdir, seconds=seconds, **kw)
+            noop_reply = _sanity_call(target, HEALTH_CHECK, noop_body)
+            _sanity_call(target, AUTHORIZE, auth_body)
+
+            def show(row: Row) -> Row:
                 rows.append(row)
                 print(_format(row), flush=True)
                 return row
 
+            def h2(name: str, path: str, body: bytes, **kw: Any) -> Row:
+                """An h2load phase, checked: h2load counts any HTTP 200 as a success."""
+                before = _lifetime_requests(target, key_id) if path == AUTHORIZE else 0
+                got = h2load(name, target, path, body, workdir, seconds=seconds, **kw)
+                row = got.row
+                if path == AUTHORIZE:
+                    # Every call that ended (warm-up run included) must be in the store.
+                    admitted = _lifetime_requests(target, key_id) - before
+                    row.errors += max(0, got.done - admitted)
+                else:
+                    # Each OK reply carries one response message; an error, none.
+                    answered = got.data_bytes // len(grpc_frame(noop_reply))
+                    row.errors += max(0, got.done - answered)
+                    _sanity_call(target, path, body)
+                if row.errors:
+                    raise RuntimeError(f"{name}: {row.errors} calls h2load counted did not "
+                                       "succeed")
+                return show(row)
+
+            def at_rate(name: str, path: str, body: bytes, rate: float) -> Row:
+                before = _lifetime_requests(target, key_id) if path == AUTHORIZE else 0
+                row, scheduled = steady_row(name, target, path, body, rate=rate,
+                                            seconds=seconds,
+                                            connections=args.steady_connections or c)
+                if path == AUTHORIZE:
+                    admitted = _lifetime_requests(target, key_id) - before
+                    if admitted != scheduled:
+                        raise RuntimeError(f"{name}: {scheduled} calls sent, the store "
+                                           f"counted {admitted}")
+                if row.errors:
+                    raise RuntimeError(f"{name}: {row.errors} calls failed")
+                return show(row)
+
             noop = h2("noop", HEALTH_CHECK, noop_body, connections=c, streams=m)
-            # h2load sees HTTP 200 only, not grpc-status: check with the store that
-            # every call it counted really was an admitted Authorize.
-            before = _lifetime_requests(target, key_id)
             peak = h2("authorize", AUTHORIZE, auth_body, connections=c, streams=m)
-            admitted = _lifetime_requests(target, key_id) - before
-            if admitted < peak.calls:
-                raise RuntimeError(f"h2load counted {peak.calls} calls, the store {admitted}")
             h2("noop_1_in_flight", HEALTH_CHECK, noop_body, connections=1, streams=1)
             h2("authorize_1_in_flight", AUTHORIZE, auth_body, connections=1, streams=1)
-            h2("authorize_at_1000_per_s", AUTHORIZE, auth_body, connections=c, streams=m,
-               rps=1000.0)
-            h2("authorize_at_half_peak", AUTHORIZE, auth_body, connections=c, streams=m,
-               rps=max(peak.calls_per_s / 2, 1.0))
+            at_rate("noop_at_1000_per_s", HEALTH_CHECK, noop_body, 1000.0)
+            at_rate("authorize_at_1000_per_s", AUTHORIZE, auth_body, 1000.0)
+            at_rate("authorize_at_half_peak", AUTHORIZE, auth_body,
+                    max(peak.calls_per_s / 2, 1.0))
             for row in (
                 redis_benchmark("store_floor", store, key_id, hash_secret(secret),
                                 requests=args.store_requests, pipeline=1),
@@ -345,8 +434,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             store.stop()
 
     by = {row.name: row for row in rows}
+    one = by["authorize_1_in_flight"].p50_ms
+    steady_p99 = by["authorize_at_1000_per_s"].p99_ms
     ratios = {
         "authorize_over_noop": peak.calls_per_s / noop.calls_per_s if noop.calls_per_s else 0,
+        # target: at most 4
+        "authorize_p99_at_1000_over_1_in_flight_p50": (
+            steady_p99 / one if steady_p99 and one else 0
+        ),
         "authorize_over_store_floor": (
             peak.calls_per_s / by["store_floor"].calls_per_s
             if by["store_floor"].calls_per_s else 0
@@ -381,9 +476,9 @@ def _fmt_ms(value: float | None) -> str:
 
 
 def _format(row: Row) -> str:
-    return (f"{row.name:<26}{row.generator:<17}{row.in_flight:<22}{row.calls:>9}"
+    return (f"{row.name:<26}{row.generator:<19}{row.in_flight:<24}{row.calls:>9}"
             f"{row.calls_per_s:>10.0f}{_fmt_ms(row.p50_ms):>9}{_fmt_ms(row.p90_ms):>9}"
-            f"{_fmt_ms(row.p99_ms):>9}{row.errors:>7}")
+            f"{_fmt_ms(row.p99_ms):>9}{_fmt_ms(row.p999_ms):>9}{row.errors:>7}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -392,6 +487,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="per phase (default 5)")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--streams", type=int, default=8, help="in flight per connection")
+    parser.add_argument("--steady-connections", type=int, default=None,
+                        help="connections the steady (open-loop) phases spread calls over, "
+                             "round-robin (default: --connections)")
     parser.add_argument("--store-requests", type=int, default=200_000)
     parser.add_argument("--envoy-requests", type=int, default=2000)
     parser.add_argument("--no-envoy", action="store_true")
@@ -408,12 +506,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.seconds, args.store_requests, args.envoy_requests = 1.0, 2000, 50
         args.memory_keys, args.memory_window = 20, 100
-    print(f"{'phase':<26}{'generator':<17}{'in flight':<22}{'calls':>9}{'calls/s':>10}"
-          f"{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'errors':>7}")
+    print(f"{'phase':<26}{'generator':<19}{'in flight':<24}{'calls':>9}{'calls/s':>10}"
+          f"{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'p999 ms':>9}{'errors':>7}")
     results = run(args)
     ratios = results["ratios"]
     print(f"Authorize / no-op throughput (h2load, same server): "
-          f"{ratios['authorize_over_noop']:.0%}")
+          f"{ratios['authorize_over_noop']:.0%} (target >= 80%)")
+    print(f"Authorize p99 at 1,000 steady calls/s / its p50 with one call in flight: "
+          f"{ratios['authorize_p99_at_1000_over_1_in_flight_p50']:.1f}x (target <= 4x)")
     print(f"Authorize / store floor (redis-benchmark EVALSHA, 50 conns): "
           f"{ratios['authorize_over_store_floor']:.0%}")
     print(f"RecordUsage / no-op throughput (Python client): "
