@@ -24,7 +24,10 @@
  * decoded (that needs HPACK); the caller checks the rate phases in the store.
  * stdout gets one line of key=value counters.
  *
- * Single-threaded, epoll + timerfd; about 5 µs of CPU per call.
+ * Single-threaded, epoll + timerfd. On this project's 2-vCPU VM it used 70-80 µs
+ * of CPU per call at 1,000-2,000 calls/s (8 % of one CPU at 1,000/s), 85 % of it
+ * in the kernel: a timer and a socket wake-up per call, which any generator
+ * sending calls one by one pays.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
