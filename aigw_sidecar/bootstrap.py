@@ -18,13 +18,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from aigw_sidecar.admission.alerts import AlertSink, BudgetAlerts
 from aigw_sidecar.admission.observed import ObservedAdmissionService
 from aigw_sidecar.admission.recovery import AdmittedChecks, UnknownOutcomes
 from aigw_sidecar.admission.settlement import UsageSettler
 from aigw_sidecar.api.v1 import admission_pb2, admission_pb2_grpc, keys_pb2, keys_pb2_grpc
 from aigw_sidecar.errors import AigwError, FailedPrecondition, StoreUnavailable
 from aigw_sidecar.keys.audit import AuditedKeyService
+from aigw_sidecar.limits.alerts import AlertSink, BudgetAlerts
 from aigw_sidecar.pricing.builtin import builtin_table
 from aigw_sidecar.pricing.loader import LOAD_ERRORS, PricingFile
 from aigw_sidecar.server.access_log import AccessLogServicer

@@ -8,12 +8,12 @@ import pytest
 from redis.asyncio import Redis
 
 from aigw_sidecar.admission.decision import DenyReason, UsageReport
-from aigw_sidecar.admission.periods import ResetPeriod
 from aigw_sidecar.admission.service import AdmissionService
 from aigw_sidecar.errors import AlreadyExists, FailedPrecondition, NotFound
 from aigw_sidecar.keys import secrets
 from aigw_sidecar.keys.model import KeyFilter, KeySpec, KeyUpdate, Limits
 from aigw_sidecar.keys.service import KeyService
+from aigw_sidecar.limits.periods import ResetPeriod
 from tests.conftest import Clock
 from tests.snapshots import key_names, snapshot
 

@@ -15,9 +15,7 @@ from typing import Any
 import grpc
 import pytest
 
-from aigw_sidecar.admission.alerts import Budget, EventType, KeyAlerts
 from aigw_sidecar.admission.decision import UsageReport
-from aigw_sidecar.admission.periods import ResetPeriod
 from aigw_sidecar.api.v1 import admission_pb2 as adm
 from aigw_sidecar.api.v1 import admission_pb2_grpc, keys_pb2_grpc
 from aigw_sidecar.api.v1 import keys_pb2 as kpb
@@ -25,6 +23,8 @@ from aigw_sidecar.bootstrap import start
 from aigw_sidecar.errors import InvalidArgument
 from aigw_sidecar.keys.model import KeySpec, KeyUpdate, Limits
 from aigw_sidecar.keys.service import KeyService
+from aigw_sidecar.limits.alerts import Budget, EventType, KeyAlerts
+from aigw_sidecar.limits.periods import ResetPeriod
 from aigw_sidecar.server.webhook import SIGNATURE_HEADER, verify
 from aigw_sidecar.settings import Settings
 from aigw_sidecar.store.redis_store import RedisKeyStore

@@ -9,10 +9,10 @@ import pytest
 from redis.asyncio import Redis
 
 from aigw_sidecar.admission.decision import DenyReason, Estimate, UsageReport
-from aigw_sidecar.admission.periods import ResetPeriod, period_bounds
 from aigw_sidecar.admission.service import AdmissionService
 from aigw_sidecar.keys.model import KeySpec, KeyUpdate, Limits
 from aigw_sidecar.keys.service import KeyService
+from aigw_sidecar.limits.periods import ResetPeriod, period_bounds
 from tests.conftest import Clock
 
 

@@ -8,11 +8,11 @@ import pytest
 from redis.asyncio import Redis
 
 from aigw_sidecar.admission.decision import UsageReport
-from aigw_sidecar.admission.periods import ResetPeriod
 from aigw_sidecar.admission.service import AdmissionService
 from aigw_sidecar.errors import AlreadyExists, InvalidArgument
 from aigw_sidecar.keys.model import ApiKey, KeyFilter, KeySpec, KeyStatus, KeyUpdate, Limits
 from aigw_sidecar.keys.service import KeyService
+from aigw_sidecar.limits.periods import ResetPeriod
 from tests.conftest import Clock
 from tests.snapshots import snapshot
 

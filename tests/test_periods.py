@@ -9,9 +9,9 @@ from importlib import resources
 import pytest
 from redis.asyncio import Redis
 
-from aigw_sidecar.admission.periods import ResetPeriod, period_bounds
 from aigw_sidecar.keys.model import KeySpec, Limits
 from aigw_sidecar.keys.service import KeyService
+from aigw_sidecar.limits.periods import ResetPeriod, period_bounds
 from tests.conftest import Clock
 
 CALENDAR = (ResetPeriod.DAILY, ResetPeriod.WEEKLY, ResetPeriod.MONTHLY, ResetPeriod.YEARLY)

@@ -1,1 +1,1 @@
-"""Admission: decisions, deny reasons, reset periods and the admission service."""
+"""Admission: decisions, deny reasons and the admission service."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from aigw_sidecar.admission.alerts import BudgetEvent
+from aigw_sidecar.limits.alerts import BudgetEvent
 
 
 class DenyReason(StrEnum):

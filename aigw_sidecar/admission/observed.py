@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from aigw_sidecar.admission.alerts import BudgetAlerts
 from aigw_sidecar.admission.decision import (
     Decision,
     DenyReason,
@@ -26,6 +25,7 @@ from aigw_sidecar.admission.service import (
     AdmissionStore,
     no_pricing,
 )
+from aigw_sidecar.limits.alerts import BudgetAlerts
 from aigw_sidecar.pricing.table import PriceTable
 
 log = logging.getLogger(__name__)

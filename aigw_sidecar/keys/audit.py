@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from aigw_sidecar.admission.alerts import BudgetEvent, EventLog
 from aigw_sidecar.errors import StoreUnavailable
 from aigw_sidecar.keys.model import (
     ApiKey,
@@ -29,6 +28,7 @@ from aigw_sidecar.keys.model import (
     validate_page_size,
 )
 from aigw_sidecar.keys.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, KeyService, KeyStore
+from aigw_sidecar.limits.alerts import BudgetEvent, EventLog
 
 log = logging.getLogger(__name__)
 

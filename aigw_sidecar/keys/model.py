@@ -12,11 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from aigw_sidecar.admission.alerts import KeyAlerts, validate_key_alerts
-from aigw_sidecar.admission.periods import ResetPeriod
 from aigw_sidecar.errors import InvalidArgument
 from aigw_sidecar.keys import secrets
 from aigw_sidecar.keys.money import MAX_MICRO_USD
+from aigw_sidecar.limits.alerts import KeyAlerts, validate_key_alerts
+from aigw_sidecar.limits.periods import ResetPeriod
 
 DEFAULT_WORKSPACE = "default"
 MAX_TOKENS = 10**15

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from aigw_sidecar.admission.alerts import BudgetEvent, KeyAlerts
 from aigw_sidecar.admission.decision import (
     Decision,
     DenyReason,
@@ -13,7 +12,6 @@ from aigw_sidecar.admission.decision import (
     UsageReport,
     UsageResult,
 )
-from aigw_sidecar.admission.periods import ResetPeriod
 from aigw_sidecar.api.v1 import admission_pb2 as adm_pb
 from aigw_sidecar.api.v1 import keys_pb2 as keys_pb
 from aigw_sidecar.errors import InvalidArgument
@@ -29,6 +27,8 @@ from aigw_sidecar.keys.model import (
     validate_cost_limit,
 )
 from aigw_sidecar.keys.money import format_usd, parse_usd
+from aigw_sidecar.limits.alerts import BudgetEvent, KeyAlerts
+from aigw_sidecar.limits.periods import ResetPeriod
 from aigw_sidecar.pricing.catalog import ListedPrice
 
 _DENY = {

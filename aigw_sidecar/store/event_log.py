@@ -13,8 +13,8 @@ import re
 from collections.abc import Sequence
 from typing import cast
 
-from aigw_sidecar.admission.alerts import Budget, BudgetEvent, EventType, with_stream_id
 from aigw_sidecar.errors import InvalidArgument
+from aigw_sidecar.limits.alerts import Budget, BudgetEvent, EventType, with_stream_id
 from aigw_sidecar.store.client import StoreClient
 from aigw_sidecar.store.keyspace import Keyspace
 from aigw_sidecar.store.redis_store import _store_errors as store_errors

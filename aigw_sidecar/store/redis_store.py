@@ -20,7 +20,6 @@ from typing import Any
 
 from redis import exceptions as redis_errors
 
-from aigw_sidecar.admission.alerts import Budget, BudgetEvent, EventType, KeyAlerts
 from aigw_sidecar.admission.decision import (
     Decision,
     DenyReason,
@@ -29,7 +28,6 @@ from aigw_sidecar.admission.decision import (
     UsageReport,
     UsageResult,
 )
-from aigw_sidecar.admission.periods import ResetPeriod
 from aigw_sidecar.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -48,6 +46,8 @@ from aigw_sidecar.keys.model import (
     key_status,
 )
 from aigw_sidecar.keys.service import LEGACY_LIMITS_MESSAGE, LEGACY_ROTATION_MESSAGE
+from aigw_sidecar.limits.alerts import Budget, BudgetEvent, EventType, KeyAlerts
+from aigw_sidecar.limits.periods import ResetPeriod
 from aigw_sidecar.store.client import StoreClient
 from aigw_sidecar.store.keyspace import Keyspace
 from aigw_sidecar.store.multiplexed import MultiplexedScripts
