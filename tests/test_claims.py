@@ -11,8 +11,10 @@ from aigw_sidecar.admission.service import AdmissionService
 from aigw_sidecar.errors import AlreadyExists
 from aigw_sidecar.keys.model import KeyFilter, KeySpec, KeyUpdate
 from aigw_sidecar.keys.service import KeyService
+from aigw_sidecar.store.claims import Claims
 from aigw_sidecar.store.keyspace import Keyspace
 from aigw_sidecar.store.redis_store import RedisKeyStore
+from aigw_sidecar.store.scripts import Scripts
 
 
 def _rename(name: str) -> KeyUpdate:
@@ -100,7 +102,8 @@ async def test_a_late_release_from_an_earlier_rename_spares_the_name_taken_again
     await asyncio.sleep(0.01)
     await keys.update(key.key_id, _rename("a"))  # and back
     # The first rename's release of "a", arriving late, must not free it.
-    await store._release_name("default", "a", key.key_id, before_ms=first_rename_claimed)
+    claims = Claims(redis_client, Scripts.register(redis_client), ks)
+    await claims.release_name("default", "a", key.key_id, before_ms=first_rename_claimed)
     assert await redis_client.hget(ks.names("default"), "a") == key.key_id
     with pytest.raises(AlreadyExists):
         await keys.create(KeySpec(name="a"))

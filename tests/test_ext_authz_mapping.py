@@ -34,8 +34,10 @@ def limited(reason: DenyReason, retry_after_ms: int | None = 1500) -> Decision:
         allowed=False,
         deny_reason=reason,
         key_id="key_0123456789abcdefghjk",
-        requests=LimitState(limit=10, remaining=0, reset_ms=1500),
-        tokens=LimitState(limit=1000, remaining=0, reset_ms=None),
+        limits={
+            "requests_per_minute": LimitState(limit=10, remaining=0, reset_ms=1500),
+            "token_limit": LimitState(limit=1000, remaining=0, reset_ms=None),
+        },
         retry_after_ms=retry_after_ms,
     )
 

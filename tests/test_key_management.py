@@ -258,7 +258,7 @@ async def test_the_overview_counts_requests_tokens_and_cost(
         await admission.authorize(secret)
         await admission.record_usage(UsageReport(key.key_id, f"r{i}", 20, 10, 100))
     ov = await keys.overview(key.key_id)
-    assert (ov.period_requests, ov.lifetime_requests, ov.requests_last_minute) == (3, 3, 3)
+    assert (ov.period_requests, ov.lifetime_requests, ov.used["requests_per_minute"]) == (3, 3, 3)
     assert (ov.period_tokens, ov.period_cost_micro_usd) == (90, 300)
     assert (ov.lifetime_prompt_tokens, ov.lifetime_completion_tokens) == (60, 30)
     assert ov.lifetime_cost_micro_usd == 300

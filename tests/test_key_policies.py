@@ -110,9 +110,9 @@ async def test_the_overview_shows_tokens_of_the_last_minute_with_estimates_in_fl
     await admission.record_usage(_usage(key_id, "r1", 70))
     await admission.authorize(secret, "r2", _est(30))
     overview = await keys.overview(key_id)
-    assert (overview.tokens_last_minute, overview.requests_in_flight) == (100, 1)
+    assert (overview.used["tokens_per_minute"], overview.used["max_parallel_requests"]) == (100, 1)
     _at(clock, T0_MS + 60_000)
-    assert (await keys.overview(key_id)).tokens_last_minute == 30
+    assert (await keys.overview(key_id)).used["tokens_per_minute"] == 30
 
 
 # --- parallel requests ----------------------------------------------------------

@@ -16,7 +16,7 @@ from aigw_sidecar.api.envoy.v3 import ext_authz_pb2 as pb
 from aigw_sidecar.api.v1 import admission_pb2 as adm
 from aigw_sidecar.api.v1 import admission_pb2_grpc, keys_pb2_grpc
 from aigw_sidecar.api.v1 import keys_pb2 as kpb
-from aigw_sidecar.server.status import http_denial, rate_limit_headers, token_limit_shown
+from aigw_sidecar.server.status import http_denial, rate_limit_headers, shown_in_family
 from tests.conftest import Stubs
 from tests.servers import SidecarProcess
 from tests.test_ext_authz_servicer import check_stub
@@ -202,9 +202,10 @@ def test_token_headers_show_the_refusing_or_else_the_tighter_token_limit(
     reason: DenyReason | None, tpm: LimitState | None, budget: LimitState | None,
     shown: LimitState,
 ) -> None:
-    decision = Decision(allowed=reason is None, deny_reason=reason, tokens=budget,
-                        tokens_per_minute=tpm)
-    assert token_limit_shown(decision) == shown
+    states = {"token_limit": budget, "tokens_per_minute": tpm}
+    decision = Decision(allowed=reason is None, deny_reason=reason,
+                        limits={k: v for k, v in states.items() if v is not None})
+    assert shown_in_family(decision, "tokens") == shown
     headers = dict(rate_limit_headers(decision))
     assert headers["x-ratelimit-remaining-tokens"] == str(shown.remaining)
 

@@ -33,13 +33,13 @@ async def test_a_key_without_a_limit_counts_the_requests_of_the_last_60_seconds(
     await _authorize_at(admission, secret, clock, T0 + 0.2, 3)
     await _authorize_at(admission, secret, clock, T0 + 30.5, 2)
     clock.set_s(T0 + 31)
-    assert (await keys.overview(key.key_id)).requests_last_minute == 5
+    assert (await keys.overview(key.key_id)).used["requests_per_minute"] == 5
     clock.set_s(T0 + 59.9)
-    assert (await keys.overview(key.key_id)).requests_last_minute == 5
+    assert (await keys.overview(key.key_id)).used["requests_per_minute"] == 5
     clock.set_s(T0 + 60.1)  # the second T0 is 60 s old: its 3 requests are out
-    assert (await keys.overview(key.key_id)).requests_last_minute == 2
+    assert (await keys.overview(key.key_id)).used["requests_per_minute"] == 2
     clock.set_s(T0 + 500)
-    assert (await keys.overview(key.key_id)).requests_last_minute == 0
+    assert (await keys.overview(key.key_id)).used["requests_per_minute"] == 0
 
 
 async def test_the_per_second_ring_reuses_a_slot_a_minute_later_without_old_counts(
@@ -49,7 +49,7 @@ async def test_the_per_second_ring_reuses_a_slot_a_minute_later_without_old_coun
     key, secret = await keys.create(KeySpec(name="ring"))
     await _authorize_at(admission, secret, clock, T0, 4)
     await _authorize_at(admission, secret, clock, T0 + 120, 1)  # same slot, two minutes on
-    assert (await keys.overview(key.key_id)).requests_last_minute == 1
+    assert (await keys.overview(key.key_id)).used["requests_per_minute"] == 1
     assert (await keys.overview(key.key_id)).lifetime_requests == 5
 
 
@@ -62,9 +62,9 @@ async def test_a_key_with_a_limit_counts_its_exact_rolling_window(
     )
     await _authorize_at(admission, secret, clock, T0 + 0.2, 3)
     clock.set_s(T0 + 60.1)  # exactly: the requests at T0 + 0.2 are still in
-    assert (await keys.overview(key.key_id)).requests_last_minute == 3
+    assert (await keys.overview(key.key_id)).used["requests_per_minute"] == 3
     clock.set_s(T0 + 60.3)
-    assert (await keys.overview(key.key_id)).requests_last_minute == 0
+    assert (await keys.overview(key.key_id)).used["requests_per_minute"] == 0
 
 
 async def test_a_limit_set_later_counts_the_requests_of_the_last_minute(
@@ -115,4 +115,4 @@ async def test_removing_the_limit_keeps_the_last_minutes_requests_in_the_overvie
     ))
     await _authorize_at(admission, secret, clock, T0 + 5, 2)
     clock.set_s(T0 + 10)
-    assert (await keys.overview(key.key_id)).requests_last_minute == 6
+    assert (await keys.overview(key.key_id)).used["requests_per_minute"] == 6

@@ -113,4 +113,4 @@ async def test_the_overview_counts_the_requests_of_the_last_60_seconds(
     key_id = (await admission.authorize(secret)).key_id
     clock.set_s(T0 + 60)
     overview = await keys.overview(key_id)
-    assert overview.requests_last_minute == 2
+    assert overview.used["requests_per_minute"] == 2

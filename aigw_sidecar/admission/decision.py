@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from enum import StrEnum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from aigw_sidecar.limits.alerts import BudgetEvent
+from aigw_sidecar.limits.kinds import (
+    KIND_OF_DECISION_FIELD,
+    KIND_OF_REASON,
+    LIMIT_KINDS,
+    DenyReason,
+    LimitKind,
+    Unit,
+    Window,
+)
 
-
-class DenyReason(StrEnum):
-    """Why a request was refused; each maps to one HTTP status for proxies."""
-
-    KEY_MISSING = "key_missing"
-    KEY_MALFORMED = "key_malformed"
-    KEY_UNKNOWN = "key_unknown"
-    KEY_DISABLED = "key_disabled"
-    KEY_EXPIRED = "key_expired"
-    REQUESTS_PER_MINUTE = "requests_per_minute"
-    TOKEN_LIMIT = "token_limit"
-    COST_LIMIT = "cost_limit"
-    TOKENS_PER_MINUTE = "tokens_per_minute"
-    PARALLEL_REQUESTS = "parallel_requests"
-    MODEL_NOT_ALLOWED = "model_not_allowed"
-    MODEL_NOT_PRICED = "model_not_priced"
+__all__ = ["DENY_MESSAGES", "Decision", "DenyReason", "Estimate", "LimitState", "Reservation",
+           "UsageReport", "UsageResult"]
 
 
 DENY_MESSAGES: dict[DenyReason, str] = {
@@ -31,26 +26,12 @@ DENY_MESSAGES: dict[DenyReason, str] = {
     DenyReason.KEY_UNKNOWN: "The API key is not valid.",
     DenyReason.KEY_DISABLED: "The API key is disabled.",
     DenyReason.KEY_EXPIRED: "The API key has expired.",
-    DenyReason.REQUESTS_PER_MINUTE: "Requests-per-minute limit reached for this API key.",
-    DenyReason.TOKEN_LIMIT: "Token limit reached for this API key.",
-    DenyReason.COST_LIMIT: "Cost limit reached for this API key.",
-    DenyReason.TOKENS_PER_MINUTE: "Tokens-per-minute limit reached for this API key.",
-    DenyReason.PARALLEL_REQUESTS: (
-        "Too many requests in flight for this API key (max parallel requests reached)."
-    ),
     DenyReason.MODEL_NOT_ALLOWED: "This API key may not use the model requested.",
     DenyReason.MODEL_NOT_PRICED: (
         "This API key has a cost limit and the model requested has no price."
     ),
+    **{kind.deny_reason: kind.message for kind in LIMIT_KINDS},
 }
-# Deny reasons a wait can cure; their message says how long.
-_WAITABLE = frozenset({
-    DenyReason.REQUESTS_PER_MINUTE,
-    DenyReason.TOKEN_LIMIT,
-    DenyReason.COST_LIMIT,
-    DenyReason.TOKENS_PER_MINUTE,
-    DenyReason.PARALLEL_REQUESTS,
-})
 _SHOWN_MODEL_CHARS = 64
 
 
@@ -97,13 +78,11 @@ class Decision:
     project: str = ""
     environment: str = ""
     legacy: bool = False
-    requests: LimitState | None = None
-    tokens: LimitState | None = None
-    cost_micro_usd: LimitState | None = None
+    # The key's limits as this decision saw them, by LimitKind.name; a kind the
+    # key has no limit of is absent.
+    limits: Mapping[str, LimitState] = field(default_factory=dict)
     retry_after_ms: int | None = None  # None: retrying will not help
     reservation: Reservation | None = None  # what this request reserved, if anything
-    tokens_per_minute: LimitState | None = None
-    parallel_requests: LimitState | None = None
     # Admitted with a parallel-request slot or a reservation: the id that frees it.
     request_id: str = ""
     model: str = ""  # the model asked for (named in a MODEL_NOT_ALLOWED message)
@@ -120,29 +99,43 @@ class Decision:
                 f"This API key has a cost limit, and the model '{_shown_model(self.model)}'"
                 " has no price in the gateway's price table; ask an admin to price it."
             )
-        left = self._budget_left()
-        if left:
+        kind = KIND_OF_REASON.get(self.deny_reason)
+        left = self._budget_left(kind)
+        if kind is not None and left:
             # The budget is not used up: this request's reservation does not fit in it.
-            unit = "tokens" if self.deny_reason is DenyReason.TOKEN_LIMIT else "micro-USD"
+            unit = "tokens" if kind.unit is Unit.TOKENS else "micro-USD"
             return (
                 f"{text} This request's reservation (its prompt plus max_tokens, or a"
                 f" default output bound when max_tokens is unset) exceeds the {left} {unit}"
                 " left in the budget; send a lower max_tokens."
             )
-        if self.retry_after_ms is not None and self.deny_reason in _WAITABLE:
+        if kind is None:
+            return text
+        if self.retry_after_ms is not None:
             seconds = -(-self.retry_after_ms // 1000)
             text += f" Retry in {seconds} s."
-        elif self.deny_reason in (DenyReason.TOKEN_LIMIT, DenyReason.COST_LIMIT):
+        elif kind.window is Window.PERIOD:
             text += " The budget does not reset; ask an admin to raise the limit."
-        elif self.deny_reason is DenyReason.TOKENS_PER_MINUTE:
+        elif kind.window is Window.ROLLING_TOKENS:
             text += " The request's estimate alone exceeds the limit; ask for fewer tokens."
         return text
 
-    def _budget_left(self) -> int:
+    def state(self, kind: LimitKind) -> LimitState | None:
+        """The key's limit of this kind as the decision saw it; None: no such limit."""
+        return self.limits.get(kind.name)
+
+    def __getattr__(self, name: str) -> LimitState | None:
+        """A kind's state by its AuthorizeResponse field: ``decision.tokens_per_minute``."""
+        kind = KIND_OF_DECISION_FIELD.get(name)
+        if kind is None:
+            raise AttributeError(name)
+        return self.limits.get(kind.name)
+
+    def _budget_left(self, kind: LimitKind | None) -> int:
         """What a budget denial left unused (0 when the budget is used up)."""
-        state = {
-            DenyReason.TOKEN_LIMIT: self.tokens, DenyReason.COST_LIMIT: self.cost_micro_usd,
-        }.get(self.deny_reason) if self.deny_reason is not None else None
+        if kind is None or kind.window is not Window.PERIOD:
+            return 0
+        state = self.state(kind)
         return max(state.remaining, 0) if state is not None else 0
 
     @staticmethod

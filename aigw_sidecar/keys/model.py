@@ -14,14 +14,11 @@ from enum import StrEnum
 
 from aigw_sidecar.errors import InvalidArgument
 from aigw_sidecar.keys import secrets
-from aigw_sidecar.keys.money import MAX_MICRO_USD
 from aigw_sidecar.limits.alerts import KeyAlerts, validate_key_alerts
-from aigw_sidecar.limits.periods import ResetPeriod
+from aigw_sidecar.limits.kinds import LIMIT_KINDS, LimitKind
+from aigw_sidecar.limits.kinds import Limits as Limits
 
 DEFAULT_WORKSPACE = "default"
-MAX_TOKENS = 10**15
-MAX_REQUESTS_PER_MINUTE = 10**6
-MAX_PARALLEL_REQUESTS = 10**5
 MAX_ALLOWED_MODELS = 64
 MAX_LABELS = 32
 # An allowed-models entry: a model name, or a pattern where '*' matches any run of
@@ -38,31 +35,6 @@ class KeyStatus(StrEnum):
     ENABLED = "enabled"
     DISABLED = "disabled"
     EXPIRED = "expired"
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Optional limits; None means no limit of that kind."""
-
-    cost_limit_micro_usd: int | None = None
-    token_limit: int | None = None
-    requests_per_minute: int | None = None
-    reset_period: ResetPeriod = ResetPeriod.NEVER
-    tokens_per_minute: int | None = None  # rolling 60 s, like requests_per_minute
-    max_parallel_requests: int | None = None
-    allowed_models: tuple[str, ...] = ()  # empty: any model
-
-    @property
-    def any(self) -> bool:
-        return (
-            self.cost_limit_micro_usd is not None
-            or self.token_limit is not None
-            or self.requests_per_minute is not None
-            or self.reset_period is not ResetPeriod.NEVER
-            or self.tokens_per_minute is not None
-            or self.max_parallel_requests is not None
-            or bool(self.allowed_models)
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,13 +83,14 @@ class KeyOverview:
     period_requests: int
     period_prompt_tokens: int
     period_completion_tokens: int
-    requests_last_minute: int
     lifetime_requests: int
     lifetime_prompt_tokens: int
     lifetime_completion_tokens: int
     lifetime_cost_micro_usd: int
-    tokens_last_minute: int = 0  # reported in the last 60 s + reserved in flight
-    requests_in_flight: int = 0  # parallel-request slots held
+    # What each limit kind counts right now, by LimitKind.name (whether or not the
+    # key has a limit of that kind): the period's cost and tokens, requests in the
+    # last minute, tokens in the last minute plus reserved in flight, slots held.
+    used: Mapping[str, int] = field(default_factory=dict)
     reserved_tokens: int = 0  # held by requests in flight, not yet settled
     reserved_cost_micro_usd: int = 0
     open_reservations: int = 0
@@ -161,7 +134,7 @@ class KeySpec:
     project: str = ""
     environment: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
-    limits: Limits = Limits()
+    limits: Limits = field(default_factory=Limits)
     expires_at_ms: int | None = None
     alerts: KeyAlerts = field(default_factory=KeyAlerts)
 
@@ -171,8 +144,8 @@ class KeyUpdate:
     """A partial update: only the fields named in ``fields`` change.
 
     Field names: name, project, environment, labels, expires_at,
-    cost_limit, token_limit, requests_per_minute, reset_period,
-    tokens_per_minute, max_parallel_requests, allowed_models.
+    alert_thresholds_percent, alert_expiry_days, and LIMIT_FIELDS (the name of
+    every limit kind, reset_period and allowed_models).
     """
 
     fields: frozenset[str]
@@ -180,15 +153,14 @@ class KeyUpdate:
     project: str = ""
     environment: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
-    limits: Limits = Limits()
+    limits: Limits = field(default_factory=Limits)
     expires_at_ms: int | None = None
     # Changed when 'alert_thresholds_percent' or 'alert_expiry_days' is in fields.
     alerts: KeyAlerts = field(default_factory=KeyAlerts)
 
-    LIMIT_FIELDS = frozenset({
-        "cost_limit", "token_limit", "requests_per_minute", "reset_period",
-        "tokens_per_minute", "max_parallel_requests", "allowed_models",
-    })
+    LIMIT_FIELDS = frozenset(
+        {kind.name for kind in LIMIT_KINDS} | {"reset_period", "allowed_models"}
+    )
 
     @property
     def touches_limits(self) -> bool:
@@ -263,24 +235,14 @@ def validate_labels(labels: Mapping[str, str], field_name: str = "labels") -> di
     return dict(labels)
 
 
-def validate_cost_limit(field_name: str, micro_usd: int | None) -> None:
-    _check_positive(field_name, micro_usd, MAX_MICRO_USD)
+def validate_limit(kind: LimitKind, value: int | None, field_name: str) -> None:
+    """A limit of ``kind``: unset, or 1..kind.maximum; InvalidArgument on ``field_name``."""
+    _check_positive(field_name, value, kind.maximum)
 
 
 def validate_limits(limits: Limits, field_prefix: str = "limits") -> Limits:
-    validate_cost_limit(f"{field_prefix}.cost_limit_usd", limits.cost_limit_micro_usd)
-    _check_positive(f"{field_prefix}.token_limit", limits.token_limit, MAX_TOKENS)
-    _check_positive(
-        f"{field_prefix}.requests_per_minute",
-        limits.requests_per_minute,
-        MAX_REQUESTS_PER_MINUTE,
-    )
-    _check_positive(f"{field_prefix}.tokens_per_minute", limits.tokens_per_minute, MAX_TOKENS)
-    _check_positive(
-        f"{field_prefix}.max_parallel_requests",
-        limits.max_parallel_requests,
-        MAX_PARALLEL_REQUESTS,
-    )
+    for kind in LIMIT_KINDS:
+        validate_limit(kind, limits.value(kind), f"{field_prefix}.{kind.input_field}")
     models = validate_allowed_models(limits.allowed_models, f"{field_prefix}.allowed_models")
     if models == limits.allowed_models:
         return limits

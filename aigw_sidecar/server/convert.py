@@ -23,28 +23,18 @@ from aigw_sidecar.keys.model import (
     KeySpec,
     KeyStatus,
     KeyUpdate,
-    Limits,
-    validate_cost_limit,
+    validate_limit,
 )
 from aigw_sidecar.keys.money import format_usd, parse_usd
 from aigw_sidecar.limits.alerts import BudgetEvent, KeyAlerts
+from aigw_sidecar.limits.kinds import LIMIT_KINDS, Limits, Unit
 from aigw_sidecar.limits.periods import ResetPeriod
 from aigw_sidecar.pricing.catalog import ListedPrice
 
-_DENY = {
-    DenyReason.KEY_MISSING: adm_pb.DENY_REASON_KEY_MISSING,
-    DenyReason.KEY_MALFORMED: adm_pb.DENY_REASON_KEY_MALFORMED,
-    DenyReason.KEY_UNKNOWN: adm_pb.DENY_REASON_KEY_UNKNOWN,
-    DenyReason.KEY_DISABLED: adm_pb.DENY_REASON_KEY_DISABLED,
-    DenyReason.KEY_EXPIRED: adm_pb.DENY_REASON_KEY_EXPIRED,
-    DenyReason.REQUESTS_PER_MINUTE: adm_pb.DENY_REASON_REQUESTS_PER_MINUTE,
-    DenyReason.TOKEN_LIMIT: adm_pb.DENY_REASON_TOKEN_LIMIT,
-    DenyReason.COST_LIMIT: adm_pb.DENY_REASON_COST_LIMIT,
-    DenyReason.TOKENS_PER_MINUTE: adm_pb.DENY_REASON_TOKENS_PER_MINUTE,
-    DenyReason.PARALLEL_REQUESTS: adm_pb.DENY_REASON_PARALLEL_REQUESTS,
-    DenyReason.MODEL_NOT_ALLOWED: adm_pb.DENY_REASON_MODEL_NOT_ALLOWED,
-    DenyReason.MODEL_NOT_PRICED: adm_pb.DENY_REASON_MODEL_NOT_PRICED,
-}
+# Each deny reason is the enum value DENY_REASON_<NAME> of admission.proto.
+_DENY: dict[DenyReason, str] = {reason: f"DENY_REASON_{reason.name}" for reason in DenyReason}
+for _name in _DENY.values():
+    adm_pb.DenyReason.Value(_name)  # fails at import when the proto lacks one
 _PERIOD_TO_PB = {
     ResetPeriod.NEVER: keys_pb.RESET_PERIOD_NEVER,
     ResetPeriod.DAILY: keys_pb.RESET_PERIOD_DAILY,
@@ -61,24 +51,22 @@ _STATUS_TO_PB = {
 }
 _STATUS_FROM_PB = {v: k for k, v in _STATUS_TO_PB.items()}
 # FieldMask paths of UpdateKeyRequest -> KeyUpdate field names.
-_MASK_PATHS = {
+_MASK_PATHS: dict[str, set[str]] = {
     "name": {"name"},
     "project": {"project"},
     "environment": {"environment"},
     "labels": {"labels"},
     "expires_at": {"expires_at"},
     "limits": set(KeyUpdate.LIMIT_FIELDS),
-    "limits.cost_limit_usd": {"cost_limit"},
-    "limits.cost_limit_micro_usd": {"cost_limit"},
-    "limits.token_limit": {"token_limit"},
-    "limits.requests_per_minute": {"requests_per_minute"},
     "limits.reset_period": {"reset_period"},
+    "limits.allowed_models": {"allowed_models"},
     "alert_thresholds_percent": {"alert_thresholds_percent"},
     "alert_expiry_days": {"alert_expiry_days"},
-    "limits.tokens_per_minute": {"tokens_per_minute"},
-    "limits.max_parallel_requests": {"max_parallel_requests"},
-    "limits.allowed_models": {"allowed_models"},
+    **{f"limits.{kind.attr}": {kind.name} for kind in LIMIT_KINDS},
+    **{f"limits.{kind.input_field}": {kind.name} for kind in LIMIT_KINDS},
 }
+# The limit kinds whose input field is a USD string beside the int64 one.
+_USD_KINDS = tuple(kind for kind in LIMIT_KINDS if kind.unit is Unit.MICRO_USD)
 
 
 # --- admission -------------------------------------------------------------
@@ -106,9 +94,6 @@ def decision_to_proto(decision: Decision) -> adm_pb.AuthorizeResponse:
         project=decision.project,
         environment=decision.environment,
         legacy=decision.legacy,
-        requests=_rate_limit(decision.requests),
-        tokens=_rate_limit(decision.tokens),
-        cost_micro_usd=_rate_limit(decision.cost_micro_usd),
         retry_after_ms=decision.retry_after_ms or 0,
         reservation=(
             adm_pb.Reservation(
@@ -118,8 +103,7 @@ def decision_to_proto(decision: Decision) -> adm_pb.AuthorizeResponse:
             if decision.reservation
             else None
         ),
-        tokens_per_minute=_rate_limit(decision.tokens_per_minute),
-        parallel_requests=_rate_limit(decision.parallel_requests),
+        **{kind.decision_field: _rate_limit(decision.state(kind)) for kind in LIMIT_KINDS},
         request_id=decision.request_id,
     )
 
@@ -183,48 +167,39 @@ def _ms(field: str, ts: Timestamp) -> int:
 
 
 def limits_from_proto(msg: keys_pb.Limits, field: str = "limits") -> Limits:
-    cost: int | None = None
-    if msg.HasField("cost_limit_usd"):
-        cost = parse_usd(f"{field}.cost_limit_usd", msg.cost_limit_usd)
-    if msg.HasField("cost_limit_micro_usd"):
-        if cost is not None and cost != msg.cost_limit_micro_usd:
+    values: dict[str, int | None] = {
+        kind.attr: getattr(msg, kind.attr) if msg.HasField(kind.attr) else None
+        for kind in LIMIT_KINDS
+    }
+    for kind in _USD_KINDS:
+        # Money comes as an exact USD string or as micro-USD; both must agree.
+        if not msg.HasField(kind.input_field):
+            # Blame the field the caller set; validate_limits names the USD one.
+            validate_limit(kind, values[kind.attr], f"{field}.{kind.attr}")
+            continue
+        micro = parse_usd(f"{field}.{kind.input_field}", getattr(msg, kind.input_field))
+        if values[kind.attr] is not None and values[kind.attr] != micro:
             raise InvalidArgument(
-                f"{field}.cost_limit_micro_usd", "disagrees with cost_limit_usd; set one of them"
+                f"{field}.{kind.attr}", f"disagrees with {kind.input_field}; set one of them"
             )
-        cost = msg.cost_limit_micro_usd
-        if not msg.HasField("cost_limit_usd"):
-            # Blame the field the caller set; validate_limits names cost_limit_usd.
-            validate_cost_limit(f"{field}.cost_limit_micro_usd", cost)
+        values[kind.attr] = micro
     if msg.reset_period not in _PERIOD_FROM_PB:
         raise InvalidArgument(f"{field}.reset_period", f"unknown value {msg.reset_period}")
     return Limits(
-        cost_limit_micro_usd=cost,
-        token_limit=msg.token_limit if msg.HasField("token_limit") else None,
-        requests_per_minute=(
-            msg.requests_per_minute if msg.HasField("requests_per_minute") else None
-        ),
         reset_period=_PERIOD_FROM_PB[msg.reset_period],
-        tokens_per_minute=msg.tokens_per_minute if msg.HasField("tokens_per_minute") else None,
-        max_parallel_requests=(
-            msg.max_parallel_requests if msg.HasField("max_parallel_requests") else None
-        ),
         allowed_models=tuple(msg.allowed_models),
+        **values,
     )
 
 
 def limits_to_proto(limits: Limits) -> keys_pb.Limits:
     msg = keys_pb.Limits(reset_period=_PERIOD_TO_PB[limits.reset_period])
-    if limits.cost_limit_micro_usd is not None:
-        msg.cost_limit_micro_usd = limits.cost_limit_micro_usd
-        msg.cost_limit_usd = format_usd(limits.cost_limit_micro_usd)
-    if limits.token_limit is not None:
-        msg.token_limit = limits.token_limit
-    if limits.requests_per_minute is not None:
-        msg.requests_per_minute = limits.requests_per_minute
-    if limits.tokens_per_minute is not None:
-        msg.tokens_per_minute = limits.tokens_per_minute
-    if limits.max_parallel_requests is not None:
-        msg.max_parallel_requests = limits.max_parallel_requests
+    for kind in LIMIT_KINDS:
+        value = limits.value(kind)
+        if value is not None:
+            setattr(msg, kind.attr, value)
+            if kind.unit is Unit.MICRO_USD:
+                setattr(msg, kind.input_field, format_usd(value))
     msg.allowed_models.extend(limits.allowed_models)
     return msg
 
@@ -337,9 +312,10 @@ def overview_to_proto(ov: KeyOverview) -> keys_pb.KeyOverview:
     limits = ov.key.limits
     return keys_pb.KeyOverview(
         key=key_to_proto(ov.key),
-        cost_micro_usd=_limit_usage(limits.cost_limit_micro_usd, ov.period_cost_micro_usd),
-        tokens=_limit_usage(limits.token_limit, ov.period_tokens),
-        requests_per_minute=_limit_usage(limits.requests_per_minute, ov.requests_last_minute),
+        **{
+            kind.overview_field: _limit_usage(limits.value(kind), ov.used.get(kind.name, 0))
+            for kind in LIMIT_KINDS
+        },
         period_start=_timestamp(ov.period_start_ms),
         next_reset=_timestamp(ov.next_reset_ms),
         period_requests=ov.period_requests,
@@ -362,8 +338,6 @@ def overview_to_proto(ov: KeyOverview) -> keys_pb.KeyOverview:
             for m in ov.per_model
         ],
         unpriced_requests=ov.unpriced_requests,
-        tokens_per_minute=_limit_usage(limits.tokens_per_minute, ov.tokens_last_minute),
-        parallel_requests=_limit_usage(limits.max_parallel_requests, ov.requests_in_flight),
     )
 
 

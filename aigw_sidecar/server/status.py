@@ -30,6 +30,7 @@ from aigw_sidecar.errors import (
     NotFound,
     StoreUnavailable,
 )
+from aigw_sidecar.limits.kinds import KIND_OF_REASON, LIMIT_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +83,15 @@ HTTP_STATUS_OF: dict[DenyReason, int] = {
     DenyReason.KEY_UNKNOWN: 401,  # also a deleted key
     DenyReason.KEY_DISABLED: 403,
     DenyReason.KEY_EXPIRED: 403,
-    DenyReason.REQUESTS_PER_MINUTE: 429,
-    DenyReason.TOKEN_LIMIT: 429,
-    DenyReason.COST_LIMIT: 429,
-    DenyReason.TOKENS_PER_MINUTE: 429,
-    DenyReason.PARALLEL_REQUESTS: 429,
     DenyReason.MODEL_NOT_ALLOWED: 403,  # waiting cannot help; another model might
     DenyReason.MODEL_NOT_PRICED: 403,  # an admin must price the model (or lift the limit)
+    **{kind.deny_reason: kind.http_status for kind in LIMIT_KINDS},
 }
+# The x-ratelimit-* families, in header order.
+HEADER_FAMILIES: tuple[str, ...] = tuple(
+    sorted({kind.header_family for kind in LIMIT_KINDS if kind.header_family})
+)
+_NEVER = 2**63
 HTTP_STORE_UNAVAILABLE = 503
 HTTP_BAD_REQUEST = 400
 HTTP_TOO_LARGE = 413
@@ -165,26 +167,31 @@ def _limit_headers(kind: str, state: LimitState | None) -> list[tuple[str, str]]
     return headers
 
 
-def token_limit_shown(decision: Decision) -> LimitState | None:
-    """The one token limit the ``-tokens`` headers show.
+def shown_in_family(decision: Decision, family: str) -> LimitState | None:
+    """The one limit of a header family (``requests``, ``tokens``) the headers show.
 
-    Tokens per minute and the token budget share the headers: a denial shows the
-    limit that refused it; otherwise the tighter one (fewer tokens remaining,
-    tokens per minute on a tie), which is what a client must pace itself by.
+    Kinds of one family share its headers (tokens per minute and the token
+    budget): a denial shows the kind that refused it; otherwise the tightest
+    (fewest remaining, then the sooner reset, then table order), which is what
+    a client must pace itself by.
     """
-    per_minute, budget = decision.tokens_per_minute, decision.tokens
-    if decision.deny_reason is DenyReason.TOKENS_PER_MINUTE or budget is None:
-        return per_minute
-    if decision.deny_reason is DenyReason.TOKEN_LIMIT or per_minute is None:
-        return budget
-    return per_minute if per_minute.remaining <= budget.remaining else budget
+    refused = KIND_OF_REASON.get(decision.deny_reason) if decision.deny_reason else None
+    if refused is not None and refused.header_family == family:
+        return decision.state(refused)
+    shown = [
+        (state.remaining, _NEVER if state.reset_ms is None else state.reset_ms, i, state)
+        for i, kind in enumerate(LIMIT_KINDS)
+        if kind.header_family == family and (state := decision.state(kind)) is not None
+    ]
+    return min(shown)[3] if shown else None
 
 
 def rate_limit_headers(decision: Decision) -> list[tuple[str, str]]:
-    """``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` for the key's limits."""
-    return _limit_headers("requests", decision.requests) + _limit_headers(
-        "tokens", token_limit_shown(decision)
-    )
+    """``x-ratelimit-{limit,remaining,reset}-<family>`` for the key's limits."""
+    headers: list[tuple[str, str]] = []
+    for family in HEADER_FAMILIES:
+        headers += _limit_headers(family, shown_in_family(decision, family))
+    return headers
 
 
 def http_denial(decision: Decision) -> HttpDenial:

@@ -21,7 +21,7 @@ from aigw_sidecar.keys import secrets
 from aigw_sidecar.server.metrics import MeasuredStore, Metrics, TelemetryInterceptor
 
 DECISION = Decision(allowed=True, key_id="key_x", workspace="w",
-                    requests=LimitState(10, 5, 100))
+                    limits={"requests_per_minute": LimitState(10, 5, 100)})
 ROUNDS, CALLS = 7, 20_000
 
 

@@ -16,52 +16,50 @@
 -- ARGV[6]  reservation (and parallel slot) lease in ms
 -- ARGV[7]  model the request uses ('' when unknown), checked against allowed models
 -- ARGV[8]  '1' when that model has no price: refused on a key with a cost limit
--- Returns {code, key_id, workspace, project, environment, legacy,
---          rpm_limit, rpm_remaining, rpm_reset_ms,
---          token_limit, token_remaining, cost_limit, cost_remaining,
---          budget_reset_ms, retry_after_ms, reserved_tokens, reserved_cost,
---          tpm_limit, tpm_remaining, tpm_reset_ms, parallel_limit,
---          parallel_remaining, slot_held}
---   code: 0 allowed, 3 unknown key, 4 disabled, 5 expired,
---         6 requests per minute, 7 token limit, 8 cost limit,
---         9 tokens per minute, 10 parallel requests, 11 model not allowed,
---         12 the request id was already settled by a usage report (a caller
---            error: its new usage would be ignored as a retry),
---         13 model not priced (a key with a cost limit, a model without a price)
---   (4, 5, 11, 12 and 13 return the identity only)
---   a limit of -1 means "no such limit"; budget_reset_ms and
---   retry_after_ms are -1 when nothing resets; reserved_* are -1 when
---   nothing was reserved.
+-- Returns {status, name, value, name, value, ...}, decoded by store/replies.py:
+--   status: STATUS.ALLOWED, a deny reason (DENY.*, or the deny_reason of the
+--     limit kind that refused), or STATUS.ALREADY_SETTLED (the request id was
+--     already settled by a usage report: a caller error, its new usage would
+--     be ignored as a retry);
+--   key_id, workspace, project, environment, legacy: the key (absent for
+--     DENY.KEY_UNKNOWN);
+--   retry_after_ms (-1: nothing resets), reserved_tokens and reserved_cost
+--     (-1: nothing reserved), slot_held (1: a parallel slot is held), and for
+--     each limit kind the key has, its name -> {limit, remaining, reset_ms}
+--     (reset -1: none): only for a decision that reached the limits.
 -- Budgets count usage + open reservations: every request needs usage +
 -- reservations below the limit, and one with an estimate also needs usage +
--- reservations + its estimate to fit the limit.
--- Tokens per minute counts the token window plus open reservations (estimates
--- of requests in flight), checked like a budget. The previous secret of a
--- rotation is accepted until its 'prev_until' (exclusive).
+-- reservations + its estimate to fit the limit. The checks run in the order of
+-- LIMIT_KINDS; the first kind that refuses is the reason. The previous secret
+-- of a rotation is accepted until its 'prev_until' (exclusive).
 -- Invariant: a denied request writes nothing: every counter stays untouched.
 local now_us = clock_us(ARGV[2])
 local now_ms = floor_div(now_us, 1000)
 local now_s = floor_div(now_ms, 1000)
-local slot_field = ring_field(now_s)
-local rec = redis.call('HMGET', KEYS[1], 'hash', 'enabled', 'expires_at', 'cost_limit',
-  'token_limit', 'rpm', 'period', 'epoch', 'kid', 'ws', 'proj', 'env', 'legacy',
-  'tpm', 'maxpar', 'models', 'prev_hash', 'prev_until', 'rsv_tok', 'rsv_cost',
-  'lt_req', slot_field)
-if not rec[1] then
-  return {3}
+local rec = read_record(KEYS[1], limit_fields({'hash', 'enabled', 'expires_at', 'period',
+  'epoch', 'kid', 'ws', 'proj', 'env', 'legacy', 'models', 'prev_hash', 'prev_until',
+  'rsv_tok', 'rsv_cost', 'lt_req', ring_field(now_s)}))
+if not rec.hash then
+  return {DENY.KEY_UNKNOWN}
 end
-if rec[1] ~= ARGV[1] and not (rec[17] == ARGV[1] and (tonumber(rec[18]) or 0) > now_ms) then
-  return {3}
+if rec.hash ~= ARGV[1] and not (rec.prev_hash == ARGV[1] and (tonumber(rec.prev_until) or 0) > now_ms) then
+  return {DENY.KEY_UNKNOWN}
 end
-local kid, ws, proj, env, legacy = rec[9], rec[10], rec[11] or '', rec[12] or '', rec[13] or '0'
-if rec[2] ~= '1' then
-  return {4, kid, ws, proj, env, legacy}
+local identity = {'key_id', rec.kid, 'workspace', rec.ws, 'project', rec.proj or '',
+  'environment', rec.env or '', 'legacy', rec.legacy or '0'}
+local function answer(status)
+  local out = {status}
+  for _, v in ipairs(identity) do out[#out + 1] = v end
+  return out
 end
-if rec[3] and rec[3] ~= '' and tonumber(rec[3]) <= now_ms then
-  return {5, kid, ws, proj, env, legacy}
+if rec.enabled ~= '1' then
+  return answer(DENY.KEY_DISABLED)
+end
+if rec.expires_at and rec.expires_at ~= '' and tonumber(rec.expires_at) <= now_ms then
+  return answer(DENY.KEY_EXPIRED)
 end
 if ARGV[3] ~= '' and redis.call('ZSCORE', KEYS[8], ARGV[3]) then
-  return {12, kid, ws, proj, env, legacy}
+  return answer(STATUS.ALREADY_SETTLED)
 end
 
 -- Does the model match a line of the allow-list? A line is a name, or a
@@ -93,231 +91,120 @@ local function glob_match(text, pattern)
   return true
 end
 
-if rec[16] and rec[16] ~= '' then
+if rec.models and rec.models ~= '' then
   -- A request that names no model is refused, whatever the list (even '*').
   local allowed = false
   if ARGV[7] == '' then
-    return {11, kid, ws, proj, env, legacy}
+    return answer(DENY.MODEL_NOT_ALLOWED)
   end
-  for line in string.gmatch(rec[16], '[^\n]+') do
+  for line in string.gmatch(rec.models, '[^\n]+') do
     if glob_match(ARGV[7], line) then
       allowed = true
       break
     end
   end
   if not allowed then
-    return {11, kid, ws, proj, env, legacy}
+    return answer(DENY.MODEL_NOT_ALLOWED)
   end
 end
--- A cost limit means nothing for a model nobody can price: refuse it up front.
-if ARGV[8] == '1' and rec[4] and rec[4] ~= '' then
-  return {13, kid, ws, proj, env, legacy}
+
+-- The key's limits, in check order; a kind the key has no limit of is skipped.
+local limited, budgeted = {}, false
+for _, kind in ipairs(LIMIT_KINDS) do
+  local limit = tonumber(rec[kind.field])
+  if limit then
+    limited[#limited + 1] = {kind = kind, limit = limit}
+    -- Tokens and money need the period's usage and the open reservations.
+    if kind.unit ~= 'requests' then budgeted = true end
+  end
+  -- A cost limit means nothing for a model nobody can price: refuse it up front.
+  if limit and kind.unit == 'micro_usd' and ARGV[8] == '1' then
+    return answer(DENY.MODEL_NOT_PRICED)
+  end
 end
 
-local cost_limit = tonumber(rec[4]) or -1
-local token_limit = tonumber(rec[5]) or -1
-local rpm = tonumber(rec[6]) or -1
-local start_ms, end_ms = period_bounds(rec[7], now_ms)
-local pid = period_id(rec[8], start_ms)
-local request_id = ARGV[3]
-local est_tok, est_cost = tonumber(ARGV[4]), tonumber(ARGV[5])
-local tpm = tonumber(rec[14]) or -1
-local max_parallel = tonumber(rec[15]) or -1
-local budgeted = token_limit >= 0 or cost_limit >= 0 or tpm >= 0
--- Usage and reservations matter only to a key with a token or cost limit: a
--- key without one skips reading them (its admission writes the period's
--- request count only).
-local tokens, cost, period_current = 0, 0, false
-local rsv_tok, rsv_cost, earliest_lease = 0, 0, -1
+local start_ms, end_ms = period_bounds(rec.period, now_ms)
+local pid = period_id(rec.epoch, start_ms)
+local c = {
+  K = KEYS, rec = rec, now_us = now_us, now_ms = now_ms, now_s = now_s,
+  since_us = now_us - WINDOW_US, request_id = ARGV[3], lease_ms = tonumber(ARGV[6]),
+  est = {tokens = tonumber(ARGV[4]), micro_usd = tonumber(ARGV[5])},
+  period = {tokens = 0, micro_usd = 0}, reserved = {tokens = 0, micro_usd = 0},
+  earliest_lease = -1, budget_reset_ms = -1, rec_sets = {}, slot_held = 0,
+  seq = (tonumber(rec.lt_req) or 0) + 1,
+}
+if end_ms >= 0 then c.budget_reset_ms = end_ms - now_ms end
+-- A key without a token or cost limit skips reading usage and reservations
+-- (its admission writes the period's request count only).
+local period_current = false
 local _
 if budgeted then
-  tokens, cost, _, _, _, period_current = period_usage(KEYS[3], pid)
-  rsv_tok, rsv_cost, _, earliest_lease = open_reservations(KEYS[1], KEYS[4], KEYS[5], now_ms,
-    rec[19], rec[20])
+  c.period.tokens, c.period.micro_usd, _, _, _, period_current = period_usage(KEYS[3], pid)
+  c.reserved.tokens, c.reserved.micro_usd, _, c.earliest_lease = open_reservations(KEYS[1],
+    KEYS[4], KEYS[5], now_ms, rec.rsv_tok, rec.rsv_cost)
 end
-local reserving = budgeted and request_id ~= '' and (est_tok ~= nil or est_cost ~= nil)
-if reserving and redis.call('ZSCORE', KEYS[4], request_id) then
+c.reserving = budgeted and c.request_id ~= '' and (c.est.tokens ~= nil or c.est.micro_usd ~= nil)
+if c.reserving and redis.call('ZSCORE', KEYS[4], c.request_id) then
   -- The same request asking again: its earlier reservation is replaced, not added.
-  local t, c = lease_amounts(KEYS[5], request_id)
-  if t and tonumber(redis.call('ZSCORE', KEYS[4], request_id)) > now_ms then
-    rsv_tok, rsv_cost = rsv_tok - t, rsv_cost - c
+  local t, m = lease_amounts(KEYS[5], c.request_id)
+  if t and tonumber(redis.call('ZSCORE', KEYS[4], c.request_id)) > now_ms then
+    c.reserved.tokens, c.reserved.micro_usd = c.reserved.tokens - t, c.reserved.micro_usd - m
   end
 end
 
-local budget_reset_ms = -1
-if end_ms >= 0 then budget_reset_ms = end_ms - now_ms end
-
-local function remaining(limit, used)
-  if limit < 0 then return -1 end
-  if used >= limit then return 0 end
-  return limit - used
+-- Every kind is read before any is checked: a denial reports them all.
+for _, s in ipairs(limited) do
+  WINDOWS[s.kind.window].read(c, s.kind, s)
 end
 
--- Does a budget refuse this request? A used-up budget refuses every request;
--- with an estimate the request must also fit whole. (A zero estimate admitted
--- at a used-up budget would overshoot it by whatever the request then uses.)
-local function exhausted(limit, used, estimate)
-  if limit < 0 then return false end
-  if used >= limit then return true end
-  return reserving and estimate ~= nil and used + estimate > limit
-end
-
--- When a budget refuses: the next reset, or sooner if open reservations
--- (which may settle below their estimate) expire before it.
-local function budget_retry_ms(used_alone, limit)
-  if used_alone < limit and earliest_lease >= 0 then
-    local wait = earliest_lease - now_ms
-    if budget_reset_ms < 0 or wait < budget_reset_ms then return wait end
+local function limit_states(out, admitted)
+  for _, s in ipairs(limited) do
+    local left, reset = WINDOWS[s.kind.window].report(c, s.kind, s, admitted)
+    out[#out + 1] = s.kind.name
+    out[#out + 1] = {s.limit, left, reset}
   end
-  return budget_reset_ms
+  return out
 end
 
--- Requests in the rolling window (now - 60 s, now]; nothing is trimmed yet,
--- so a denial leaves the window exactly as it was.
-local since = now_us - WINDOW_US
-local in_window = 0
-if rpm >= 0 then
-  in_window = redis.call('ZCOUNT', KEYS[2], '(' .. fmt(since), '+inf')
-end
-
-local function window_frees_in_ms(index)
-  -- ms until the request at position `index` (0 = oldest) leaves the window
-  local entry = redis.call('ZRANGE', KEYS[2], '(' .. fmt(since), '+inf', 'BYSCORE',
-    'LIMIT', index, 1, 'WITHSCORES')
-  if entry[2] == nil then return 0 end
-  return math.ceil((tonumber(entry[2]) + WINDOW_US - now_us) / 1000)
-end
-
--- Tokens in the token window, and slots held by other requests (an earlier
--- slot of this same request id is replaced, not added); read, not trimmed.
-local tpm_used, in_flight = 0, 0
-if tpm >= 0 then
-  tpm_used = window_tokens(KEYS[1], KEYS[6], now_us)
-end
-if max_parallel >= 0 then
-  in_flight = slots_held(KEYS[7], now_ms)
-  local mine = request_id ~= '' and redis.call('ZSCORE', KEYS[7], request_id)
-  if mine and tonumber(mine) > now_ms then in_flight = in_flight - 1 end
-end
-
--- ms until the oldest tokens leave the token window (0: it is empty).
-local function token_window_reset_ms()
-  local oldest = redis.call('ZRANGE', KEYS[6], '(' .. fmt(since), '+inf', 'BYSCORE',
-    'LIMIT', 0, 1, 'WITHSCORES')
-  if oldest[2] == nil then return 0 end
-  return math.ceil((tonumber(oldest[2]) + WINDOW_US - now_us) / 1000)
-end
-
--- When tokens per minute refuses: until enough tokens leave the window for
--- this request to fit; -1 when its estimate alone exceeds the limit. When
--- open reservations hold the rest, until the window is empty (at least 1 s):
--- requests in flight end and settle at a time nobody can predict.
-local function tpm_retry_ms()
-  local need = 1
-  if reserving and est_tok ~= nil then
-    if est_tok > tpm then return -1 end
-    need = math.max(est_tok, 1)
+for _, s in ipairs(limited) do
+  local wait = WINDOWS[s.kind.window].refuse(c, s.kind, s)
+  if wait then
+    local out = answer(s.kind.reason)
+    for _, v in ipairs({'retry_after_ms', wait, 'reserved_tokens', -1, 'reserved_cost', -1,
+      'slot_held', 0}) do out[#out + 1] = v end
+    return limit_states(out, false)
   end
-  local target = tpm - need - rsv_tok  -- the window may hold at most this much
-  local left = tpm_used
-  local entries = redis.call('ZRANGE', KEYS[6], '(' .. fmt(since), '+inf', 'BYSCORE',
-    'WITHSCORES')
-  for i = 1, #entries, 2 do
-    left = left - token_entry_amount(entries[i])
-    if target >= 0 and left <= target then
-      return math.ceil((tonumber(entries[i + 1]) + WINDOW_US - now_us) / 1000)
-    end
-  end
-  return math.max(token_window_reset_ms(), 1000)
-end
-
-local function denied(code, retry_ms, rpm_remaining, rpm_reset, tpm_reset)
-  if tpm >= 0 and tpm_reset == nil then tpm_reset = token_window_reset_ms() end
-  return {code, kid, ws, proj, env, legacy, rpm, rpm_remaining, rpm_reset,
-    token_limit, remaining(token_limit, tokens + rsv_tok),
-    cost_limit, remaining(cost_limit, cost + rsv_cost),
-    budget_reset_ms, retry_ms, -1, -1,
-    tpm, remaining(tpm, tpm_used + rsv_tok), tpm_reset or -1,
-    max_parallel, remaining(max_parallel, in_flight), 0}
-end
-
-if exhausted(cost_limit, cost + rsv_cost, est_cost) then
-  return denied(8, budget_retry_ms(cost, cost_limit), remaining(rpm, in_window), -1)
-end
-if exhausted(token_limit, tokens + rsv_tok, est_tok) then
-  return denied(7, budget_retry_ms(tokens, token_limit), remaining(rpm, in_window), -1)
-end
-if exhausted(tpm, tpm_used + rsv_tok, est_tok) then
-  local wait = tpm_retry_ms()
-  return denied(9, wait, remaining(rpm, in_window), -1, wait)
-end
-if rpm >= 0 and in_window >= rpm then
-  -- The window has room again when the (in_window - rpm + 1)-th oldest leaves.
-  local wait = window_frees_in_ms(in_window - rpm)
-  return denied(6, wait, 0, wait)
-end
-if max_parallel >= 0 and in_flight >= max_parallel then
-  -- A slot frees when a request in flight ends, which nobody can predict: 1 s,
-  -- or sooner when the first slot's lease runs out before that.
-  local first = redis.call('ZRANGE', KEYS[7], '(' .. fmt(now_ms), '+inf', 'BYSCORE',
-    'LIMIT', 0, 1, 'WITHSCORES')
-  local wait = 1000
-  if first[2] and tonumber(first[2]) - now_ms < wait then wait = tonumber(first[2]) - now_ms end
-  return denied(10, wait, remaining(rpm, in_window), -1)
 end
 
 -- Admitted: now (and only now) write. The lifetime request count doubles as
--- the sequence that keeps window members unique within one microsecond.
-local seq = (tonumber(rec[21]) or 0) + 1
-if rpm >= 0 then
-  redis.call('ZADD', KEYS[2], fmt(now_us), fmt(now_us) .. '-' .. fmt(seq))
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', fmt(since))
-  redis.call('PEXPIRE', KEYS[2], 61000)
-  redis.call('HSET', KEYS[1], 'lt_req', fmt(seq), 'last_used_at', fmt(now_ms))
-else
-  redis.call('HSET', KEYS[1], 'lt_req', fmt(seq), 'last_used_at', fmt(now_ms),
-    slot_field, ring_bump(rec[22], now_s))
-end
+-- the sequence of window members.
 open_period(KEYS[3], pid, end_ms, now_ms, period_current)
 redis.call('HINCRBY', KEYS[3], 'requests', 1)
-
 local reserved_tok, reserved_cost = -1, -1
 if budgeted then
   sweep_leases(KEYS[1], KEYS[4], KEYS[5], now_ms)
 end
-if reserving then
-  close_lease(KEYS[1], KEYS[4], KEYS[5], request_id)
-  reserved_tok, reserved_cost = est_tok or 0, est_cost or 0
-  local lease_ms = tonumber(ARGV[6])
-  redis.call('ZADD', KEYS[4], fmt(now_ms + lease_ms), request_id)
-  redis.call('HSET', KEYS[5], request_id, fmt(reserved_tok) .. ' ' .. fmt(reserved_cost))
+if c.reserving then
+  close_lease(KEYS[1], KEYS[4], KEYS[5], c.request_id)
+  reserved_tok, reserved_cost = c.est.tokens or 0, c.est.micro_usd or 0
+  redis.call('ZADD', KEYS[4], fmt(now_ms + c.lease_ms), c.request_id)
+  redis.call('HSET', KEYS[5], c.request_id, fmt(reserved_tok) .. ' ' .. fmt(reserved_cost))
   redis.call('HINCRBY', KEYS[1], 'rsv_tok', fmt(reserved_tok))
   redis.call('HINCRBY', KEYS[1], 'rsv_cost', fmt(reserved_cost))
-  rsv_tok, rsv_cost = rsv_tok + reserved_tok, rsv_cost + reserved_cost
+  c.reserved.tokens = c.reserved.tokens + reserved_tok
+  c.reserved.micro_usd = c.reserved.micro_usd + reserved_cost
 end
+local has = {}
+for _, s in ipairs(limited) do
+  has[s.kind.name] = true
+  WINDOWS[s.kind.window].admit(c, s.kind, s)
+end
+for _, kind in ipairs(LIMIT_KINDS) do
+  if not has[kind.name] then WINDOWS[kind.window].idle(c, kind) end
+end
+redis.call('HSET', KEYS[1], 'lt_req', fmt(c.seq), 'last_used_at', fmt(now_ms), unpack(c.rec_sets))
 
-local tpm_reset = -1
-if tpm >= 0 then
-  trim_token_window(KEYS[1], KEYS[6], now_us)
-  tpm_reset = token_window_reset_ms()
-end
-local slot_held = 0
-if max_parallel >= 0 and request_id ~= '' then
-  local lease_ms = tonumber(ARGV[6])
-  redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', fmt(now_ms))
-  redis.call('ZADD', KEYS[7], fmt(now_ms + lease_ms), request_id)
-  redis.call('PEXPIRE', KEYS[7], fmt(lease_ms))
-  in_flight, slot_held = in_flight + 1, 1
-end
-
-local rpm_remaining, rpm_reset = -1, -1
-if rpm >= 0 then
-  rpm_remaining = remaining(rpm, in_window + 1)
-  rpm_reset = window_frees_in_ms(0)
-end
-return {0, kid, ws, proj, env, legacy, rpm, rpm_remaining, rpm_reset,
-  token_limit, remaining(token_limit, tokens + rsv_tok),
-  cost_limit, remaining(cost_limit, cost + rsv_cost),
-  budget_reset_ms, -1, reserved_tok, reserved_cost,
-  tpm, remaining(tpm, tpm_used + rsv_tok), tpm_reset,
-  max_parallel, remaining(max_parallel, in_flight), slot_held}
+local out = answer(STATUS.ALLOWED)
+for _, v in ipairs({'retry_after_ms', -1, 'reserved_tokens', reserved_tok,
+  'reserved_cost', reserved_cost, 'slot_held', c.slot_held}) do out[#out + 1] = v end
+return limit_states(out, true)

@@ -3,12 +3,14 @@
 -- KEYS[6] token window  KEYS[7] parallel slots
 -- ARGV[1] now in µs, or '' for Redis TIME
 -- Returns {} when there is no such key, else
---   {record as a flat field/value list, now_ms, period_start_ms, period_end_ms
---    (-1: never), period tokens, cost, requests, prompt, completion,
---    requests in the last 60 s, reserved tokens, reserved cost, open reservations,
---    per-model usage as a flat list of model, requests, tokens, cost,
---    requests priced without a known model,
---    tokens in the token window (last 60 s), parallel slots held}
+--   {record as a flat field/value list, name, value, name, value, ...} with the
+--   names now_ms, period_start_ms, period_end_ms (-1: never), period_tokens,
+--   period_cost, period_requests, period_prompt_tokens,
+--   period_completion_tokens, reserved_tokens, reserved_cost,
+--   open_reservations, unpriced_requests (reports priced without a known
+--   model), per_model (a flat list of model, requests, tokens, cost), and
+--   used (a flat list of limit kind name, what it counts now), decoded by
+--   store/replies.py.
 local rec = redis.call('HGETALL', KEYS[1])
 if #rec == 0 then
   return {}
@@ -22,12 +24,17 @@ local now_ms = floor_div(now_us, 1000)
 local start_ms, end_ms = period_bounds(fields['period'], now_ms)
 local pid = period_id(fields['epoch'], start_ms)
 local tokens, cost, requests, pt, ct = period_usage(KEYS[3], pid)
--- Both sources: the exact window (kept while the key has requests/min) and
--- the per-second ring (kept while it has not), so a limit added or removed in
--- the last minute does not hide requests from the overview.
-local in_window = redis.call('ZCOUNT', KEYS[2], '(' .. fmt(now_us - WINDOW_US), '+inf')
-  + ring_total(fields, floor_div(now_ms, 1000))
 local rsv_tok, rsv_cost, rsv_count = open_reservations(KEYS[1], KEYS[4], KEYS[5], now_ms)
+local c = {
+  K = KEYS, rec = fields, now_us = now_us, now_ms = now_ms,
+  now_s = floor_div(now_ms, 1000), since_us = now_us - WINDOW_US,
+  period = {tokens = tokens, micro_usd = cost}, reserved = {tokens = rsv_tok, micro_usd = rsv_cost},
+}
+local used = {}
+for _, kind in ipairs(LIMIT_KINDS) do
+  used[#used + 1] = kind.name
+  used[#used + 1] = WINDOWS[kind.window].overview(c, kind)
+end
 
 local per_model, unpriced = {}, 0
 if redis.call('HGET', KEYS[3], 'pid') == pid then
@@ -50,6 +57,8 @@ if redis.call('HGET', KEYS[3], 'pid') == pid then
     per_model[#per_model + 1] = v[3]
   end
 end
-return {rec, now_ms, start_ms, end_ms, tokens, cost, requests, pt, ct, in_window,
-  rsv_tok, rsv_cost, rsv_count, per_model, unpriced,
-  window_tokens(KEYS[1], KEYS[6], now_us), slots_held(KEYS[7], now_ms)}
+return {rec, 'now_ms', now_ms, 'period_start_ms', start_ms, 'period_end_ms', end_ms,
+  'period_tokens', tokens, 'period_cost', cost, 'period_requests', requests,
+  'period_prompt_tokens', pt, 'period_completion_tokens', ct,
+  'reserved_tokens', rsv_tok, 'reserved_cost', rsv_cost, 'open_reservations', rsv_count,
+  'unpriced_requests', unpriced, 'per_model', per_model, 'used', used}

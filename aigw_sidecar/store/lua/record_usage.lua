@@ -13,46 +13,47 @@
 -- ARGV[6]  how long a request id is remembered, in ms
 -- ARGV[7]  model ('' when not given); usage is also split per model
 -- ARGV[8]  '1' when the model had no price in the pricing table
--- Returns {code, period_tokens, period_cost, settled}
---   code: 1 counted, 2 already counted (nothing changed), 0 unknown key,
---   3 refused: a counter would pass COUNTER_CAP (nothing changed)
---   settled: 1 when an open reservation of this request was settled
--- A counted report also returns {..., workspace, project, expired_leases,
---   period_start_ms, alerts}: expired_leases is the number of the key's leases
---   swept as expired since the last counted report (by any script), alerts a
---   list of {budget ('cost'|'tokens'), percent, used, limit} or
---   {'expiry', days, 0, expires_at_ms}: the alerts this report crossed.
+-- Returns {code, name, value, ...}, decoded by store/replies.py:
+--   code: CODE.OK counted, CODE.REPEATED already counted (nothing changed),
+--   CODE.NOT_FOUND, CODE.COUNTER_CAP refused: a counter would pass
+--   COUNTER_CAP (nothing changed);
+--   period_tokens, period_cost; settled: 1 when an open reservation of this
+--   request was settled.
+-- A counted report also returns workspace, project, expired_reservations
+--   (the key's leases swept as expired since the last counted report, by any
+--   script), period_start_ms, and alerts: a list of {budget ('cost'|'tokens'),
+--   percent, used, limit} or {'expiry', days, 0, expires_at_ms}, the alerts
+--   this report crossed.
 local MAX_MODELS = 64
 -- Every counter stays exact as a Lua number (a double) and far from HINCRBY's
 -- int64 overflow, which would fail the script half-way: a report that would
 -- take one past this cap is refused before anything is written.
 local COUNTER_CAP = 9007199254740991  -- 2^53 - 1
--- The record's fields this script reads, in one call (alerts: 8-12; who: 13-14).
-local rec = redis.call('HMGET', KEYS[1], 'kid', 'period', 'epoch', 'tpm',
-  'lt_pt', 'lt_ct', 'lt_cost', 'alert_pct', 'alert_exp_days', 'cost_limit',
-  'token_limit', 'expires_at', 'ws', 'proj')
-if not rec[1] then
-  return {0, 0, 0, 0}
+-- The record's fields this script reads, in one call.
+local rec = read_record(KEYS[1], limit_fields({'kid', 'period', 'epoch', 'lt_pt', 'lt_ct',
+  'lt_cost', 'alert_pct', 'alert_exp_days', 'expires_at', 'ws', 'proj'}))
+if not rec.kid then
+  return {CODE.NOT_FOUND, 'period_tokens', 0, 'period_cost', 0}
 end
 local now_us = clock_us(ARGV[5])
 local now_ms = floor_div(now_us, 1000)
-local start_ms, end_ms = period_bounds(rec[2], now_ms)
-local pid = period_id(rec[3], start_ms)
+local start_ms, end_ms = period_bounds(rec.period, now_ms)
+local pid = period_id(rec.epoch, start_ms)
 local seen_at = redis.call('ZSCORE', KEYS[3], ARGV[1])
 if seen_at and tonumber(seen_at) > now_ms - tonumber(ARGV[6]) then
   local tokens, cost = period_usage(KEYS[2], pid)
-  return {2, tokens, cost, 0}
+  return {CODE.REPEATED, 'period_tokens', tokens, 'period_cost', cost}
 end
 
 local add_tokens = tonumber(ARGV[2]) + tonumber(ARGV[3])
 local add_cost = tonumber(ARGV[4])
 local p_tokens, p_cost, _, _, _, current = period_usage(KEYS[2], pid)
 do
-  local lt_tokens = (tonumber(rec[5]) or 0) + (tonumber(rec[6]) or 0)
+  local lt_tokens = (tonumber(rec.lt_pt) or 0) + (tonumber(rec.lt_ct) or 0)
   if p_tokens + add_tokens > COUNTER_CAP or p_cost + add_cost > COUNTER_CAP
       or lt_tokens + add_tokens > COUNTER_CAP
-      or (tonumber(rec[7]) or 0) + add_cost > COUNTER_CAP then
-    return {3, p_tokens, p_cost, 0}
+      or (tonumber(rec.lt_cost) or 0) + add_cost > COUNTER_CAP then
+    return {CODE.COUNTER_CAP, 'period_tokens', p_tokens, 'period_cost', p_cost}
   end
 end
 
@@ -68,9 +69,12 @@ free_slot(KEYS[7], ARGV[1], now_ms)
 
 open_period(KEYS[2], pid, end_ms, now_ms, current)
 local total = add_tokens
-if rec[4] then
-  -- The actual tokens enter the token window now; the estimate left with the lease.
-  charge_token_window(KEYS[1], KEYS[6], now_us, total)
+for _, kind in ipairs(LIMIT_KINDS) do
+  if kind.window == 'rolling_tokens' and rec[kind.field] then
+    -- The actual tokens enter the token window now; the estimate left with the lease.
+    charge_token_window(KEYS[1], KEYS[6], now_us, total)
+    break
+  end
 end
 local tokens = redis.call('HINCRBY', KEYS[2], 'tokens', fmt(total))
 local cost = redis.call('HINCRBY', KEYS[2], 'cost', ARGV[4])
@@ -106,10 +110,9 @@ redis.call('PEXPIRE', KEYS[3], fmt(keep_ms))
 -- each period starts clean, and holds the limit it fired for (a raised limit
 -- re-arms it); the expiry warning's marker, in the record, holds the expiry.
 local alerts = {}
-local al = {rec[8], rec[9], rec[10], rec[11], rec[12], rec[13], rec[14]}
 local function threshold_alerts(budget, used, limit)
   if not limit then return end
-  for pct in string.gmatch(al[1], '%d+') do
+  for pct in string.gmatch(rec.alert_pct, '%d+') do
     local marker = 'al:' .. budget .. ':' .. pct
     -- ceil(limit * pct / 100), exact while the threshold stays below 2^53.
     local p = tonumber(pct)
@@ -120,11 +123,17 @@ local function threshold_alerts(budget, used, limit)
     end
   end
 end
-if al[1] and al[1] ~= '' then
-  threshold_alerts('cost', cost, tonumber(al[3]))
-  threshold_alerts('tokens', tokens, tonumber(al[4]))
+if rec.alert_pct and rec.alert_pct ~= '' then
+  -- Thresholds apply to the limits of the key's period (Budget: 'cost', 'tokens').
+  local period_used = {micro_usd = {'cost', cost}, tokens = {'tokens', tokens}}
+  for _, kind in ipairs(LIMIT_KINDS) do
+    if kind.window == 'period' then
+      local budget = period_used[kind.unit]
+      threshold_alerts(budget[1], budget[2], tonumber(rec[kind.field]))
+    end
+  end
 end
-local exp_days, expires_at = tonumber(al[2]), tonumber(al[5])
+local exp_days, expires_at = tonumber(rec.alert_exp_days), tonumber(rec.expires_at)
 if exp_days and expires_at and now_ms < expires_at
     and now_ms >= expires_at - exp_days * DAY_MS then
   local marker = fmt(expires_at) .. ':' .. fmt(exp_days)
@@ -137,4 +146,6 @@ local swept = tonumber(redis.call('HGET', KEYS[1], 'rsv_swept')) or 0
 if swept > 0 then
   redis.call('HDEL', KEYS[1], 'rsv_swept')
 end
-return {1, tokens, cost, settled, al[6] or '', al[7] or '', swept, fmt(start_ms), alerts}
+return {CODE.OK, 'period_tokens', tokens, 'period_cost', cost, 'settled', settled,
+  'workspace', rec.ws or '', 'project', rec.proj or '', 'expired_reservations', swept,
+  'period_start_ms', fmt(start_ms), 'alerts', alerts}

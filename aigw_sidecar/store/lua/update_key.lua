@@ -6,21 +6,31 @@
 -- ARGV[3]  new expires_at in ms, '' to clear it, or '-' to leave it
 -- ARGV[4]  number of field/value pairs to set, N
 -- ARGV[5 .. 4+2N]   field, value pairs (a 'period' change starts a clean period;
---                   an 'rpm' on a key without one seeds the window, see below)
+--                   a rolling requests limit on a key without one seeds the
+--                   window, see below)
 -- ARGV[5+2N ..]     fields to delete (limits cleared)
--- Returns {code, now_ms, old name}: 1 updated, 0 no such key,
---   2 legacy key cannot have limits, 3 expires_at not in the future
+-- Returns {code, now_ms, old name}: CODE.OK updated, CODE.NOT_FOUND,
+--   CODE.LEGACY_KEY (a legacy key cannot have limits), CODE.PAST_EXPIRY
+--   (expires_at not in the future)
 local SEED_MAX = 100000
 local now_ms = floor_div(clock_us(ARGV[1]), 1000)
-local cur = redis.call('HMGET', KEYS[1], 'kid', 'legacy', 'period', 'name', 'rpm')
-if not cur[1] then
-  return {0, now_ms, ''}
+-- The record fields of the rolling-requests kinds (whose window is seeded).
+local rolling, fields = {}, {'kid', 'legacy', 'period', 'name'}
+for _, kind in ipairs(LIMIT_KINDS) do
+  if kind.window == 'rolling_requests' then
+    rolling[kind.field] = true
+    fields[#fields + 1] = kind.field
+  end
 end
-if ARGV[2] == '1' and cur[2] == '1' then
-  return {2, now_ms, cur[4]}
+local cur = read_record(KEYS[1], fields)
+if not cur.kid then
+  return {CODE.NOT_FOUND, now_ms, ''}
+end
+if ARGV[2] == '1' and cur.legacy == '1' then
+  return {CODE.LEGACY_KEY, now_ms, cur.name}
 end
 
--- A key gaining a requests-per-minute limit: its requests of the last minute
+-- A key gaining a rolling requests limit: its requests of the last minute
 -- were counted per second in the ring (no window was kept). Seed the window with
 -- them, newest first and at most the new limit (the newest N decide when the
 -- window has room again), each at the end of its second so that none leaves
@@ -63,17 +73,17 @@ end
 
 if ARGV[3] ~= '-' then
   if ARGV[3] ~= '' and tonumber(ARGV[3]) <= now_ms then
-    return {3, now_ms, cur[4]}
+    return {CODE.PAST_EXPIRY, now_ms, cur.name}
   end
   redis.call('HSET', KEYS[1], 'expires_at', ARGV[3])
 end
 local npairs = tonumber(ARGV[4])
 for i = 0, npairs - 1 do
   local field, value = ARGV[5 + 2 * i], ARGV[6 + 2 * i]
-  if field == 'period' and value ~= (cur[3] or 'never') then
+  if field == 'period' and value ~= (cur.period or 'never') then
     redis.call('HINCRBY', KEYS[1], 'epoch', 1)
   end
-  if field == 'rpm' and (cur[5] == false or cur[5] == nil or cur[5] == '') then
+  if rolling[field] and (not cur[field] or cur[field] == '') then
     seed_window(tonumber(value))
   end
   redis.call('HSET', KEYS[1], field, value)
@@ -82,4 +92,4 @@ for i = 5 + 2 * npairs, #ARGV do
   redis.call('HDEL', KEYS[1], ARGV[i])
 end
 redis.call('HSET', KEYS[1], 'updated_at', fmt(now_ms))
-return {1, now_ms, cur[4]}
+return {CODE.OK, now_ms, cur.name}
