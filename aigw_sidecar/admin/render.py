@@ -12,6 +12,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from aigw_sidecar.api.v1 import keys_pb2 as keys_pb
+from aigw_sidecar.limits.kinds import LIMIT_KINDS, LimitKind, Unit, Window
 
 _MICRO = Decimal(1_000_000)
 SECRET_WARNING = (
@@ -61,17 +62,9 @@ def _status(value: int) -> str:
 
 def limits_text(key: keys_pb.ApiKey) -> str:
     lim = key.limits
-    parts = []
-    if lim.HasField("cost_limit_micro_usd"):
-        parts.append(usd(lim.cost_limit_micro_usd))
-    if lim.HasField("token_limit"):
-        parts.append(f"{count(lim.token_limit)} tok")
-    if lim.HasField("requests_per_minute"):
-        parts.append(f"{count(lim.requests_per_minute)} rpm")
-    if lim.HasField("tokens_per_minute"):
-        parts.append(f"{count(lim.tokens_per_minute)} tpm")
-    if lim.HasField("max_parallel_requests"):
-        parts.append(f"{count(lim.max_parallel_requests)} parallel")
+    parts = [
+        _amount(kind, getattr(lim, kind.attr)) for kind in LIMIT_KINDS if lim.HasField(kind.attr)
+    ]
     if lim.allowed_models:
         parts.append(f"{len(lim.allowed_models)} model" + ("s" if len(lim.allowed_models) > 1
                                                              else ""))
@@ -81,16 +74,22 @@ def limits_text(key: keys_pb.ApiKey) -> str:
     return " · ".join(parts) + ("" if period in ("never", "unspecified") else f" /{period}")
 
 
+def _amount(kind: LimitKind, value: int, *, limit: int | None = None) -> str:
+    """``$5.00``, ``1.5k tok``; with a limit ``$1.00/$5.00``, ``300/1.5k tok``."""
+    fmt = usd if kind.unit is Unit.MICRO_USD else count
+    text = fmt(value) if limit is None else f"{fmt(value)}/{fmt(limit)}"
+    return f"{text} {kind.short}" if kind.short else text
+
+
 def usage_text(ov: keys_pb.KeyOverview | None) -> str:
+    """The period's usage of the budget kinds (cost, tokens), against their limits."""
     if ov is None:
         return "-"
-    parts = [f"{usd(ov.cost_micro_usd.used)}"]
-    if ov.cost_micro_usd.limited:
-        parts[0] += f"/{usd(ov.cost_micro_usd.limit)}"
-    tok = f"{count(ov.tokens.used)} tok"
-    if ov.tokens.limited:
-        tok = f"{count(ov.tokens.used)}/{count(ov.tokens.limit)} tok"
-    parts.append(tok)
+    parts = []
+    for kind in LIMIT_KINDS:
+        if kind.window is Window.PERIOD:
+            usage = getattr(ov, kind.overview_field)
+            parts.append(_amount(kind, usage.used, limit=usage.limit if usage.limited else None))
     return " · ".join(parts)
 
 
@@ -163,11 +162,11 @@ def _usage_row(label: str, usage: keys_pb.LimitUsage, fmt: Callable[[int], str])
 def overview(ov: keys_pb.KeyOverview) -> str:
     key = ov.key
     rows = [
-        _usage_row("cost", ov.cost_micro_usd, usd),
-        _usage_row("tokens", ov.tokens, str),
-        _usage_row("requests/min", ov.requests_per_minute, str),
-        _usage_row("tokens/min", ov.tokens_per_minute, str),
-        _usage_row("in flight", ov.parallel_requests, str),
+        _usage_row(
+            kind.label, getattr(ov, kind.overview_field),
+            usd if kind.unit is Unit.MICRO_USD else str,
+        )
+        for kind in LIMIT_KINDS
     ]
     period = _period(key.limits.reset_period)
     if ov.HasField("next_reset"):

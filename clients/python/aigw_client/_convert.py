@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import Enum
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from aigw_client._api.v1 import admission_pb2 as adm_pb
@@ -110,19 +112,42 @@ def _opt_time(parent: object, name: str) -> datetime | None:
 # --- requests ------------------------------------------------------------------
 
 
+# The Limits message read from its descriptor, so a new limit kind needs no code
+# here: each optional int64 field is an int attribute of the same name on
+# ``Limits``, each "<name>_usd" string a Decimal one (its "<name>_micro_usd"
+# twin is the exact output form).
+_LIMIT_FIELDS = keys_pb.Limits.DESCRIPTOR.fields
+_LIMIT_FIELDS_BY_NAME = keys_pb.Limits.DESCRIPTOR.fields_by_name
+_USD_LIMITS = tuple(
+    f.name for f in _LIMIT_FIELDS
+    if f.type == FieldDescriptor.TYPE_STRING and f.name.endswith("_usd")
+)
+_COUNT_LIMITS = tuple(
+    f.name for f in _LIMIT_FIELDS
+    if f.type == FieldDescriptor.TYPE_INT64 and not f.name.endswith("_micro_usd")
+)
+
+
+def _set_limit(msg: keys_pb.Limits, name: str, value: object) -> None:
+    """One limit of ``Limits`` (or of an update) onto the message; None leaves it unset."""
+    if value is None:
+        return
+    if name in _USD_LIMITS:
+        assert isinstance(value, Decimal)
+        setattr(msg, name, usd_text(value))
+    elif name == "reset_period":
+        assert isinstance(value, ResetPeriod)
+        msg.reset_period = _PERIOD_TO_PB[value]
+    elif name == "allowed_models":
+        msg.allowed_models.extend(cast("Iterable[str]", value))
+    else:
+        setattr(msg, name, value)
+
+
 def limits_message(limits: LimitsValue) -> keys_pb.Limits:
-    msg = keys_pb.Limits(reset_period=_PERIOD_TO_PB[limits.reset_period])
-    if limits.cost_limit_usd is not None:
-        msg.cost_limit_usd = usd_text(limits.cost_limit_usd)
-    if limits.token_limit is not None:
-        msg.token_limit = limits.token_limit
-    if limits.requests_per_minute is not None:
-        msg.requests_per_minute = limits.requests_per_minute
-    if limits.tokens_per_minute is not None:
-        msg.tokens_per_minute = limits.tokens_per_minute
-    if limits.max_parallel_requests is not None:
-        msg.max_parallel_requests = limits.max_parallel_requests
-    msg.allowed_models.extend(limits.allowed_models)
+    msg = keys_pb.Limits()
+    for name in (*_USD_LIMITS, *_COUNT_LIMITS, "reset_period", "allowed_models"):
+        _set_limit(msg, name, getattr(limits, name))
     return msg
 
 
@@ -150,76 +175,33 @@ def create_key_request(
     return req
 
 
-def update_key_request(
-    key_id: str,
-    *,
-    name: str | Keep,
-    project: str | Keep,
-    environment: str | Keep,
-    labels: Mapping[str, str] | Keep,
-    cost_limit_usd: Decimal | Keep | None,
-    token_limit: int | Keep | None,
-    requests_per_minute: int | Keep | None,
-    reset_period: ResetPeriod | Keep,
-    expires_at: datetime | Keep | None,
-    tokens_per_minute: int | Keep | None = KEEP,
-    max_parallel_requests: int | Keep | None = KEEP,
-    allowed_models: Sequence[str] | Keep | None = KEEP,
-    alert_thresholds_percent: Sequence[int] | Keep | None = KEEP,
-    alert_expiry_days: int | Keep | None = KEEP,
-) -> keys_pb.UpdateKeyRequest:
-    """Only the arguments given (not KEEP) go into the update mask; None clears."""
+def update_key_request(key_id: str, changes: Mapping[str, object]) -> keys_pb.UpdateKeyRequest:
+    """An UpdateKeyRequest from ``update_key``'s arguments by name.
+
+    Only the arguments given (not KEEP) go into the update mask; None clears.
+    A name of a ``Limits`` field changes that limit ("limits.<name>").
+    """
     req = keys_pb.UpdateKeyRequest(key_id=key_id)
     paths: list[str] = []
-    if not isinstance(name, Keep):
-        req.name = name
-        paths.append("name")
-    if not isinstance(project, Keep):
-        req.project = project
-        paths.append("project")
-    if not isinstance(environment, Keep):
-        req.environment = environment
-        paths.append("environment")
-    if not isinstance(labels, Keep):
-        req.labels.update(labels)
-        paths.append("labels")
-    if not isinstance(cost_limit_usd, Keep):
-        if cost_limit_usd is not None:
-            req.limits.cost_limit_usd = usd_text(cost_limit_usd)
-        paths.append("limits.cost_limit_usd")
-    if not isinstance(token_limit, Keep):
-        if token_limit is not None:
-            req.limits.token_limit = token_limit
-        paths.append("limits.token_limit")
-    if not isinstance(requests_per_minute, Keep):
-        if requests_per_minute is not None:
-            req.limits.requests_per_minute = requests_per_minute
-        paths.append("limits.requests_per_minute")
-    if not isinstance(reset_period, Keep):
-        req.limits.reset_period = _PERIOD_TO_PB[reset_period]
-        paths.append("limits.reset_period")
-    if not isinstance(tokens_per_minute, Keep):
-        if tokens_per_minute is not None:
-            req.limits.tokens_per_minute = tokens_per_minute
-        paths.append("limits.tokens_per_minute")
-    if not isinstance(max_parallel_requests, Keep):
-        if max_parallel_requests is not None:
-            req.limits.max_parallel_requests = max_parallel_requests
-        paths.append("limits.max_parallel_requests")
-    if not isinstance(allowed_models, Keep):
-        req.limits.allowed_models.extend(allowed_models or ())
-        paths.append("limits.allowed_models")
-    if not isinstance(alert_thresholds_percent, Keep):
-        req.alert_thresholds_percent.extend(alert_thresholds_percent or ())
-        paths.append("alert_thresholds_percent")
-    if not isinstance(alert_expiry_days, Keep):
-        if alert_expiry_days is not None:
-            req.alert_expiry_days = alert_expiry_days
-        paths.append("alert_expiry_days")
-    if not isinstance(expires_at, Keep):
-        if expires_at is not None:
-            req.expires_at.CopyFrom(timestamp(expires_at))
-        paths.append("expires_at")
+    for name, value in changes.items():
+        if isinstance(value, Keep):
+            continue
+        if name in _LIMIT_FIELDS_BY_NAME:
+            _set_limit(req.limits, name, value)
+            paths.append(f"limits.{name}")
+            continue
+        paths.append(name)
+        if name == "labels":
+            assert isinstance(value, Mapping)
+            req.labels.update(value)
+        elif name == "alert_thresholds_percent":
+            req.alert_thresholds_percent.extend(cast("Iterable[int]", value or ()))
+        elif name == "expires_at":
+            if value is not None:
+                assert isinstance(value, datetime)
+                req.expires_at.CopyFrom(timestamp(value))
+        elif value is not None:
+            setattr(req, name, value)
     req.update_mask.paths.extend(paths)
     return req
 
@@ -265,25 +247,22 @@ def record_usage_request(
 
 
 def limits_value(msg: keys_pb.Limits) -> LimitsValue:
-    cost: Decimal | None = None
-    if msg.HasField("cost_limit_micro_usd"):
-        cost = usd_from_micro(msg.cost_limit_micro_usd)
-    elif msg.HasField("cost_limit_usd"):
-        cost = Decimal(msg.cost_limit_usd)
+    values: dict[str, Any] = {
+        name: getattr(msg, name) if msg.HasField(name) else None for name in _COUNT_LIMITS
+    }
+    for name in _USD_LIMITS:
+        micro = name.removesuffix("_usd") + "_micro_usd"
+        if msg.HasField(micro):
+            values[name] = usd_from_micro(getattr(msg, micro))
+        elif msg.HasField(name):
+            values[name] = Decimal(getattr(msg, name))
+        else:
+            values[name] = None
+    known = {f.name for f in dataclasses.fields(LimitsValue)}
     return LimitsValue(
-        cost_limit_usd=cost,
-        token_limit=msg.token_limit if msg.HasField("token_limit") else None,
-        requests_per_minute=(
-            msg.requests_per_minute if msg.HasField("requests_per_minute") else None
-        ),
         reset_period=_PERIOD_FROM_PB.get(msg.reset_period, ResetPeriod.NEVER),
-        tokens_per_minute=(
-            msg.tokens_per_minute if msg.HasField("tokens_per_minute") else None
-        ),
-        max_parallel_requests=(
-            msg.max_parallel_requests if msg.HasField("max_parallel_requests") else None
-        ),
         allowed_models=tuple(msg.allowed_models),
+        **{name: value for name, value in values.items() if name in known},
     )
 
 
@@ -338,12 +317,24 @@ def _cost_usage(msg: keys_pb.LimitUsage) -> CostUsage:
     )
 
 
+# KeyOverview's LimitUsage fields: "<name>_micro_usd" is the CostUsage "<name>",
+# any other the LimitUsage of the same name.
+_USAGE_FIELDS = tuple(
+    f.name for f in keys_pb.KeyOverview.DESCRIPTOR.fields
+    if f.message_type is keys_pb.LimitUsage.DESCRIPTOR
+)
+
+
 def overview(msg: keys_pb.KeyOverview) -> KeyOverview:
+    usage: dict[str, Any] = {}
+    for name in _USAGE_FIELDS:
+        if name.endswith("_micro_usd"):
+            usage[name.removesuffix("_micro_usd")] = _cost_usage(getattr(msg, name))
+        else:
+            usage[name] = _limit_usage(getattr(msg, name))
+    known = {f.name for f in dataclasses.fields(KeyOverview)}
     return KeyOverview(
         key=api_key(msg.key),
-        cost=_cost_usage(msg.cost_micro_usd),
-        tokens=_limit_usage(msg.tokens),
-        requests_per_minute=_limit_usage(msg.requests_per_minute),
         period_start=_time(msg.period_start),
         next_reset=_opt_time(msg, "next_reset"),
         period_requests=msg.period_requests,
@@ -363,8 +354,7 @@ def overview(msg: keys_pb.KeyOverview) -> KeyOverview:
             for m in msg.per_model
         ),
         unpriced_requests=msg.unpriced_requests,
-        tokens_per_minute=_limit_usage(msg.tokens_per_minute),
-        parallel_requests=_limit_usage(msg.parallel_requests),
+        **{name: value for name, value in usage.items() if name in known},
     )
 
 
@@ -387,20 +377,17 @@ def audit_page(msg: keys_pb.ListAuditEntriesResponse) -> AuditPage:
     )
 
 
+# DENY_REASON_<NAME> -> DenyReason.<NAME>; a reason this client does not know is None.
 _DENY_FROM_PB = {
-    adm_pb.DENY_REASON_KEY_MISSING: DenyReason.KEY_MISSING,
-    adm_pb.DENY_REASON_KEY_MALFORMED: DenyReason.KEY_MALFORMED,
-    adm_pb.DENY_REASON_KEY_UNKNOWN: DenyReason.KEY_UNKNOWN,
-    adm_pb.DENY_REASON_KEY_DISABLED: DenyReason.KEY_DISABLED,
-    adm_pb.DENY_REASON_KEY_EXPIRED: DenyReason.KEY_EXPIRED,
-    adm_pb.DENY_REASON_REQUESTS_PER_MINUTE: DenyReason.REQUESTS_PER_MINUTE,
-    adm_pb.DENY_REASON_TOKEN_LIMIT: DenyReason.TOKEN_LIMIT,
-    adm_pb.DENY_REASON_COST_LIMIT: DenyReason.COST_LIMIT,
-    adm_pb.DENY_REASON_TOKENS_PER_MINUTE: DenyReason.TOKENS_PER_MINUTE,
-    adm_pb.DENY_REASON_PARALLEL_REQUESTS: DenyReason.PARALLEL_REQUESTS,
-    adm_pb.DENY_REASON_MODEL_NOT_ALLOWED: DenyReason.MODEL_NOT_ALLOWED,
-    adm_pb.DENY_REASON_MODEL_NOT_PRICED: DenyReason.MODEL_NOT_PRICED,
+    value.number: DenyReason[value.name.removeprefix("DENY_REASON_")]
+    for value in adm_pb.DenyReason.DESCRIPTOR.values
+    if value.name.removeprefix("DENY_REASON_") in DenyReason.__members__
 }
+# AuthorizeResponse's RateLimit fields: the Decision attribute of the same name.
+_RATE_LIMIT_FIELDS = tuple(
+    f.name for f in adm_pb.AuthorizeResponse.DESCRIPTOR.fields
+    if f.message_type is adm_pb.RateLimit.DESCRIPTOR
+)
 
 
 def _rate_limit(msg: adm_pb.RateLimit) -> RateLimit | None:
@@ -420,20 +407,22 @@ def decision(msg: adm_pb.AuthorizeResponse) -> Decision:
         project=msg.project,
         environment=msg.environment,
         legacy=msg.legacy,
-        requests=_rate_limit(msg.requests),
-        tokens=_rate_limit(msg.tokens),
-        cost_micro_usd=_rate_limit(msg.cost_micro_usd),
         retry_after=(
             timedelta(milliseconds=msg.retry_after_ms) if msg.retry_after_ms else None
         ),
-        tokens_per_minute=_rate_limit(msg.tokens_per_minute),
-        parallel_requests=_rate_limit(msg.parallel_requests),
         reservation=(
             Reservation(msg.reservation.tokens, usd_from_micro(msg.reservation.cost_micro_usd))
             if msg.HasField("reservation") else None
         ),
         request_id=msg.request_id,
+        **{
+            name: _rate_limit(getattr(msg, name)) for name in _RATE_LIMIT_FIELDS
+            if name in _DECISION_FIELDS
+        },
     )
+
+
+_DECISION_FIELDS = frozenset(f.name for f in dataclasses.fields(Decision))
 
 
 def usage_result(msg: adm_pb.RecordUsageResponse) -> UsageResult:

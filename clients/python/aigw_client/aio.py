@@ -237,15 +237,15 @@ class AsyncAigwClient:
         timeout_s: float | None = None,
     ) -> ApiKey:
         """Change only the fields given; None (or an empty list) removes a limit or the expiry."""
-        req = _convert.update_key_request(
-            key_id, name=name, project=project, environment=environment, labels=labels,
-            cost_limit_usd=cost_limit_usd, token_limit=token_limit,
-            requests_per_minute=requests_per_minute, reset_period=reset_period,
-            expires_at=expires_at, tokens_per_minute=tokens_per_minute,
-            max_parallel_requests=max_parallel_requests, allowed_models=allowed_models,
-            alert_thresholds_percent=alert_thresholds_percent,
-            alert_expiry_days=alert_expiry_days,
-        )
+        req = _convert.update_key_request(key_id, {
+            "name": name, "project": project, "environment": environment, "labels": labels,
+            "cost_limit_usd": cost_limit_usd, "token_limit": token_limit,
+            "requests_per_minute": requests_per_minute, "reset_period": reset_period,
+            "expires_at": expires_at, "tokens_per_minute": tokens_per_minute,
+            "max_parallel_requests": max_parallel_requests, "allowed_models": allowed_models,
+            "alert_thresholds_percent": alert_thresholds_percent,
+            "alert_expiry_days": alert_expiry_days,
+        })
         return _convert.api_key((await self._call("UpdateKey", req, timeout_s)).key)
 
     async def rotate_key_secret(
