@@ -392,8 +392,8 @@ async def test_a_sidecar_without_a_pricing_file_prices_usage_by_the_built_in_tab
 def test_the_readme_pricing_example_loads_and_prices_as_documented() -> None:
     from tests.servers import REPO
 
-    readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("### Pricing"):]
+    readme = (REPO / "docs" / "accounting.md").read_text()
+    section = readme[readme.index("## Pricing"):]
     block = section[section.index("```yaml") + len("```yaml"):section.index("```\n\n")]
     table = parse_table(yaml.safe_load(block), base=builtin_table())
     # gpt-4o itself is not in the example: the built-in price
