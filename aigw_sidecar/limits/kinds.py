@@ -22,6 +22,7 @@ from aigw_sidecar.limits.periods import ResetPeriod
 
 MAX_TOKENS = 10**15
 MAX_REQUESTS_PER_MINUTE = 10**6
+MAX_REQUESTS_PER_DAY = 10**9
 MAX_PARALLEL_REQUESTS = 10**5
 
 
@@ -40,6 +41,7 @@ class DenyReason(StrEnum):
     PARALLEL_REQUESTS = "parallel_requests"
     MODEL_NOT_ALLOWED = "model_not_allowed"
     MODEL_NOT_PRICED = "model_not_priced"
+    REQUESTS_PER_DAY = "requests_per_day"
 
 
 class Unit(StrEnum):
@@ -128,6 +130,14 @@ LIMIT_KINDS: tuple[LimitKind, ...] = (
         label="requests/min", short="rpm", header_family="requests",
     ),
     LimitKind(
+        name="requests_per_day", attr="requests_per_day", record_field="rpd",
+        deny_reason=DenyReason.REQUESTS_PER_DAY, decision_field="requests_per_day",
+        overview_field="requests_per_day", unit=Unit.REQUESTS, window=Window.FIXED_REQUESTS,
+        window_s=86400, maximum=MAX_REQUESTS_PER_DAY,
+        message="Requests-per-day limit reached for this API key.",
+        label="requests/day", short="rpd", header_family="requests",
+    ),
+    LimitKind(
         name="max_parallel_requests", attr="max_parallel_requests", record_field="maxpar",
         deny_reason=DenyReason.PARALLEL_REQUESTS, decision_field="parallel_requests",
         overview_field="parallel_requests", unit=Unit.REQUESTS, window=Window.IN_FLIGHT,
@@ -154,6 +164,7 @@ class Limits:
     tokens_per_minute: int | None = None
     max_parallel_requests: int | None = None
     allowed_models: tuple[str, ...] = ()  # empty: any model
+    requests_per_day: int | None = None
 
     def value(self, kind: LimitKind) -> int | None:
         value: int | None = getattr(self, kind.attr)

@@ -38,7 +38,7 @@ KEY_STATUS_DISABLED: KeyStatus
 KEY_STATUS_EXPIRED: KeyStatus
 
 class Limits(_message.Message):
-    __slots__ = ("cost_limit_usd", "cost_limit_micro_usd", "token_limit", "requests_per_minute", "reset_period", "tokens_per_minute", "max_parallel_requests", "allowed_models")
+    __slots__ = ("cost_limit_usd", "cost_limit_micro_usd", "token_limit", "requests_per_minute", "reset_period", "tokens_per_minute", "max_parallel_requests", "allowed_models", "requests_per_day")
     COST_LIMIT_USD_FIELD_NUMBER: _ClassVar[int]
     COST_LIMIT_MICRO_USD_FIELD_NUMBER: _ClassVar[int]
     TOKEN_LIMIT_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +47,7 @@ class Limits(_message.Message):
     TOKENS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
     MAX_PARALLEL_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     ALLOWED_MODELS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_PER_DAY_FIELD_NUMBER: _ClassVar[int]
     cost_limit_usd: str
     cost_limit_micro_usd: int
     token_limit: int
@@ -55,7 +56,8 @@ class Limits(_message.Message):
     tokens_per_minute: int
     max_parallel_requests: int
     allowed_models: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, cost_limit_usd: _Optional[str] = ..., cost_limit_micro_usd: _Optional[int] = ..., token_limit: _Optional[int] = ..., requests_per_minute: _Optional[int] = ..., reset_period: _Optional[_Union[ResetPeriod, str]] = ..., tokens_per_minute: _Optional[int] = ..., max_parallel_requests: _Optional[int] = ..., allowed_models: _Optional[_Iterable[str]] = ...) -> None: ...
+    requests_per_day: int
+    def __init__(self, cost_limit_usd: _Optional[str] = ..., cost_limit_micro_usd: _Optional[int] = ..., token_limit: _Optional[int] = ..., requests_per_minute: _Optional[int] = ..., reset_period: _Optional[_Union[ResetPeriod, str]] = ..., tokens_per_minute: _Optional[int] = ..., max_parallel_requests: _Optional[int] = ..., allowed_models: _Optional[_Iterable[str]] = ..., requests_per_day: _Optional[int] = ...) -> None: ...
 
 class ApiKey(_message.Message):
     __slots__ = ("key_id", "name", "workspace", "project", "environment", "labels", "limits", "status", "enabled", "legacy", "masked_secret", "created_at", "updated_at", "expires_at", "last_used_at", "alert_thresholds_percent", "alert_expiry_days", "previous_secret_expires_at")
@@ -312,7 +314,7 @@ class LimitUsage(_message.Message):
     def __init__(self, limited: _Optional[bool] = ..., limit: _Optional[int] = ..., used: _Optional[int] = ..., remaining: _Optional[int] = ...) -> None: ...
 
 class KeyOverview(_message.Message):
-    __slots__ = ("key", "cost_micro_usd", "tokens", "requests_per_minute", "period_start", "next_reset", "period_requests", "period_prompt_tokens", "period_completion_tokens", "lifetime_requests", "lifetime_prompt_tokens", "lifetime_completion_tokens", "lifetime_cost_micro_usd", "last_used_at", "observed_at", "reserved_tokens", "reserved_cost_micro_usd", "open_reservations", "per_model", "unpriced_requests", "tokens_per_minute", "parallel_requests")
+    __slots__ = ("key", "cost_micro_usd", "tokens", "requests_per_minute", "period_start", "next_reset", "period_requests", "period_prompt_tokens", "period_completion_tokens", "lifetime_requests", "lifetime_prompt_tokens", "lifetime_completion_tokens", "lifetime_cost_micro_usd", "last_used_at", "observed_at", "reserved_tokens", "reserved_cost_micro_usd", "open_reservations", "per_model", "unpriced_requests", "tokens_per_minute", "parallel_requests", "requests_per_day")
     KEY_FIELD_NUMBER: _ClassVar[int]
     COST_MICRO_USD_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -335,6 +337,7 @@ class KeyOverview(_message.Message):
     UNPRICED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     TOKENS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
     PARALLEL_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_PER_DAY_FIELD_NUMBER: _ClassVar[int]
     key: ApiKey
     cost_micro_usd: LimitUsage
     tokens: LimitUsage
@@ -357,7 +360,8 @@ class KeyOverview(_message.Message):
     unpriced_requests: int
     tokens_per_minute: LimitUsage
     parallel_requests: LimitUsage
-    def __init__(self, key: _Optional[_Union[ApiKey, _Mapping]] = ..., cost_micro_usd: _Optional[_Union[LimitUsage, _Mapping]] = ..., tokens: _Optional[_Union[LimitUsage, _Mapping]] = ..., requests_per_minute: _Optional[_Union[LimitUsage, _Mapping]] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_reset: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_requests: _Optional[int] = ..., period_prompt_tokens: _Optional[int] = ..., period_completion_tokens: _Optional[int] = ..., lifetime_requests: _Optional[int] = ..., lifetime_prompt_tokens: _Optional[int] = ..., lifetime_completion_tokens: _Optional[int] = ..., lifetime_cost_micro_usd: _Optional[int] = ..., last_used_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., observed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reserved_tokens: _Optional[int] = ..., reserved_cost_micro_usd: _Optional[int] = ..., open_reservations: _Optional[int] = ..., per_model: _Optional[_Iterable[_Union[ModelUsage, _Mapping]]] = ..., unpriced_requests: _Optional[int] = ..., tokens_per_minute: _Optional[_Union[LimitUsage, _Mapping]] = ..., parallel_requests: _Optional[_Union[LimitUsage, _Mapping]] = ...) -> None: ...
+    requests_per_day: LimitUsage
+    def __init__(self, key: _Optional[_Union[ApiKey, _Mapping]] = ..., cost_micro_usd: _Optional[_Union[LimitUsage, _Mapping]] = ..., tokens: _Optional[_Union[LimitUsage, _Mapping]] = ..., requests_per_minute: _Optional[_Union[LimitUsage, _Mapping]] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_reset: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_requests: _Optional[int] = ..., period_prompt_tokens: _Optional[int] = ..., period_completion_tokens: _Optional[int] = ..., lifetime_requests: _Optional[int] = ..., lifetime_prompt_tokens: _Optional[int] = ..., lifetime_completion_tokens: _Optional[int] = ..., lifetime_cost_micro_usd: _Optional[int] = ..., last_used_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., observed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reserved_tokens: _Optional[int] = ..., reserved_cost_micro_usd: _Optional[int] = ..., open_reservations: _Optional[int] = ..., per_model: _Optional[_Iterable[_Union[ModelUsage, _Mapping]]] = ..., unpriced_requests: _Optional[int] = ..., tokens_per_minute: _Optional[_Union[LimitUsage, _Mapping]] = ..., parallel_requests: _Optional[_Union[LimitUsage, _Mapping]] = ..., requests_per_day: _Optional[_Union[LimitUsage, _Mapping]] = ...) -> None: ...
 
 class ModelUsage(_message.Message):
     __slots__ = ("model", "requests", "tokens", "cost_micro_usd")

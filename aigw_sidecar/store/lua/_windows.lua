@@ -195,6 +195,48 @@ WINDOWS.in_flight = {
   end,
 }
 
+-- Requests admitted in the current fixed window of window_s seconds aligned to
+-- the epoch (86400: the UTC day), counted in the record field 'n:<field>' as
+-- '<window index> <count>': an older index reads as zero (no cron). Counted
+-- whether or not the key has the limit, so a limit set mid-window counts the
+-- window's earlier requests too.
+local function fixed_window(c, kind)
+  local index = floor_div(c.now_s, kind.window_s)
+  local at, count = string.match(c.rec['n:' .. kind.field] or '', '^(%d+) (%d+)$')
+  if tonumber(at) ~= index then count = 0 end
+  return index, tonumber(count), (index + 1) * kind.window_s * 1000 - c.now_ms
+end
+
+local function count_fixed(c, kind)
+  local index, count = fixed_window(c, kind)
+  c.rec_sets[#c.rec_sets + 1] = 'n:' .. kind.field
+  c.rec_sets[#c.rec_sets + 1] = fmt(index) .. ' ' .. fmt(count + 1)
+end
+
+WINDOWS.fixed_requests = {
+  fields = {'n:'},
+  read = function(c, kind, s)
+    local _
+    _, s.used, s.reset = fixed_window(c, kind)
+  end,
+  refuse = function(c, kind, s)
+    if s.used < s.limit then return nil end
+    return s.reset
+  end,
+  admit = function(c, kind, s)
+    count_fixed(c, kind)
+    s.used = s.used + 1
+  end,
+  idle = count_fixed,
+  report = function(c, kind, s, admitted)
+    return remaining(s.limit, s.used), s.reset
+  end,
+  overview = function(c, kind)
+    local _, count = fixed_window(c, kind)
+    return count
+  end,
+}
+
 -- The record fields a script reads to check or show every kind.
 local function limit_fields(fields)
   for _, kind in ipairs(LIMIT_KINDS) do

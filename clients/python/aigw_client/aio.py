@@ -234,6 +234,7 @@ class AsyncAigwClient:
         allowed_models: Sequence[str] | Keep | None = KEEP,
         alert_thresholds_percent: Sequence[int] | Keep | None = KEEP,
         alert_expiry_days: int | Keep | None = KEEP,
+        requests_per_day: int | Keep | None = KEEP,
         timeout_s: float | None = None,
     ) -> ApiKey:
         """Change only the fields given; None (or an empty list) removes a limit or the expiry."""
@@ -244,7 +245,7 @@ class AsyncAigwClient:
             "expires_at": expires_at, "tokens_per_minute": tokens_per_minute,
             "max_parallel_requests": max_parallel_requests, "allowed_models": allowed_models,
             "alert_thresholds_percent": alert_thresholds_percent,
-            "alert_expiry_days": alert_expiry_days,
+            "alert_expiry_days": alert_expiry_days, "requests_per_day": requests_per_day,
         })
         return _convert.api_key((await self._call("UpdateKey", req, timeout_s)).key)
 

@@ -42,6 +42,7 @@ class DenyReason(StrEnum):
     PARALLEL_REQUESTS = "parallel_requests"
     MODEL_NOT_ALLOWED = "model_not_allowed"
     MODEL_NOT_PRICED = "model_not_priced"
+    REQUESTS_PER_DAY = "requests_per_day"
 
 
 class BudgetEventType(StrEnum):
@@ -67,6 +68,7 @@ class Limits:
     tokens_per_minute: int | None = None  # rolling 60 s, reported tokens + estimates in flight
     max_parallel_requests: int | None = None  # requests in flight at once
     allowed_models: tuple[str, ...] = ()  # names or '*' patterns; empty: any model
+    requests_per_day: int | None = None  # per UTC day (00:00 to 00:00 UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +176,7 @@ class Decision:
     # Set when a reservation or parallel slot is held: the id RecordUsage or
     # release_reservation frees it with (the one given, or one the sidecar made).
     request_id: str = ""
+    requests_per_day: RateLimit | None = None  # reset_after: until 00:00 UTC
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +243,7 @@ class KeyOverview:
     unpriced_requests: int  # reports of the period whose model had no price
     tokens_per_minute: LimitUsage  # used = tokens in the last 60 s (estimates included)
     parallel_requests: LimitUsage  # used = requests in flight
+    requests_per_day: LimitUsage  # used = requests admitted this UTC day
 
 
 @dataclass(frozen=True, slots=True)

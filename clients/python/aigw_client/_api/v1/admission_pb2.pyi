@@ -21,6 +21,7 @@ class DenyReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DENY_REASON_PARALLEL_REQUESTS: _ClassVar[DenyReason]
     DENY_REASON_MODEL_NOT_ALLOWED: _ClassVar[DenyReason]
     DENY_REASON_MODEL_NOT_PRICED: _ClassVar[DenyReason]
+    DENY_REASON_REQUESTS_PER_DAY: _ClassVar[DenyReason]
 DENY_REASON_UNSPECIFIED: DenyReason
 DENY_REASON_KEY_MISSING: DenyReason
 DENY_REASON_KEY_MALFORMED: DenyReason
@@ -34,6 +35,7 @@ DENY_REASON_TOKENS_PER_MINUTE: DenyReason
 DENY_REASON_PARALLEL_REQUESTS: DenyReason
 DENY_REASON_MODEL_NOT_ALLOWED: DenyReason
 DENY_REASON_MODEL_NOT_PRICED: DenyReason
+DENY_REASON_REQUESTS_PER_DAY: DenyReason
 
 class RateLimit(_message.Message):
     __slots__ = ("limited", "limit", "remaining", "reset_ms", "resets")
@@ -82,7 +84,7 @@ class Reservation(_message.Message):
     def __init__(self, tokens: _Optional[int] = ..., cost_micro_usd: _Optional[int] = ...) -> None: ...
 
 class AuthorizeResponse(_message.Message):
-    __slots__ = ("allowed", "deny_reason", "message", "key_id", "workspace", "project", "environment", "legacy", "requests", "tokens", "cost_micro_usd", "retry_after_ms", "reservation", "tokens_per_minute", "parallel_requests", "request_id")
+    __slots__ = ("allowed", "deny_reason", "message", "key_id", "workspace", "project", "environment", "legacy", "requests", "tokens", "cost_micro_usd", "retry_after_ms", "reservation", "tokens_per_minute", "parallel_requests", "request_id", "requests_per_day")
     ALLOWED_FIELD_NUMBER: _ClassVar[int]
     DENY_REASON_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
@@ -99,6 +101,7 @@ class AuthorizeResponse(_message.Message):
     TOKENS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
     PARALLEL_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_PER_DAY_FIELD_NUMBER: _ClassVar[int]
     allowed: bool
     deny_reason: DenyReason
     message: str
@@ -115,7 +118,8 @@ class AuthorizeResponse(_message.Message):
     tokens_per_minute: RateLimit
     parallel_requests: RateLimit
     request_id: str
-    def __init__(self, allowed: _Optional[bool] = ..., deny_reason: _Optional[_Union[DenyReason, str]] = ..., message: _Optional[str] = ..., key_id: _Optional[str] = ..., workspace: _Optional[str] = ..., project: _Optional[str] = ..., environment: _Optional[str] = ..., legacy: _Optional[bool] = ..., requests: _Optional[_Union[RateLimit, _Mapping]] = ..., tokens: _Optional[_Union[RateLimit, _Mapping]] = ..., cost_micro_usd: _Optional[_Union[RateLimit, _Mapping]] = ..., retry_after_ms: _Optional[int] = ..., reservation: _Optional[_Union[Reservation, _Mapping]] = ..., tokens_per_minute: _Optional[_Union[RateLimit, _Mapping]] = ..., parallel_requests: _Optional[_Union[RateLimit, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    requests_per_day: RateLimit
+    def __init__(self, allowed: _Optional[bool] = ..., deny_reason: _Optional[_Union[DenyReason, str]] = ..., message: _Optional[str] = ..., key_id: _Optional[str] = ..., workspace: _Optional[str] = ..., project: _Optional[str] = ..., environment: _Optional[str] = ..., legacy: _Optional[bool] = ..., requests: _Optional[_Union[RateLimit, _Mapping]] = ..., tokens: _Optional[_Union[RateLimit, _Mapping]] = ..., cost_micro_usd: _Optional[_Union[RateLimit, _Mapping]] = ..., retry_after_ms: _Optional[int] = ..., reservation: _Optional[_Union[Reservation, _Mapping]] = ..., tokens_per_minute: _Optional[_Union[RateLimit, _Mapping]] = ..., parallel_requests: _Optional[_Union[RateLimit, _Mapping]] = ..., request_id: _Optional[str] = ..., requests_per_day: _Optional[_Union[RateLimit, _Mapping]] = ...) -> None: ...
 
 class RecordUsageRequest(_message.Message):
     __slots__ = ("key_id", "request_id", "prompt_tokens", "completion_tokens", "cost_micro_usd", "cost_usd", "model", "cached_prompt_tokens")
