@@ -14,8 +14,8 @@ from typing import cast
 from aigw_sidecar.errors import InvalidArgument
 from aigw_sidecar.keys.audit import AuditAction, AuditEntry, AuditEvent
 from aigw_sidecar.store.client import StoreClient
+from aigw_sidecar.store.errors import store_errors
 from aigw_sidecar.store.keyspace import Keyspace
-from aigw_sidecar.store.redis_store import _store_errors as store_errors
 
 DEFAULT_MAX_ENTRIES = 100_000
 # A key_id filter reads at most this many entries per page before answering.
