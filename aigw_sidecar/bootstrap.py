@@ -41,6 +41,7 @@ from aigw_sidecar.server.ext_authz import ExtAuthzOptions, ExtAuthzServicer
 from aigw_sidecar.server.health import StoreHealthWatcher
 from aigw_sidecar.server.listeners import bind, is_local_address, server_credentials
 from aigw_sidecar.server.metrics import (
+    MeasurableStore,
     MeasuredStore,
     Metrics,
     MetricsEndpoint,
@@ -266,7 +267,9 @@ async def start(settings: Settings) -> Sidecar:
 
     metrics = build_metrics(settings)
     # The admission path's store calls are timed when metrics are on.
-    admission_store = store if metrics is None else MeasuredStore(store, metrics)
+    admission_store: MeasurableStore = (
+        store if metrics is None else MeasuredStore(store, metrics)
+    )
     # Innermost: it wraps the registered handlers once per method.
     telemetry = TelemetryInterceptor(metrics)
     interceptors = [
