@@ -30,6 +30,7 @@ LATENCY_BUCKETS_S = (
 STORE_OPS = ("authorize", "resolve_legacy", "record_usage", "release_reservation", "ping")
 RESERVATION_EVENTS = ("reserved", "settled", "released", "expired")
 
+
 class Metrics(AdmissionObserver):
     """Every metric of one process, with its hot label children bound up front."""
 
