@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
@@ -39,6 +41,7 @@ from aigw_sidecar.server.ext_authz import ExtAuthzOptions, ExtAuthzServicer
 from aigw_sidecar.server.health import StoreHealthWatcher
 from aigw_sidecar.server.listeners import bind, is_local_address, server_credentials
 from aigw_sidecar.server.metrics import (
+    MeasurableStore,
     MeasuredStore,
     Metrics,
     MetricsEndpoint,
@@ -119,7 +122,6 @@ class Sidecar:
     watcher: StoreHealthWatcher
     port: int
     embedded: EmbeddedStore | None = None
-    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     admin_server: grpc.aio.Server | None = None  # None: KeyManagement is on ``server``
     admin_port: int = 0
     pricing: PricingFile | None = None
@@ -130,6 +132,12 @@ class Sidecar:
     metrics: Metrics | None = None
     metrics_endpoint: MetricsEndpoint | None = None
     webhook: WebhookSink | None = None
+    # Background work the sidecar owns: cancelled by ``stop`` before the pool closes.
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False, repr=False)
+
+    def start_task(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``work`` in the background until ``stop``."""
+        self._tasks.append(asyncio.create_task(work, name=name))
 
     async def stop(self) -> None:
         await self.watcher.shutdown()
@@ -259,7 +267,9 @@ async def start(settings: Settings) -> Sidecar:
 
     metrics = build_metrics(settings)
     # The admission path's store calls are timed when metrics are on.
-    admission_store = store if metrics is None else MeasuredStore(store, metrics)
+    admission_store: MeasurableStore = (
+        store if metrics is None else MeasuredStore(store, metrics)
+    )
     # Innermost: it wraps the registered handlers once per method.
     telemetry = TelemetryInterceptor(metrics)
     interceptors = [
@@ -360,8 +370,8 @@ async def start(settings: Settings) -> Sidecar:
         admin_server=admin_server, admin_port=admin_port, access_log=access_log,
         ext_authz=ext_authz,
     )
-    sidecar._tasks.append(asyncio.create_task(watcher.run()))
-    sidecar._tasks.append(asyncio.create_task(unknown_outcomes.run()))
+    sidecar.start_task(watcher.run(), "store health watcher")
+    sidecar.start_task(unknown_outcomes.run(), "unknown outcomes")
     sidecar.unknown_outcomes = unknown_outcomes
     sidecar.multiplexed = multiplexed
     sidecar.metrics = metrics
@@ -378,13 +388,11 @@ async def start(settings: Settings) -> Sidecar:
         log.info("metrics on http://%s/metrics", settings.metrics_listen.rsplit(":", 1)[0]
                  + f":{sidecar.metrics_endpoint.port}")
     if embedded is not None and embedded.process is not None:
-        sidecar._tasks.append(asyncio.create_task(embedded.keep_alive()))
+        sidecar.start_task(embedded.keep_alive(), "embedded store keep-alive")
     if pricing is not None:
         sidecar.pricing = pricing
     if pricing is not None and pricing.path is not None:
-        sidecar._tasks.append(
-            asyncio.create_task(_reload_pricing(pricing, settings.pricing_reload_s))
-        )
+        sidecar.start_task(_reload_pricing(pricing, settings.pricing_reload_s), "pricing reload")
     host = settings.listen.rsplit(":", 1)[0]
     log.info("listening on %s:%d", host, port)
     return sidecar

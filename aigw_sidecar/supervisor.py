@@ -18,7 +18,9 @@ The supervisor:
 * with ``--metrics-listen``, serves ``/metrics`` itself: the workers write to a
   fresh ``PROMETHEUS_MULTIPROC_DIR`` and get no ``--metrics-listen`` of their own
   (they would all want the same port), the endpoint sums the folder, and a worker
-  that exits is marked dead there (its live gauges go, its counters stay).
+  that exits is marked dead there (its live gauges go, its counters stay). The
+  caller says how (``WorkerMetrics``: the CLI passes server/metrics' endpoint and
+  ``mark_process_dead``), so the supervisor imports no transport.
 
 A lone sidecar (``--workers 1``, the default) never gets here and keeps
 SO_REUSEPORT off.
@@ -36,11 +38,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
+from typing import Protocol
 
-from aigw_sidecar.server.metrics import MetricsEndpoint, mark_process_dead
+from aigw_sidecar.runner import run_worker
 from aigw_sidecar.settings import Settings
 from aigw_sidecar.store.embedded import EmbeddedStore
 
@@ -51,6 +54,22 @@ RESTART_DELAY_S = 1.0
 QUICK_EXIT_S = 5.0
 MAX_QUICK_EXITS = 3
 _POLL_S = 0.1
+
+
+class MetricsServer(Protocol):
+    """A running ``/metrics`` endpoint; ``port`` is the bound port."""
+
+    port: int
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerMetrics:
+    """How the workers' metrics are served from their multiprocess folder."""
+
+    serve_folder: Callable[[str, str], MetricsServer]  # (listen, folder) -> the endpoint
+    mark_process_dead: Callable[[int, str], None]  # (pid, folder): drop its live gauges
 
 
 def worker_count(settings: Settings) -> int:
@@ -91,11 +110,14 @@ class _Worker:
 class Supervisor:
     """Starts, watches and stops the workers; ``run`` returns the exit code."""
 
-    def __init__(self, settings: Settings, serve_args: Sequence[str]) -> None:
+    def __init__(
+        self, settings: Settings, serve_args: Sequence[str], metrics: WorkerMetrics
+    ) -> None:
         """Args:
         serve_args: the ``serve`` command line, passed on to every worker.
         """
         self._settings = settings
+        self._metrics = metrics
         self._serve_args = list(serve_args)
         self._stopping = False
         self._workers: list[_Worker] = []
@@ -119,7 +141,7 @@ class Supervisor:
             reserved.append(reserve_port(settings.admin_listen))
             self._overrides += ["--admin-listen", _address(reserved[1], settings.admin_listen)]
         embedded = None
-        metrics: MetricsEndpoint | None = None
+        metrics: MetricsServer | None = None
         try:
             if settings.metrics_listen:
                 metrics = self._serve_metrics(settings.metrics_listen)
@@ -144,11 +166,11 @@ class Supervisor:
                 sock.close()
             log.info("supervisor: stopped")
 
-    def _serve_metrics(self, listen: str) -> MetricsEndpoint:
+    def _serve_metrics(self, listen: str) -> MetricsServer:
         """The one endpoint, over a fresh folder (stale files of an earlier run would count)."""
         folder = tempfile.mkdtemp(prefix="aigw-metrics-")
         try:
-            endpoint = MetricsEndpoint.for_folder(listen, folder)
+            endpoint = self._metrics.serve_folder(listen, folder)
         except OSError as exc:
             shutil.rmtree(folder, ignore_errors=True)
             raise RuntimeError(f"could not serve metrics on {listen}: {exc}") from None
@@ -193,7 +215,7 @@ class Supervisor:
                         worker.quick_exits = 0
                     continue
                 if self._multiproc_dir:
-                    mark_process_dead(worker.process.pid, self._multiproc_dir)
+                    self._metrics.mark_process_dead(worker.process.pid, self._multiproc_dir)
                 if now - worker.started_at < QUICK_EXIT_S:
                     worker.quick_exits += 1
                 if worker.quick_exits >= MAX_QUICK_EXITS:
@@ -222,7 +244,5 @@ class Supervisor:
 
 
 if __name__ == "__main__":
-    from aigw_sidecar.cli import main
-
-    # A worker: the serve command line, with the port shared among the workers.
-    sys.exit(main(["serve", *sys.argv[1:]], worker=True))
+    # A worker (``_spawn``): the serve command line, with the port shared among the workers.
+    sys.exit(run_worker(sys.argv[1:]))

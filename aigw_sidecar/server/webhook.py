@@ -27,8 +27,8 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+from aigw_sidecar.event_fields import encode_event
 from aigw_sidecar.limits.alerts import BudgetEvent
-from aigw_sidecar.store.event_log import encode_event
 
 log = logging.getLogger(__name__)
 

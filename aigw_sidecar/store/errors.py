@@ -1,4 +1,13 @@
-"""Store errors: Redis connection trouble as the domain's StoreUnavailable."""
+"""How the store's Redis errors reach the domain: connection trouble becomes StoreUnavailable.
+
+    redis.ConnectionError, TimeoutError, BusyLoadingError,
+    ClusterDownError, TryAgainError, RedisClusterException,
+    TimeoutError, OSError                      -> aigw_sidecar.errors.StoreUnavailable
+    anything else (a script error, a bug)      -> raised as it is
+
+Store modules wrap their round trips in ``store_errors()``, so the transport maps
+one domain exception (UNAVAILABLE) and never sees a Redis class.
+"""
 
 from __future__ import annotations
 

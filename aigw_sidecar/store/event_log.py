@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from typing import cast
 
 from aigw_sidecar.errors import InvalidArgument
-from aigw_sidecar.limits.alerts import Budget, BudgetEvent, EventType, with_stream_id
+from aigw_sidecar.event_fields import decode_event, encode_event
+from aigw_sidecar.limits.alerts import BudgetEvent, with_stream_id
 from aigw_sidecar.store.client import StoreClient
 from aigw_sidecar.store.errors import store_errors
 from aigw_sidecar.store.keyspace import Keyspace
@@ -26,48 +27,9 @@ _BATCH = 500
 _ENTRY_ID_RE = re.compile(r"^\d{1,20}-\d{1,20}\Z")
 
 
-def encode_event(event: BudgetEvent) -> dict[str, str]:
-    """The stream fields of an event (also the webhook body, plus its id and time)."""
-    fields = {
-        "type": event.type.value,
-        "key_id": event.key_id,
-        "workspace": event.workspace,
-        "project": event.project,
-        "dedupe_key": event.dedupe_key,
-    }
-    if event.type is EventType.BUDGET_THRESHOLD and event.budget is not None:
-        fields.update(
-            budget=event.budget.value,
-            threshold_percent=str(event.threshold_percent),
-            used=str(event.used),
-            limit=str(event.limit),
-            period_start_ms=str(event.period_start_ms),
-        )
-    if event.type is EventType.KEY_EXPIRING:
-        fields.update(expires_at_ms=str(event.expires_at_ms), expiry_days=str(event.expiry_days))
-    return fields
-
-
-def decode_event(entry_id: str, fields: dict[str, str]) -> BudgetEvent:
-    def number(name: str) -> int:
-        return int(fields.get(name) or 0)
-
-    budget = fields.get("budget")
-    return BudgetEvent(
-        type=EventType(fields.get("type", EventType.BUDGET_THRESHOLD.value)),
-        key_id=fields.get("key_id", ""),
-        workspace=fields.get("workspace", ""),
-        project=fields.get("project", ""),
-        budget=Budget(budget) if budget else None,
-        threshold_percent=number("threshold_percent"),
-        used=number("used"),
-        limit=number("limit"),
-        period_start_ms=number("period_start_ms"),
-        expires_at_ms=number("expires_at_ms") if fields.get("expires_at_ms") else None,
-        expiry_days=number("expiry_days"),
-        event_id=entry_id,
-        occurred_at_ms=int(entry_id.split("-", 1)[0]),
-    )
+def _millis(entry_id: str) -> int:
+    """The store's clock when the entry was added: the first half of its stream id."""
+    return int(entry_id.split("-", 1)[0])
 
 
 class RedisEventLog:
@@ -84,7 +46,7 @@ class RedisEventLog:
                 self._key, encode_event(event),  # type: ignore[arg-type]
                 maxlen=self._max_events, approximate=True,
             ))
-        return with_stream_id(event, entry_id, int(entry_id.split("-", 1)[0]))
+        return with_stream_id(event, entry_id, _millis(entry_id))
 
     async def list(
         self, key_id: str, after: str, page_size: int
@@ -114,7 +76,7 @@ class RedisEventLog:
                 scanned += 1
                 cursor = entry_id
                 if not key_id or fields.get("key_id") == key_id:
-                    found.append(decode_event(entry_id, fields))
+                    found.append(decode_event(fields, entry_id, _millis(entry_id)))
                     if len(found) == page_size:
                         break
         return found, cursor

@@ -77,8 +77,9 @@ def split(profile: Path) -> dict[str, float]:
         if not count.isdigit():
             continue
         frames = stack.split(";")
-        # Every stack starts in cli.py's serve: only frames below it count as ours.
-        ours = any("aigw_sidecar/" in f and "cli.py" not in f for f in frames)
+        # Every stack starts in cli.py's main and runner.py's run: only frames below count.
+        ours = any("aigw_sidecar/" in f and "cli.py" not in f and "runner.py" not in f
+                   for f in frames)
         part = "aigw_sidecar" if ours else (
             "protobuf" if "protobuf" in frames[-1] else "grpc and asyncio")
         parts[part] += int(count)

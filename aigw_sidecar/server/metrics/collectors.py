@@ -1,8 +1,4 @@
-"""Prometheus metrics: what the sidecar decided, how fast, and how its store is doing.
-
-Off by default. ``--metrics-listen host:port`` serves ``/metrics`` from a thread
-of its own (never the event loop). Everything is built per ``Metrics`` object on
-its own registry, nothing at import time.
+"""The metrics themselves: every Prometheus collector of one process, on its own registry.
 
 Hot path: every label combination that admission can hit is bound once, up front
 (decisions by deny reason, RPC and store latencies by name), so an Authorize
@@ -16,34 +12,14 @@ a label unless ``key_id_cap`` > 0 (an operator's opt-in); then the first
 ``key_id_cap`` key ids seen get ``aigw_key_*`` series and the rest ``"other"``.
 Secrets never reach a metric: no label is built from request input other than
 those validated identifiers.
-
-Several processes (``--workers N``, or replicas sharing a host) use Prometheus'
-multiprocess mode: with ``PROMETHEUS_MULTIPROC_DIR`` set before the process
-starts, every process writes its values to files there, and whoever serves the
-endpoint aggregates the whole folder (``MultiProcessCollector``). A supervisor
-serves one endpoint for all its workers with ``MetricsEndpoint.for_folder`` and
-calls ``mark_process_dead`` when a worker exits.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
-
-import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
-from prometheus_client import start_http_server as _start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from aigw_sidecar.admission.decision import Decision, DenyReason, UsageReport, UsageResult
 from aigw_sidecar.admission.observed import AdmissionObserver
-from aigw_sidecar.errors import StoreUnavailable
-from aigw_sidecar.logs import bind_request_id
-
-log = logging.getLogger(__name__)
 
 DEFAULT_LABEL_CAP = 100
 OTHER = "other"
@@ -53,7 +29,6 @@ LATENCY_BUCKETS_S = (
 )
 STORE_OPS = ("authorize", "resolve_legacy", "record_usage", "release_reservation", "ping")
 RESERVATION_EVENTS = ("reserved", "settled", "released", "expired")
-_perf = time.perf_counter
 
 
 class Metrics(AdmissionObserver):
@@ -133,7 +108,7 @@ class Metrics(AdmissionObserver):
             "aigw_usage_cost_micro_usd", "Cost recorded in micro-USD, by workspace and project",
             ["workspace", "project"], registry=reg,
         )
-        self._usage: dict[str, dict[str, tuple[Any, Any]]] = {}
+        self._usage: dict[str, dict[str, tuple[Counter, Counter]]] = {}
         self._usage_pairs = 0
         self._usage_other = (
             self.usage_tokens.labels(OTHER, OTHER), self.usage_cost.labels(OTHER, OTHER)
@@ -153,7 +128,7 @@ class Metrics(AdmissionObserver):
         )
         self.key_decisions: Counter | None = None
         self.key_cost: Counter | None = None
-        self._keys: dict[str, tuple[Any, Any, Any]] = {}
+        self._keys: dict[str, tuple[Counter, Counter, Counter]] = {}
         if key_id_cap > 0:
             self.key_decisions = Counter(
                 "aigw_key_decisions",
@@ -203,7 +178,7 @@ class Metrics(AdmissionObserver):
 
     # --- bounded label children -------------------------------------------------
 
-    def _usage_children(self, workspace: str, project: str) -> tuple[Any, Any]:
+    def _usage_children(self, workspace: str, project: str) -> tuple[Counter, Counter]:
         by_project = self._usage.get(workspace)
         if by_project is not None:
             pair = by_project.get(project)
@@ -219,7 +194,7 @@ class Metrics(AdmissionObserver):
         self._usage.setdefault(workspace, {})[project] = pair
         return pair
 
-    def _key_children(self, key_id: str) -> tuple[Any, Any, Any]:
+    def _key_children(self, key_id: str) -> tuple[Counter, Counter, Counter]:
         children = self._keys.get(key_id)
         if children is None:
             label = key_id if len(self._keys) < self._key_id_cap else OTHER
@@ -242,171 +217,3 @@ class Metrics(AdmissionObserver):
 
     def webhook_result(self, result: str) -> None:
         self.webhook.labels(result).inc()
-
-
-class MeasuredStore:
-    """The admission store port with each round trip timed and each failure counted."""
-
-    def __init__(self, store: Any, metrics: Metrics) -> None:
-        self._store = store
-        self._ops = metrics.store_ops
-        self._metrics = metrics
-
-    async def _timed(self, op: str, call: Awaitable[Any]) -> Any:
-        latency, errors = self._ops[op]
-        start = _perf()
-        try:
-            return await call
-        except StoreUnavailable:
-            errors.inc()
-            raise
-        finally:
-            latency.observe(_perf() - start)
-
-    async def authorize(self, *args: Any, **kwargs: Any) -> Decision:
-        result: Decision = await self._timed("authorize", self._store.authorize(*args, **kwargs))
-        return result
-
-    async def resolve_legacy(self, *args: Any, **kwargs: Any) -> str | None:
-        result: str | None = await self._timed(
-            "resolve_legacy", self._store.resolve_legacy(*args, **kwargs)
-        )
-        return result
-
-    async def record_usage(self, *args: Any, **kwargs: Any) -> UsageResult:
-        result: UsageResult = await self._timed(
-            "record_usage", self._store.record_usage(*args, **kwargs)
-        )
-        return result
-
-    async def release_reservation(self, *args: Any, **kwargs: Any) -> bool:
-        result: bool = await self._timed(
-            "release_reservation", self._store.release_reservation(*args, **kwargs)
-        )
-        return result
-
-    async def ping(self) -> bool:
-        """The health watcher's ping; its outcome is ``aigw_store_up``."""
-        try:
-            up = bool(await self._timed("ping", self._store.ping()))
-        except Exception:
-            self._metrics.store_state(False)
-            raise
-        self._metrics.store_state(up)
-        return up
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-
-# --- the gRPC side: request ids and RPC latency --------------------------------------
-
-Handler = Callable[[Any, Any], Awaitable[Any]]
-EXT_AUTHZ_CHECK = "/envoy.service.auth.v3.Authorization/Check"
-
-
-def _request_id_of(method: str) -> Callable[[Any], str]:
-    """How an RPC's request id is found in its request (Check: Envoy's x-request-id)."""
-    if method == EXT_AUTHZ_CHECK:
-        return lambda request: str(
-            request.attributes.request.http.headers.get("x-request-id", "")
-        )
-    return lambda request: str(getattr(request, "request_id", "") or "")
-
-
-class TelemetryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Binds each RPC's request id for the logs and, with metrics on, times the RPC.
-
-    Install it last (innermost), so the handler it wraps is the registered one:
-    the wrapped handler is then built once per method and reused.
-    """
-
-    def __init__(self, metrics: Metrics | None) -> None:
-        self._metrics = metrics
-        self._wrapped: dict[str, tuple[Any, Any]] = {}
-
-    async def intercept_service(
-        self, continuation: Callable[[Any], Awaitable[Any]], details: Any
-    ) -> Any:
-        handler = await continuation(details)
-        # Health and reflection are grpc's own plumbing: neither timed nor logged.
-        if handler is None or handler.unary_unary is None or details.method.startswith("/grpc."):
-            return handler
-        cached = self._wrapped.get(details.method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = handler._replace(unary_unary=self._wrap(details.method, handler.unary_unary))
-        self._wrapped[details.method] = (handler, wrapped)
-        return wrapped
-
-    def _wrap(self, method: str, inner: Handler) -> Handler:
-        rpc = method.rsplit("/", 1)[-1]
-        request_id = _request_id_of(method)
-        metrics = self._metrics
-        if metrics is None:
-            async def call(request: Any, context: Any) -> Any:
-                bind_request_id(request_id(request))
-                return await inner(request, context)
-            return call
-
-        latency = metrics.rpc_latency.labels(rpc)
-        errors = metrics.rpc_errors
-
-        async def timed(request: Any, context: Any) -> Any:
-            bind_request_id(request_id(request))
-            start = _perf()
-            try:
-                return await inner(request, context)
-            except BaseException:
-                code = context.code()
-                errors.labels(rpc, code.name if code is not None else "UNKNOWN").inc()
-                raise
-            finally:
-                latency.observe(_perf() - start)
-
-        return timed
-
-
-# --- the endpoint ----------------------------------------------------------------------
-
-
-@dataclass
-class MetricsEndpoint:
-    """``/metrics`` over HTTP from a daemon thread; ``port`` is the bound port."""
-
-    server: Any
-    thread: Any
-    port: int
-
-    @classmethod
-    def start(cls, listen: str, registry: CollectorRegistry) -> MetricsEndpoint:
-        host, _, port = listen.rpartition(":")
-        server, thread = _start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1",
-                                            registry=registry)
-        return cls(server, thread, int(server.server_port))
-
-    @classmethod
-    def for_folder(cls, listen: str, multiproc_dir: str) -> MetricsEndpoint:
-        """One endpoint for every process writing to ``multiproc_dir`` (a supervisor's)."""
-        return cls.start(listen, multiprocess_registry(multiproc_dir))
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def multiprocess_registry(multiproc_dir: str) -> CollectorRegistry:
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=multiproc_dir)  # type: ignore[no-untyped-call]
-    return registry
-
-
-def mark_process_dead(pid: int, multiproc_dir: str) -> None:
-    """Drop a dead process's live gauges (its counters stay in the totals)."""
-    multiprocess.mark_process_dead(pid, multiproc_dir)  # type: ignore[no-untyped-call]
-
-
-def multiprocess_dir(env: Mapping[str, str] | None = None) -> str:
-    """The folder of multiprocess mode, or "" (read when the server starts, not on import)."""
-    source = os.environ if env is None else env
-    return source.get("PROMETHEUS_MULTIPROC_DIR", "")
