@@ -6,7 +6,7 @@ STAMP   = $(VENV)/.installed
 PROTOS  = $(wildcard protos/aigw_sidecar/api/v1/*.proto) \
           $(wildcard protos/aigw_sidecar/api/envoy/v3/*.proto)
 
-.PHONY: install run test test-cluster lint typecheck proto proto-check bench bench-profile bench-envoy bench-overshoot bench-store-restart bench-faults bench-rolling-restart clean
+.PHONY: install run test test-cluster lint typecheck proto proto-check bench bench-compare bench-profile bench-envoy bench-overshoot bench-store-restart bench-faults bench-rolling-restart clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +72,11 @@ bench-rolling-restart: $(STAMP)
 ## The sidecar's CPU per Check against its no-op RPC, and a py-spy split of a Check.
 bench-profile: $(STAMP)
 	$(PY) -m tests.bench.check_profile $(BENCH_ARGS)
+
+## make bench (without Envoy) on an older revision (REV, default HEAD~1) and on this
+## tree, alternately in one run; medians, spread and ratios.
+bench-compare: $(STAMP)
+	$(PY) -m tests.bench.compare_revisions --rev $(or $(REV),HEAD~1) $(BENCH_ARGS)
 
 ## The Performance table: floors, Authorize, RecordUsage, Envoy, store memory; then
 ## the price lookup + quote micro-benchmark (budget 5 us).
