@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from aigw_sidecar.admission.decision import (
@@ -35,19 +37,16 @@ from aigw_sidecar.pricing.catalog import ListedPrice
 _DENY: dict[DenyReason, str] = {reason: f"DENY_REASON_{reason.name}" for reason in DenyReason}
 for _name in _DENY.values():
     adm_pb.DenyReason.Value(_name)  # fails at import when the proto lacks one
+# Each domain enum member is the proto enum value <PREFIX>_<NAME>, by name.
 _PERIOD_TO_PB = {
-    ResetPeriod.NEVER: keys_pb.RESET_PERIOD_NEVER,
-    ResetPeriod.DAILY: keys_pb.RESET_PERIOD_DAILY,
-    ResetPeriod.WEEKLY: keys_pb.RESET_PERIOD_WEEKLY,
-    ResetPeriod.MONTHLY: keys_pb.RESET_PERIOD_MONTHLY,
-    ResetPeriod.YEARLY: keys_pb.RESET_PERIOD_YEARLY,
+    period: cast("keys_pb.ResetPeriod", keys_pb.ResetPeriod.Value(f"RESET_PERIOD_{period.name}"))
+    for period in ResetPeriod
 }
 _PERIOD_FROM_PB = {v: k for k, v in _PERIOD_TO_PB.items()}
 _PERIOD_FROM_PB[keys_pb.RESET_PERIOD_UNSPECIFIED] = ResetPeriod.NEVER
 _STATUS_TO_PB = {
-    KeyStatus.ENABLED: keys_pb.KEY_STATUS_ENABLED,
-    KeyStatus.DISABLED: keys_pb.KEY_STATUS_DISABLED,
-    KeyStatus.EXPIRED: keys_pb.KEY_STATUS_EXPIRED,
+    status: cast("keys_pb.KeyStatus", keys_pb.KeyStatus.Value(f"KEY_STATUS_{status.name}"))
+    for status in KeyStatus
 }
 _STATUS_FROM_PB = {v: k for k, v in _STATUS_TO_PB.items()}
 # FieldMask paths of UpdateKeyRequest -> KeyUpdate field names.

@@ -16,6 +16,7 @@ from redis import exceptions as redis_errors
 from aigw_sidecar.errors import AlreadyExists
 from aigw_sidecar.store.client import StoreClient
 from aigw_sidecar.store.keyspace import Keyspace
+from aigw_sidecar.store.replies import ScriptCode, pairs
 from aigw_sidecar.store.scripts import Scripts
 
 # A claim younger than this may belong to a create still in flight.
@@ -81,9 +82,10 @@ class Claims:
         stale, orphan = "", "0"
         for _ in range(2):
             res = await self._scripts.claim(keys=keys, args=[field, key_id, stale, orphan])
-            if int(res[0]) == 1:
-                return int(res[2])
-            holder, age_ms = str(res[1]), int(res[2])
+            fields = pairs(res[1:])
+            if ScriptCode(res[0]) is ScriptCode.OK:
+                return int(fields["claimed_ms"])
+            holder, age_ms = str(fields["holder"]), int(fields["age_ms"])
             if age_ms < STALE_CLAIM_MS:
                 break
             held = await holds(holder)

@@ -34,6 +34,7 @@ from aigw_sidecar.store.replies import (
     decode_authorize,
     decode_overview,
     decode_usage,
+    pairs,
 )
 from aigw_sidecar.store.scripts import Scripts, script_source
 
@@ -196,9 +197,9 @@ class RedisKeyStore:
                       self._ks.lease_amounts(key_id), self._ks.slots(key_id)],
                 args=[request_id, self._now_arg()],
             )
-        if int(res) < 0:
+        if ScriptCode(res[0]) is ScriptCode.NOT_FOUND:
             raise NotFound("no API key with that key_id")
-        return int(res) == 1
+        return bool(pairs(res[1:])["released"] == 1)
 
     # --- key management ------------------------------------------------------
 
@@ -330,10 +331,13 @@ class RedisKeyStore:
         kid = key_id
         async with store_errors():
             res = await self._scripts.delete_key(keys=self._ks.all_keys(kid))
-            if int(res[0]) == 0:
+            if ScriptCode(res[0]) is ScriptCode.NOT_FOUND:
                 raise NotFound("no API key with that key_id")
-            ws, name, key_hash, legacy = str(res[1]), str(res[2]), str(res[3]), res[4] == "1"
-            await self._claims.undo(ws, name, kid, key_hash, legacy)
+            gone = pairs(res[1:])
+            await self._claims.undo(
+                str(gone["workspace"]), str(gone["name"]), kid, str(gone["key_hash"]),
+                gone["legacy"] == "1",
+            )
 
 
 def _str(value: str | bytes) -> str:

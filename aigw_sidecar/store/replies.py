@@ -45,6 +45,7 @@ class ScriptCode(StrEnum):
     LEGACY_KEY = "legacy_key"  # update_key (limits) and rotate_key refuse legacy keys
     PAST_EXPIRY = "past_expiry"  # expires_at is not in the future
     KEY_ID_TAKEN = "key_id_taken"  # create_key: a record with that key id exists
+    TAKEN = "taken"  # claim: another key id holds the name or legacy secret
 
 
 def pairs(flat: Sequence[Any]) -> dict[str, Any]:

@@ -7,13 +7,13 @@
 -- ARGV[2]  the key id claiming it
 -- ARGV[3]  a key id whose claim may be taken over (found stale by the caller), or ''
 -- ARGV[4]  '1' when that stale holder has no key record (it then leaves the key list)
--- Returns {1, '', claim ms} claimed (or already ours: the claim time is renewed),
---         {0, holder key id, claim age ms} taken
+-- Returns {CODE.OK, 'claimed_ms', claim ms} claimed (or already ours: the claim
+--         time is renewed), {CODE.TAKEN, 'holder', key id, 'age_ms', claim age ms} taken
 local holder = redis.call('HGET', KEYS[1], ARGV[1])
 local now_ms = floor_div(clock_us(''), 1000)
 if holder and holder ~= ARGV[2] and holder ~= ARGV[3] then
   local at = tonumber(redis.call('HGET', KEYS[2], ARGV[1])) or 0
-  return {0, holder, now_ms - at}
+  return {CODE.TAKEN, 'holder', holder, 'age_ms', now_ms - at}
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[1], fmt(now_ms))
@@ -24,4 +24,4 @@ if KEYS[3] then
   end
   redis.call('ZADD', KEYS[3], 'NX', fmt(now_ms), ARGV[2])
 end
-return {1, '', now_ms}
+return {CODE.OK, 'claimed_ms', now_ms}

@@ -4,10 +4,11 @@
 -- KEYS[1] record  KEYS[2] lease expiries (zset)  KEYS[3] lease amounts (hash)
 -- KEYS[4] parallel slots (zset)
 -- ARGV[1] request id   ARGV[2] now in µs, or '' for Redis TIME
--- Returns 1 released, 0 no open reservation nor slot for that request id
--- (settled, released or expired already), -1 unknown key.
+-- Returns {CODE.OK, 'released', 1} released, {CODE.OK, 'released', 0} no open
+-- reservation nor slot for that request id (settled, released or expired
+-- already), {CODE.NOT_FOUND} unknown key.
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  return -1
+  return {CODE.NOT_FOUND}
 end
 local now_ms = floor_div(clock_us(ARGV[2]), 1000)
 local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
@@ -20,4 +21,4 @@ sweep_leases(KEYS[1], KEYS[2], KEYS[3], now_ms)
 if free_slot(KEYS[4], ARGV[1], now_ms) then
   released = 1
 end
-return released
+return {CODE.OK, 'released', released}
