@@ -1,3 +1,3 @@
-"""tests/test_admission_store.py on a Redis Cluster (fixtures: tests/cluster/conftest.py)."""
+"""tests/admission/test_admission_store.py on a Redis Cluster."""
 
-from tests.test_admission_store import *  # noqa: F403
+from tests.admission.test_admission_store import *  # noqa: F403

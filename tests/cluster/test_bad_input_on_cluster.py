@@ -1,4 +1,4 @@
-"""tests/test_bad_input.py on a Redis Cluster (fixtures: tests/cluster/conftest.py)."""
+"""tests/server/test_bad_input.py on a Redis Cluster."""
 
 from collections.abc import AsyncIterator
 
@@ -6,7 +6,7 @@ import pytest
 
 from aigw_sidecar.store.client import StoreClient
 from tests.cluster.conftest import cluster_client
-from tests.test_bad_input import *  # noqa: F403
+from tests.server.test_bad_input import *  # noqa: F403
 
 
 @pytest.fixture

@@ -1,3 +1,3 @@
-"""tests/test_budgets.py on a Redis Cluster (fixtures: tests/cluster/conftest.py)."""
+"""tests/admission/test_budgets.py on a Redis Cluster."""
 
-from tests.test_budgets import *  # noqa: F403
+from tests.admission.test_budgets import *  # noqa: F403

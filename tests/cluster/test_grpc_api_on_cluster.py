@@ -1,3 +1,3 @@
-"""tests/test_grpc_api.py on a Redis Cluster (fixtures: tests/cluster/conftest.py)."""
+"""tests/server/test_grpc_api.py on a Redis Cluster."""
 
-from tests.test_grpc_api import *  # noqa: F403
+from tests.server.test_grpc_api import *  # noqa: F403

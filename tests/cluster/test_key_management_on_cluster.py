@@ -1,3 +1,3 @@
-"""tests/test_key_management.py on a Redis Cluster (fixtures: tests/cluster/conftest.py)."""
+"""tests/keys/test_key_management.py on a Redis Cluster."""
 
-from tests.test_key_management import *  # noqa: F403
+from tests.keys.test_key_management import *  # noqa: F403

@@ -1,3 +1,3 @@
-"""tests/test_multi_process.py on a Redis Cluster (fixtures: tests/cluster/conftest.py)."""
+"""tests/process/test_multi_process.py on a Redis Cluster."""
 
-from tests.test_multi_process import *  # noqa: F403
+from tests.process.test_multi_process import *  # noqa: F403

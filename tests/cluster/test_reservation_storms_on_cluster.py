@@ -1,3 +1,3 @@
-"""tests/test_reservation_storms.py on a Redis Cluster (fixtures: tests/cluster/conftest.py)."""
+"""tests/admission/test_reservation_storms.py on a Redis Cluster."""
 
-from tests.test_reservation_storms import *  # noqa: F403
+from tests.admission.test_reservation_storms import *  # noqa: F403

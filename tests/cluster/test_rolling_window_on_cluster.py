@@ -1,3 +1,3 @@
-"""tests/test_rolling_window.py on a Redis Cluster (fixtures: tests/cluster/conftest.py)."""
+"""tests/admission/test_rolling_window.py on a Redis Cluster."""
 
-from tests.test_rolling_window import *  # noqa: F403
+from tests.admission.test_rolling_window import *  # noqa: F403

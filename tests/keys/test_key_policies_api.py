@@ -18,8 +18,8 @@ from aigw_sidecar.api.v1 import admission_pb2_grpc, keys_pb2_grpc
 from aigw_sidecar.api.v1 import keys_pb2 as kpb
 from aigw_sidecar.server.status import http_denial, rate_limit_headers, token_limit_shown
 from tests.conftest import Stubs
+from tests.server.test_ext_authz_servicer import check_stub
 from tests.servers import SidecarProcess
-from tests.test_ext_authz_servicer import check_stub
 
 
 async def _create(stubs: Stubs, name: str, **limits: object) -> tuple[str, str]:
