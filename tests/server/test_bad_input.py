@@ -16,7 +16,6 @@ trip (malformed ones none), counted with Redis ``INFO commandstats``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -34,6 +33,8 @@ from aigw_sidecar.keys import secrets
 from aigw_sidecar.server.ext_authz import CHECK_METHOD, MAX_KEY_HEADER_BYTES
 from tests.conftest import Stubs
 from tests.snapshots import key_names, snapshot
+
+pytestmark = pytest.mark.cluster  # `make test-cluster` runs it on a Redis Cluster too
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
@@ -262,13 +263,6 @@ if _AUDIT is not None:
         ("audit-page-token", "ListAuditEntries", _AUDIT(page_token="zzz"), INVALID,
          "page_token"),
     ]
-
-
-@pytest.fixture
-async def store_client(valkey_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(valkey_url, decode_responses=True)
-    yield client
-    await client.aclose()
 
 
 def _with_key_id(request: Any, key_id: str) -> Any:
@@ -703,6 +697,7 @@ def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     return {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
 
 
+@pytest.mark.single_node
 async def test_unknown_keys_cost_one_store_call_each_and_malformed_ones_none(
     grpc_stubs: Stubs, store_client: Redis
 ) -> None:
@@ -729,6 +724,7 @@ async def test_unknown_keys_cost_one_store_call_each_and_malformed_ones_none(
     assert _delta(after_unknown, after_malformed) == {}
 
 
+@pytest.mark.single_node
 async def test_an_oversized_or_control_character_key_header_is_401_without_a_store_call(
     grpc_stubs: Stubs, store_client: Redis
 ) -> None:

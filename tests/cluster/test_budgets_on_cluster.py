@@ -1,3 +1,0 @@
-"""tests/admission/test_budgets.py on a Redis Cluster."""
-
-from tests.admission.test_budgets import *  # noqa: F403
