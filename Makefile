@@ -25,9 +25,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-## The store and gRPC suites again on a local 3-node Redis Cluster (redis-server, redis-cli).
+## The store and gRPC suites marked `cluster` again, on a local 3-node Redis Cluster
+## (redis-server, redis-cli): --store=cluster is the store parameter of tests/conftest.py.
 test-cluster: $(STAMP)
-	AIGW_TEST_CLUSTER=1 $(PY) -m pytest -q tests/cluster $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m cluster --store=cluster $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check aigw_sidecar tests

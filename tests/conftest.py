@@ -4,6 +4,15 @@ Every test that touches a store talks to a real server process started here on
 a free port (the embedded Valkey, and Debian's redis-server where present),
 never to the shared instance on 6379 and never to a fake. Tests are isolated
 by a key prefix of their own, not by flushing.
+
+The store is a parameter of the session: ``store_url`` (the store-level tests)
+is parametrised over the backends of the run, and ``valkey_url`` (the store of
+the gRPC tests' sidecars) follows it. ``--store=local``, the default, runs
+every store-level test once per local server kind (``valkey``, ``redis``).
+``--store=cluster`` (or ``AIGW_TEST_CLUSTER=1``; ``make test-cluster``) starts a
+3-node Redis Cluster instead and runs only the tests marked ``cluster`` (module
+``pytestmark = pytest.mark.cluster``), both fixtures pointing at the cluster,
+less those marked ``single_node`` (they count what one server saw).
 """
 
 from __future__ import annotations
@@ -23,13 +32,53 @@ from aigw_sidecar.api.v1 import admission_pb2_grpc, keys_pb2_grpc
 from aigw_sidecar.bootstrap import Sidecar, start
 from aigw_sidecar.keys.service import KeyService
 from aigw_sidecar.settings import Settings
+from aigw_sidecar.store.client import StoreClient, connect
 from aigw_sidecar.store.keyspace import Keyspace
 from aigw_sidecar.store.redis_store import RedisKeyStore
-from tests.servers import SidecarProcess, StoreProcess, store_binaries
+from tests.servers import ClusterProcess, SidecarProcess, StoreProcess, store_binaries
 
 _prefixes = itertools.count()
-# The Redis Cluster suite starts its own cluster; `make test-cluster` runs it.
-collect_ignore = [] if os.environ.get("AIGW_TEST_CLUSTER") else ["cluster"]
+CLUSTER = "cluster"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--store", choices=("local", CLUSTER),
+        default=CLUSTER if os.environ.get("AIGW_TEST_CLUSTER") else "local",
+        help="local (default): store tests on every local server kind (valkey, redis); "
+             "cluster: only the tests marked `cluster`, on a local 3-node Redis Cluster "
+             "(default when AIGW_TEST_CLUSTER is set)",
+    )
+
+
+def on_cluster(config: pytest.Config) -> bool:
+    return bool(config.getoption("store") == CLUSTER)
+
+
+def store_backends(config: pytest.Config) -> list[str]:
+    """The ``store_url`` parameters of this run."""
+    return [CLUSTER] if on_cluster(config) else list(store_binaries())
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "store_url" in metafunc.fixturenames:
+        metafunc.parametrize(
+            "store_url", store_backends(metafunc.config), indirect=True, scope="session"
+        )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On the cluster, tests not marked ``cluster``, or marked ``single_node``, are deselected."""
+    if not on_cluster(config):
+        return
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        runs = item.get_closest_marker(CLUSTER) and not item.get_closest_marker("single_node")
+        (kept if runs else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 @pytest.fixture(scope="session")
@@ -43,15 +92,35 @@ def store_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[s
         proc.stop()
 
 
-@pytest.fixture(scope="session", params=list(store_binaries()))
-def store_url(request: pytest.FixtureRequest, store_processes: dict[str, StoreProcess]) -> str:
-    """Each store-level test runs once per real server kind (valkey, redis)."""
-    return store_processes[request.param].url
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterProcess]:
+    """Three redis-server primaries joined by ``redis-cli --cluster create`` (--store=cluster)."""
+    proc = ClusterProcess(tmp_path_factory.mktemp("cluster")).start()
+    yield proc
+    proc.stop()
 
 
 @pytest.fixture(scope="session")
-def valkey_url(store_processes: dict[str, StoreProcess]) -> str:
-    return store_processes["valkey"].url
+def store_url(request: pytest.FixtureRequest) -> str:
+    """Each store-level test runs once per backend of the run (see ``store_backends``)."""
+    if request.param == CLUSTER:
+        return str(request.getfixturevalue("cluster").url)
+    return str(request.getfixturevalue("store_processes")[request.param].url)
+
+
+@pytest.fixture(scope="session")
+def valkey_url(request: pytest.FixtureRequest) -> str:
+    """The store of the in-process and subprocess sidecars: the session's Valkey, or the cluster."""
+    if on_cluster(request.config):
+        return str(request.getfixturevalue("cluster").url)
+    return str(request.getfixturevalue("store_processes")["valkey"].url)
+
+
+def open_client(url: str) -> StoreClient:
+    """A test's own client of ``url``; on a cluster, a cluster client (as the sidecar's)."""
+    if url.startswith("redis+cluster://"):
+        return connect(url, timeout_s=5.0, max_connections=32)
+    return Redis.from_url(url, decode_responses=True)
 
 
 @pytest.fixture
@@ -78,10 +147,19 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def redis_client(store_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(store_url, decode_responses=True)
-    # Every test starts with an empty script cache, so the NOSCRIPT reload runs.
+async def redis_client(store_url: str) -> AsyncIterator[StoreClient]:
+    client = open_client(store_url)
+    # Every test starts with an empty script cache, so the NOSCRIPT reload runs
+    # (on a cluster SCRIPT FLUSH goes to every primary).
     await client.script_flush()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def store_client(valkey_url: str) -> AsyncIterator[StoreClient]:
+    """A client of the store ``grpc_stubs``' sidecar uses."""
+    client = open_client(valkey_url)
     yield client
     await client.aclose()
 

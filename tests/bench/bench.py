@@ -1,6 +1,6 @@
 """``make bench``: the sidecar's throughput and latency beside the floors of its stack.
 
-Not a test (a smoke run of it is: tests/test_bench_smoke.py). In one run on one
+Not a test (a smoke run of it is: tests/bench/test_bench_smoke.py). In one run on one
 machine it starts a Valkey store and ``aigw-sidecar serve`` on free loopback
 ports, creates one API key without limits, and measures:
 

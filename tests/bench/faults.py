@@ -1,7 +1,7 @@
 """Faults under mixed load: store stalls and restarts, cancellations, short deadlines, two replicas.
 
 One engine, used by ``make bench-faults`` (100 stalls by default) and by
-``tests/test_fault_injection.py`` (a small bounded run), on loopback:
+``tests/store/test_fault_injection.py`` (a small bounded run), on loopback:
 
 * its own Valkey (append-only file, ``appendfsync always``: a kill -9 loses no
   acknowledged write, so any miscount below is the sidecar's, not the fsync

@@ -17,6 +17,8 @@ from aigw_sidecar.limits.periods import ResetPeriod
 from tests.conftest import Clock
 from tests.snapshots import key_names, snapshot
 
+pytestmark = pytest.mark.cluster  # `make test-cluster` runs it on a Redis Cluster too
+
 T0 = 1_830_000_000.0
 LEGACY_SECRET = "legacy-Zq83hW2kPp0aXv9"
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
 from aigw_sidecar.admission.decision import DenyReason
 from aigw_sidecar.admission.service import AdmissionService
 from aigw_sidecar.keys.model import KeySpec, Limits
 from aigw_sidecar.keys.service import KeyService
 from tests.conftest import Clock
+
+pytestmark = pytest.mark.cluster  # `make test-cluster` runs it on a Redis Cluster too
 
 T0 = 1_830_000_000.0  # 2027-12-28, an arbitrary instant of the store clock
 N = 5

@@ -15,6 +15,8 @@ from aigw_sidecar.keys.service import KeyService
 from aigw_sidecar.limits.periods import ResetPeriod, period_bounds
 from tests.conftest import Clock
 
+pytestmark = pytest.mark.cluster  # `make test-cluster` runs it on a Redis Cluster too
+
 
 def ms(year: int, month: int, day: int, hour: int = 0) -> int:
     return int(datetime(year, month, day, hour, tzinfo=UTC).timestamp()) * 1000

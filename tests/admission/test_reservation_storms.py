@@ -28,6 +28,8 @@ from aigw_sidecar.store.keyspace import Keyspace
 from aigw_sidecar.store.redis_store import RedisKeyStore
 from tests.conftest import Clock
 
+pytestmark = pytest.mark.cluster  # `make test-cluster` runs it on a Redis Cluster too
+
 LEASE_MS = 5_000
 TOKEN_LIMIT = 2_000
 COST_LIMIT = 3_000

@@ -15,6 +15,8 @@ from aigw_sidecar.bootstrap import start
 from aigw_sidecar.settings import Settings
 from tests.servers import SidecarProcess
 
+pytestmark = pytest.mark.cluster  # `make test-cluster` runs it on a Redis Cluster too
+
 
 async def test_two_processes_admit_exactly_50_of_200_concurrent_requests_in_total(
     two_sidecars: tuple[SidecarProcess, SidecarProcess],

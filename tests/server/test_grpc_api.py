@@ -18,6 +18,8 @@ from aigw_sidecar.settings import Settings
 from tests.conftest import Stubs
 from tests.servers import StoreProcess, store_binaries
 
+pytestmark = pytest.mark.cluster  # `make test-cluster` runs it on a Redis Cluster too
+
 
 async def test_200_concurrent_requests_on_a_50_per_minute_key_admit_exactly_50(
     grpc_stubs: Stubs,

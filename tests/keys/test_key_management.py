@@ -16,6 +16,8 @@ from aigw_sidecar.limits.periods import ResetPeriod
 from tests.conftest import Clock
 from tests.snapshots import snapshot
 
+pytestmark = pytest.mark.cluster  # `make test-cluster` runs it on a Redis Cluster too
+
 T0_MS = 1_830_000_000_000
 
 

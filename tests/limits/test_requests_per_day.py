@@ -32,7 +32,9 @@ from aigw_sidecar.limits.kinds import MAX_REQUESTS_PER_DAY
 from aigw_sidecar.store.keyspace import Keyspace
 from tests.conftest import Clock, Stubs
 from tests.servers import SidecarProcess
-from tests.test_ext_authz_servicer import check, reply_headers
+from tests.server.test_ext_authz_servicer import check, reply_headers
+
+pytestmark = pytest.mark.cluster
 
 DAY_S = 86_400
 MIDNIGHT = 1_830_124_800  # 2027-12-29 00:00:00 UTC, a whole day of the store clock

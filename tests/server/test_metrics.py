@@ -24,14 +24,14 @@ from aigw_sidecar.bootstrap import start
 from aigw_sidecar.keys import secrets
 from aigw_sidecar.server.metrics import Metrics
 from aigw_sidecar.settings import Settings
-from tests.servers import SidecarProcess, free_port
-from tests.test_ext_authz_servicer import check_request, check_stub
-from tests.test_workers import (
+from tests.process.test_workers import (
     SEPARATE_CONNECTION,
     _established_inodes,
     _socket_inodes,
     workers_of,
 )
+from tests.server.test_ext_authz_servicer import check_request, check_stub
+from tests.servers import SidecarProcess, free_port
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

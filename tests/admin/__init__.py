@@ -1,0 +1,1 @@
+"""aigw-admin, the admin CLI."""

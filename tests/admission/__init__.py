@@ -1,0 +1,1 @@
+"""Admission: Authorize and RecordUsage, budgets, reservations, windows, bodies, recovery."""

@@ -1,0 +1,1 @@
+"""Keys: key management, key policies, secrets and money."""

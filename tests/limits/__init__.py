@@ -1,0 +1,1 @@
+"""Limits: reset periods and budget alerts."""

@@ -1,0 +1,1 @@
+"""Pricing: the table, its files and importers, and priced usage."""

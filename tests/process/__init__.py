@@ -1,0 +1,1 @@
+"""The sidecar as processes: serve, workers under the supervisor, restarts, logs."""
