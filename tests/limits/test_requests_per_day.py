@@ -31,8 +31,8 @@ from aigw_sidecar.keys.service import KeyService
 from aigw_sidecar.limits.kinds import MAX_REQUESTS_PER_DAY
 from aigw_sidecar.store.keyspace import Keyspace
 from tests.conftest import Clock, Stubs
-from tests.servers import SidecarProcess
 from tests.server.test_ext_authz_servicer import check, reply_headers
+from tests.servers import SidecarProcess
 
 pytestmark = pytest.mark.cluster
 
