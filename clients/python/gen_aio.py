@@ -5,7 +5,7 @@
 
 The async client is the blocking one with every public call awaited: the same
 methods, arguments, conversions and docstrings, so the two never drift.
-``tests/test_client.py`` fails when aio.py differs from what this writes.
+``tests/clients/test_client.py`` fails when aio.py differs from what this writes.
 """
 
 from __future__ import annotations

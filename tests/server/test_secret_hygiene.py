@@ -296,6 +296,11 @@ async def _deny_reasons(s: Session) -> kpb.RotateKeySecretResponse:
                                               prompt_tokens=10), timeout=10))
     await s.deny_both_ways(tpm.secret)
 
+    per_day = await s.create("per-day", limits=kpb.Limits(requests_per_day=1))
+    assert (await s.call(s.admission.Authorize(
+        adm.AuthorizeRequest(secret=per_day.secret)))).allowed
+    await s.deny_both_ways(per_day.secret)
+
     parallel = await s.create("parallel", limits=kpb.Limits(max_parallel_requests=1))
     held = await s.call(s.admission.Authorize(adm.AuthorizeRequest(secret=parallel.secret)))
     assert held.allowed
