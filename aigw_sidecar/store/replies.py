@@ -26,6 +26,8 @@ from aigw_sidecar.limits.alerts import Budget, BudgetEvent, EventType
 from aigw_sidecar.limits.kinds import KIND_OF_NAME
 from aigw_sidecar.store.records import decode_key
 
+_LIMIT_PREFIX = "limit:"
+
 
 class AuthorizeStatus(StrEnum):
     """authorize's statuses besides a deny reason."""
@@ -53,9 +55,23 @@ def pairs(flat: Sequence[Any]) -> dict[str, Any]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
-def _limit_state(raw: Sequence[Any]) -> LimitState:
-    limit, remaining, reset_ms = (int(v) for v in raw)
-    return LimitState(limit=limit, remaining=remaining, reset_ms=None if reset_ms < 0 else reset_ms)
+def _authorize_fields(res: Sequence[Any]) -> tuple[dict[str, Any], dict[str, LimitState]]:
+    """authorize's name/value pairs, and its 'limit:<kind>' entries (three values each)."""
+    fields: dict[str, Any] = {}
+    limits: dict[str, LimitState] = {}
+    i, end = 1, len(res)
+    while i < end:
+        name = str(res[i])
+        if name.startswith(_LIMIT_PREFIX):
+            kind = name[len(_LIMIT_PREFIX):]
+            limit, remaining, reset_ms = int(res[i + 1]), int(res[i + 2]), int(res[i + 3])
+            if kind in KIND_OF_NAME:
+                limits[kind] = LimitState(limit, remaining, None if reset_ms < 0 else reset_ms)
+            i += 4
+        else:
+            fields[name] = res[i + 1]
+            i += 2
+    return fields, limits
 
 
 def decode_authorize(res: Sequence[Any], request_id: str, model: str) -> Decision:
@@ -68,11 +84,8 @@ def decode_authorize(res: Sequence[Any], request_id: str, model: str) -> Decisio
         )
     if len(res) == 1:
         return Decision.deny(DenyReason(status))
-    fields = pairs(res[1:])
+    fields, limits = _authorize_fields(res)
     allowed = status == AuthorizeStatus.ALLOWED
-    limits = {
-        name: _limit_state(value) for name, value in fields.items() if name in KIND_OF_NAME
-    }
     reserved_tok = int(fields.get("reserved_tokens", -1))
     retry = int(fields.get("retry_after_ms", -1))
     held = allowed and (fields.get("slot_held") == 1 or reserved_tok >= 0)

@@ -1,26 +1,41 @@
-"""Loads the Lua scripts (package data) and registers each one once.
+"""Loads the Lua scripts (package data), expands them from the limit kinds, registers each once.
 
-Each ``lua/<name>.lua`` holds one decision. Every script is loaded as: a
-generated header (the limit kinds of ``limits/kinds.py``, the deny reasons and
-the reply codes of ``store/replies.py``, as Lua tables, so Lua and Python share
-one source and neither numbers nor restates them), ``lua/_prelude.lua``
-(clock, period bounds, usage helpers), for the scripts that check or show
-limits ``lua/_windows.lua`` (one implementation per limit window), then the
-script itself. Scripts are called with EVALSHA; redis-py reloads a script by
-itself when the server answers NOSCRIPT (after a restart or a SCRIPT FLUSH).
+Each ``lua/<name>.lua`` holds one decision; ``lua/_prelude.lua`` (clock, period
+bounds, usage helpers) is prepended to every script so the shared arithmetic
+is written once. The scripts never name a limit kind: where one must check,
+count or show every kind, it says so with a marker, and this module expands
+the marker from ``limits/kinds.py`` when it loads the script:
+
+- ``@KIND_FIELDS@`` (inside an HMGET): the record fields of every kind, and
+  ``@FIXED@`` the position of the first field after them;
+- ``--@declare``: ``local lim_<name> = tonumber(rec[i])`` (the kind's limit, nil
+  for none), ``aux_<name>`` (its window's extra record field) and the kind's
+  working locals;
+- ``--@each <part> limited|unlimited|all``: for each kind in the table's order,
+  its window's snippet for that part (from ``lua/_windows.lua``), with the
+  kind's names substituted, guarded by whether the key has the limit;
+- ``DENY.<NAME>``, ``STATUS.<NAME>``, ``CODE.<NAME>``: the deny reasons and the
+  reply codes of ``store/replies.py`` as string literals.
+
+So a script runs straight-line code, as if written by hand for these kinds:
+nothing about the kinds is built, looked up or dispatched on each call. Scripts
+are called with EVALSHA; redis-py reloads a script by itself when the server
+answers NOSCRIPT (after a restart or a SCRIPT FLUSH).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
 from importlib import resources
+from string import Template
 from typing import Any
 
 from redis.commands.core import AsyncScript
 
-from aigw_sidecar.limits.kinds import LIMIT_KINDS, DenyReason, Window
+from aigw_sidecar.limits.kinds import LIMIT_KINDS, DenyReason, LimitKind, Unit, Window
 from aigw_sidecar.store.client import StoreClient
 from aigw_sidecar.store.replies import AuthorizeStatus, ScriptCode
 
@@ -36,56 +51,110 @@ _NAMES = (
     "release_reservation",
     "rotate_key",
 )
-# The scripts that loop over the limit kinds.
-_WITH_WINDOWS = frozenset({"authorize", "read_key", "record_usage", "update_key"})
 # The Lua of _windows.lua counts rolling windows of this length (WINDOW_US).
 _ROLLING_WINDOW_S = 60
+# Windows that keep an extra record field per kind, by its prefix.
+_AUX_PREFIX = {Window.FIXED_REQUESTS: "n:"}
+# The budget name (limits.alerts.Budget) a period kind's alerts carry, by unit.
+_BUDGET_OF_UNIT = {Unit.MICRO_USD: "cost", Unit.TOKENS: "tokens"}
+_GUARDS = {
+    "limited": ("if lim_$name then\n", "end\n"),
+    "unlimited": ("if not lim_$name then\n", "end\n"),
+    "all": ("do\n", "end\n"),
+}
+_EACH = re.compile(r"^([ \t]*)--@each (\w+) (\w+)[ \t]*$", re.M)
+_DECLARE = re.compile(r"^[ \t]*--@declare[ \t]*$", re.M)
+_CONSTANT = re.compile(r"\b(DENY|STATUS|CODE)\.([A-Z_]+)\b")
 
 
-def _lua_string(text: str) -> str:
-    if not text.replace("_", "").isalnum():
-        raise ValueError(f"not a Lua-safe name: {text!r}")
-    return f"'{text}'"
-
-
-def _enum_table(name: str, members: type[StrEnum]) -> str:
-    rows = ", ".join(f"{m.name}={_lua_string(m.value)}" for m in members)
-    return f"local {name} = {{{rows}}}\n"
+def _lua(folder_file: str) -> str:
+    folder = resources.files("aigw_sidecar.store") / "lua"
+    return (folder / folder_file).read_text(encoding="utf-8")
 
 
 @cache
-def generated_header() -> str:
-    """The Lua tables every script starts with, generated from the Python ones."""
-    rows = []
+def _snippets() -> dict[tuple[str, str], str]:
+    """(window, part) -> the snippet's text, from _windows.lua."""
+    found: dict[tuple[str, str], str] = {}
+    for chunk in re.split(r"^--@ ", _lua("_windows.lua"), flags=re.M)[1:]:
+        head, _, body = chunk.partition("\n")
+        window, _, part = head.strip().partition(".")
+        found[(Window(window).value, part)] = body.strip() + "\n"
+    return found
+
+
+def _names(kind: LimitKind) -> dict[str, str]:
+    if kind.window in (Window.ROLLING_REQUESTS, Window.ROLLING_TOKENS) and (
+        kind.window_s != _ROLLING_WINDOW_S
+    ):
+        raise ValueError(f"{kind.name}: rolling windows are {_ROLLING_WINDOW_S} s")
+    return {
+        "name": kind.name, "field": kind.record_field, "reason": kind.deny_reason.value,
+        "unit": kind.unit.value, "window_s": str(kind.window_s),
+        "budget": _BUDGET_OF_UNIT.get(kind.unit, ""),
+    }
+
+
+def _record_fields() -> list[str]:
+    fields = [kind.record_field for kind in LIMIT_KINDS]
+    fields += [
+        _AUX_PREFIX[kind.window] + kind.record_field
+        for kind in LIMIT_KINDS if kind.window in _AUX_PREFIX
+    ]
+    return fields
+
+
+def _declare(indent: str) -> str:
+    fields = _record_fields()
+    lines = []
     for kind in LIMIT_KINDS:
-        if kind.window in (Window.ROLLING_REQUESTS, Window.ROLLING_TOKENS) and (
-            kind.window_s != _ROLLING_WINDOW_S
-        ):
-            raise ValueError(f"{kind.name}: rolling windows are {_ROLLING_WINDOW_S} s")
-        fields = {
-            "name": kind.name, "field": kind.record_field, "reason": kind.deny_reason.value,
-            "unit": kind.unit.value, "window": kind.window.value,
-        }
-        body = ", ".join(f"{k}={_lua_string(v)}" for k, v in fields.items())
-        rows.append(f"  {{{body}, window_s={kind.window_s}}},\n")
-    return (
-        "-- Generated by aigw_sidecar/store/scripts.py from limits/kinds.py and\n"
-        "-- store/replies.py: edit those, not this.\n"
-        + "local LIMIT_KINDS = {\n" + "".join(rows) + "}\n"
-        + _enum_table("DENY", DenyReason)
-        + _enum_table("STATUS", AuthorizeStatus)
-        + _enum_table("CODE", ScriptCode)
-    )
+        name = kind.name
+        lines.append(f"local lim_{name} = tonumber(rec[{fields.index(kind.record_field) + 1}])")
+        if kind.window in _AUX_PREFIX:
+            aux = fields.index(_AUX_PREFIX[kind.window] + kind.record_field) + 1
+            lines.append(f"local aux_{name} = rec[{aux}]")
+        lines.append(f"local used_{name}, reset_{name}, win_{name}")
+    return "".join(f"{indent}{line}\n" for line in lines)
 
 
+def _each(part: str, guard: str, indent: str) -> str:
+    snippets = _snippets()
+    if guard not in _GUARDS:
+        raise ValueError(f"--@each {part} {guard}: the guard is limited, unlimited or all")
+    if not any(p == part for _w, p in snippets):
+        raise ValueError(f"--@each {part}: no window has that part")
+    out = []
+    for kind in LIMIT_KINDS:
+        snippet = snippets.get((kind.window.value, part))
+        if snippet is None:
+            continue
+        opening, closing = _GUARDS[guard]
+        body = Template(opening + snippet + closing).substitute(_names(kind))
+        out.append("".join(f"{indent}{line}\n" if line else "\n" for line in body.splitlines()))
+    return "".join(out)
+
+
+def _constant(match: re.Match[str]) -> str:
+    enums: dict[str, type[StrEnum]] = {
+        "DENY": DenyReason, "STATUS": AuthorizeStatus, "CODE": ScriptCode,
+    }
+    return f"'{enums[match.group(1)][match.group(2)].value}'"
+
+
+def expand(text: str) -> str:
+    """A script's text with its markers expanded from the limit kinds (see above)."""
+    fields = _record_fields()
+    text = text.replace("@KIND_FIELDS@", ", ".join(f"'{f}'" for f in fields) + ",")
+    text = text.replace("@FIXED@", str(len(fields) + 1))
+    text = _DECLARE.sub(lambda m: _declare(""), text)
+    text = _EACH.sub(lambda m: _each(m.group(2), m.group(3), m.group(1)), text)
+    return _CONSTANT.sub(_constant, text)
+
+
+@cache
 def script_source(name: str) -> str:
-    """The full text of one script: the header, prelude, windows, then the script."""
-    folder = resources.files("aigw_sidecar.store") / "lua"
-    parts = [generated_header(), (folder / "_prelude.lua").read_text(encoding="utf-8")]
-    if name in _WITH_WINDOWS:
-        parts.append((folder / "_windows.lua").read_text(encoding="utf-8"))
-    parts.append((folder / f"{name}.lua").read_text(encoding="utf-8"))
-    return "".join(parts)
+    """The full text of one script: the prelude, then the script, expanded."""
+    return expand(_lua("_prelude.lua") + _lua(f"{name}.lua"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -88,15 +88,15 @@ async def test_a_refused_request_changes_no_counter(
     assert (overview.used["requests_per_day"], overview.lifetime_requests) == (1, 1)
 
 
-async def test_a_limit_set_mid_day_counts_the_days_earlier_requests(
+async def test_a_limit_set_mid_day_counts_from_then_and_a_cleared_one_stops(
     keys: KeyService, admission: AdmissionService, clock: Clock
 ) -> None:
     clock.set_s(MIDNIGHT + 100)
     key, secret = await keys.create(KeySpec(name="later"))
-    await _admitted(admission, secret, 4)
-    assert (await keys.overview(key.key_id)).used["requests_per_day"] == 4
-    await keys.update(key.key_id, _per_day(5))
-    await _admitted(admission, secret, 1)
+    await _admitted(admission, secret, 4)  # no limit: not counted (a key without it pays nothing)
+    assert (await keys.overview(key.key_id)).used["requests_per_day"] == 0
+    await keys.update(key.key_id, _per_day(2))
+    await _admitted(admission, secret, 2)
     assert (await admission.authorize(secret)).deny_reason is DenyReason.REQUESTS_PER_DAY
     await keys.update(key.key_id, KeyUpdate(fields=frozenset({"requests_per_day"})))
     assert (await admission.authorize(secret)).allowed  # cleared: no limit

@@ -253,3 +253,23 @@ local function free_slot(slots, request_id, now_ms)
   return tonumber(lease_end) > now_ms
 end
 
+
+-- What is left of a limit once `used` is counted (-1: no limit).
+local function remaining(limit, used)
+  if limit < 0 then return -1 end
+  if used >= limit then return 0 end
+  return limit - used
+end
+
+-- A fixed window's counter: '<window index> <count>' in one record field (an
+-- older index reads as zero: no cron). The count, and ms until the window ends.
+local function fixed_window(value, now_ms, window_s)
+  local index = floor_div(now_ms, window_s * 1000)
+  local at, count = string.match(value or '', '^(%d+) (%d+)$')
+  if tonumber(at) ~= index then count = 0 end
+  return tonumber(count), (index + 1) * window_s * 1000 - now_ms
+end
+
+local function fixed_value(now_ms, window_s, count)
+  return fmt(floor_div(now_ms, window_s * 1000)) .. ' ' .. fmt(count)
+end

@@ -17,16 +17,17 @@
 -- ARGV[7]  model the request uses ('' when unknown), checked against allowed models
 -- ARGV[8]  '1' when that model has no price: refused on a key with a cost limit
 -- Returns {status, name, value, name, value, ...}, decoded by store/replies.py:
---   status: STATUS.ALLOWED, a deny reason (DENY.*, or the deny_reason of the
---     limit kind that refused), or STATUS.ALREADY_SETTLED (the request id was
+--   status: 'allowed', a deny reason (of the key, the model, or the limit
+--     kind that refused), or 'already_settled' (the request id was
 --     already settled by a usage report: a caller error, its new usage would
 --     be ignored as a retry);
 --   key_id, workspace, project, environment, legacy: the key (absent for
---     DENY.KEY_UNKNOWN);
+--     key_unknown);
 --   retry_after_ms (-1: nothing resets), reserved_tokens and reserved_cost
 --     (-1: nothing reserved), slot_held (1: a parallel slot is held), and for
---     each limit kind the key has, its name -> {limit, remaining, reset_ms}
---     (reset -1: none): only for a decision that reached the limits.
+--     each limit kind the key has 'limit:<name>' followed by three values:
+--     limit, remaining, reset_ms (-1: none); only for a decision that reached
+--     the limits.
 -- Budgets count usage + open reservations: every request needs usage +
 -- reservations below the limit, and one with an estimate also needs usage +
 -- reservations + its estimate to fit the limit. The checks run in the order of
@@ -36,29 +37,39 @@
 local now_us = clock_us(ARGV[2])
 local now_ms = floor_div(now_us, 1000)
 local now_s = floor_div(now_ms, 1000)
-local rec = read_record(KEYS[1], limit_fields({'hash', 'enabled', 'expires_at', 'period',
-  'epoch', 'kid', 'ws', 'proj', 'env', 'legacy', 'models', 'prev_hash', 'prev_until',
-  'rsv_tok', 'rsv_cost', 'lt_req', ring_field(now_s)}))
-if not rec.hash then
+local since_us = now_us - WINDOW_US
+local ring_slot = ring_field(now_s)
+-- The limit kinds' fields first (their locals are declared below), then the key's own.
+local rec = redis.call('HMGET', KEYS[1], @KIND_FIELDS@ 'hash', 'enabled', 'expires_at',
+  'period', 'epoch', 'kid', 'ws', 'proj', 'env', 'legacy', 'models', 'prev_hash', 'prev_until',
+  'rsv_tok', 'rsv_cost', 'lt_req', ring_slot)
+local hash, enabled, expires_at, period, epoch, kid, ws, proj, env, legacy, models, prev_hash,
+  prev_until, rsv_tok, rsv_cost, lt_req, ring = unpack(rec, @FIXED@)
+if not hash then
   return {DENY.KEY_UNKNOWN}
 end
-if rec.hash ~= ARGV[1] and not (rec.prev_hash == ARGV[1] and (tonumber(rec.prev_until) or 0) > now_ms) then
+if hash ~= ARGV[1] and not (prev_hash == ARGV[1] and (tonumber(prev_until) or 0) > now_ms) then
   return {DENY.KEY_UNKNOWN}
 end
-local identity = {'key_id', rec.kid, 'workspace', rec.ws, 'project', rec.proj or '',
-  'environment', rec.env or '', 'legacy', rec.legacy or '0'}
-local function answer(status)
-  local out = {status}
-  for _, v in ipairs(identity) do out[#out + 1] = v end
-  return out
+-- The reply: the status, the key, and for a decision that reached the limits,
+-- the wait, what it holds and (limit_states) the state of every limit kind.
+local function answer(status, retry_ms, reserved_tok, reserved_cost, held)
+  if retry_ms == nil then
+    return {status, 'key_id', kid, 'workspace', ws, 'project', proj or '',
+      'environment', env or '', 'legacy', legacy or '0'}
+  end
+  return {status, 'key_id', kid, 'workspace', ws, 'project', proj or '',
+    'environment', env or '', 'legacy', legacy or '0', 'retry_after_ms', retry_ms,
+    'reserved_tokens', reserved_tok, 'reserved_cost', reserved_cost, 'slot_held', held}
 end
-if rec.enabled ~= '1' then
+if enabled ~= '1' then
   return answer(DENY.KEY_DISABLED)
 end
-if rec.expires_at and rec.expires_at ~= '' and tonumber(rec.expires_at) <= now_ms then
+if expires_at and expires_at ~= '' and tonumber(expires_at) <= now_ms then
   return answer(DENY.KEY_EXPIRED)
 end
-if ARGV[3] ~= '' and redis.call('ZSCORE', KEYS[8], ARGV[3]) then
+local request_id = ARGV[3]
+if request_id ~= '' and redis.call('ZSCORE', KEYS[8], request_id) then
   return answer(STATUS.ALREADY_SETTLED)
 end
 
@@ -91,13 +102,13 @@ local function glob_match(text, pattern)
   return true
 end
 
-if rec.models and rec.models ~= '' then
+if models and models ~= '' then
   -- A request that names no model is refused, whatever the list (even '*').
   local allowed = false
   if ARGV[7] == '' then
     return answer(DENY.MODEL_NOT_ALLOWED)
   end
-  for line in string.gmatch(rec.models, '[^\n]+') do
+  for line in string.gmatch(models, '[^\n]+') do
     if glob_match(ARGV[7], line) then
       allowed = true
       break
@@ -108,103 +119,95 @@ if rec.models and rec.models ~= '' then
   end
 end
 
--- The key's limits, in check order; a kind the key has no limit of is skipped.
-local limited, budgeted = {}, false
-for _, kind in ipairs(LIMIT_KINDS) do
-  local limit = tonumber(rec[kind.field])
-  if limit then
-    limited[#limited + 1] = {kind = kind, limit = limit}
-    -- Tokens and money need the period's usage and the open reservations.
-    if kind.unit ~= 'requests' then budgeted = true end
-  end
-  -- A cost limit means nothing for a model nobody can price: refuse it up front.
-  if limit and kind.unit == 'micro_usd' and ARGV[8] == '1' then
-    return answer(DENY.MODEL_NOT_PRICED)
-  end
+--@declare
+-- A limit on money means nothing for a model nobody can price: refuse it up front.
+if ARGV[8] == '1' then
+  local priced = true
+  --@each refuse_unpriced limited
+  if not priced then return answer(DENY.MODEL_NOT_PRICED) end
 end
+-- Tokens and money need the period's usage and the open reservations.
+local budgeted = false
+--@each budgeted limited
 
-local start_ms, end_ms = period_bounds(rec.period, now_ms)
-local pid = period_id(rec.epoch, start_ms)
-local c = {
-  K = KEYS, rec = rec, now_us = now_us, now_ms = now_ms, now_s = now_s,
-  since_us = now_us - WINDOW_US, request_id = ARGV[3], lease_ms = tonumber(ARGV[6]),
-  est = {tokens = tonumber(ARGV[4]), micro_usd = tonumber(ARGV[5])},
-  period = {tokens = 0, micro_usd = 0}, reserved = {tokens = 0, micro_usd = 0},
-  earliest_lease = -1, budget_reset_ms = -1, rec_sets = {}, slot_held = 0,
-  seq = (tonumber(rec.lt_req) or 0) + 1,
-}
-if end_ms >= 0 then c.budget_reset_ms = end_ms - now_ms end
+local start_ms, end_ms = period_bounds(period, now_ms)
+local pid = period_id(epoch, start_ms)
+local lease_ms = tonumber(ARGV[6])
+local est_tokens, est_micro_usd = tonumber(ARGV[4]), tonumber(ARGV[5])
+local period_tokens, period_micro_usd, reserved_tokens, reserved_micro_usd = 0, 0, 0, 0
+local earliest_lease, budget_reset_ms = -1, -1
+if end_ms >= 0 then budget_reset_ms = end_ms - now_ms end
 -- A key without a token or cost limit skips reading usage and reservations
 -- (its admission writes the period's request count only).
 local period_current = false
 local _
 if budgeted then
-  c.period.tokens, c.period.micro_usd, _, _, _, period_current = period_usage(KEYS[3], pid)
-  c.reserved.tokens, c.reserved.micro_usd, _, c.earliest_lease = open_reservations(KEYS[1],
-    KEYS[4], KEYS[5], now_ms, rec.rsv_tok, rec.rsv_cost)
+  period_tokens, period_micro_usd, _, _, _, period_current = period_usage(KEYS[3], pid)
+  reserved_tokens, reserved_micro_usd, _, earliest_lease = open_reservations(KEYS[1], KEYS[4],
+    KEYS[5], now_ms, rsv_tok, rsv_cost)
 end
-c.reserving = budgeted and c.request_id ~= '' and (c.est.tokens ~= nil or c.est.micro_usd ~= nil)
-if c.reserving and redis.call('ZSCORE', KEYS[4], c.request_id) then
+local reserving = budgeted and request_id ~= '' and (est_tokens ~= nil or est_micro_usd ~= nil)
+if reserving and redis.call('ZSCORE', KEYS[4], request_id) then
   -- The same request asking again: its earlier reservation is replaced, not added.
-  local t, m = lease_amounts(KEYS[5], c.request_id)
-  if t and tonumber(redis.call('ZSCORE', KEYS[4], c.request_id)) > now_ms then
-    c.reserved.tokens, c.reserved.micro_usd = c.reserved.tokens - t, c.reserved.micro_usd - m
+  local t, m = lease_amounts(KEYS[5], request_id)
+  if t and tonumber(redis.call('ZSCORE', KEYS[4], request_id)) > now_ms then
+    reserved_tokens, reserved_micro_usd = reserved_tokens - t, reserved_micro_usd - m
   end
+end
+
+-- ms until the entry at position index (0 = oldest) of a rolling window zset
+-- leaves the window; 0 when there is none.
+local function leaves_window_ms(zset, index)
+  local entry = redis.call('ZRANGE', zset, '(' .. fmt(since_us), '+inf', 'BYSCORE',
+    'LIMIT', index, 1, 'WITHSCORES')
+  if entry[2] == nil then return 0 end
+  return math.ceil((tonumber(entry[2]) + WINDOW_US - now_us) / 1000)
 end
 
 -- Every kind is read before any is checked: a denial reports them all.
-for _, s in ipairs(limited) do
-  WINDOWS[s.kind.window].read(c, s.kind, s)
-end
+--@each read limited
 
-local function limit_states(out, admitted)
-  for _, s in ipairs(limited) do
-    local left, reset = WINDOWS[s.kind.window].report(c, s.kind, s, admitted)
-    out[#out + 1] = s.kind.name
-    out[#out + 1] = {s.limit, left, reset}
+local admitted, refused = false, nil
+-- The reply's tail: 'limit:<kind name>', limit, remaining, reset ms (-1: none),
+-- for each kind the key has.
+local function limit_states(out)
+  local function state(name, limit, left, reset)
+    local n = #out
+    out[n + 1], out[n + 2], out[n + 3], out[n + 4] = 'limit:' .. name, limit, left, reset
   end
+  --@each report limited
   return out
 end
-
-for _, s in ipairs(limited) do
-  local wait = WINDOWS[s.kind.window].refuse(c, s.kind, s)
-  if wait then
-    local out = answer(s.kind.reason)
-    for _, v in ipairs({'retry_after_ms', wait, 'reserved_tokens', -1, 'reserved_cost', -1,
-      'slot_held', 0}) do out[#out + 1] = v end
-    return limit_states(out, false)
-  end
+local function denied(name, reason, wait)
+  refused = name
+  return limit_states(answer(reason, wait, -1, -1, 0))
 end
+-- The checks, in the order of the table: the first kind that refuses is the reason.
+--@each refuse limited
 
 -- Admitted: now (and only now) write. The lifetime request count doubles as
 -- the sequence of window members.
+admitted = true
+local seq = (tonumber(lt_req) or 0) + 1
+local rec_sets, slot_held = {}, 0
 open_period(KEYS[3], pid, end_ms, now_ms, period_current)
 redis.call('HINCRBY', KEYS[3], 'requests', 1)
 local reserved_tok, reserved_cost = -1, -1
 if budgeted then
   sweep_leases(KEYS[1], KEYS[4], KEYS[5], now_ms)
 end
-if c.reserving then
-  close_lease(KEYS[1], KEYS[4], KEYS[5], c.request_id)
-  reserved_tok, reserved_cost = c.est.tokens or 0, c.est.micro_usd or 0
-  redis.call('ZADD', KEYS[4], fmt(now_ms + c.lease_ms), c.request_id)
-  redis.call('HSET', KEYS[5], c.request_id, fmt(reserved_tok) .. ' ' .. fmt(reserved_cost))
+if reserving then
+  close_lease(KEYS[1], KEYS[4], KEYS[5], request_id)
+  reserved_tok, reserved_cost = est_tokens or 0, est_micro_usd or 0
+  redis.call('ZADD', KEYS[4], fmt(now_ms + lease_ms), request_id)
+  redis.call('HSET', KEYS[5], request_id, fmt(reserved_tok) .. ' ' .. fmt(reserved_cost))
   redis.call('HINCRBY', KEYS[1], 'rsv_tok', fmt(reserved_tok))
   redis.call('HINCRBY', KEYS[1], 'rsv_cost', fmt(reserved_cost))
-  c.reserved.tokens = c.reserved.tokens + reserved_tok
-  c.reserved.micro_usd = c.reserved.micro_usd + reserved_cost
+  reserved_tokens = reserved_tokens + reserved_tok
+  reserved_micro_usd = reserved_micro_usd + reserved_cost
 end
-local has = {}
-for _, s in ipairs(limited) do
-  has[s.kind.name] = true
-  WINDOWS[s.kind.window].admit(c, s.kind, s)
-end
-for _, kind in ipairs(LIMIT_KINDS) do
-  if not has[kind.name] then WINDOWS[kind.window].idle(c, kind) end
-end
-redis.call('HSET', KEYS[1], 'lt_req', fmt(c.seq), 'last_used_at', fmt(now_ms), unpack(c.rec_sets))
+--@each admit limited
+--@each idle unlimited
+redis.call('HSET', KEYS[1], 'lt_req', fmt(seq), 'last_used_at', fmt(now_ms), unpack(rec_sets))
 
-local out = answer(STATUS.ALLOWED)
-for _, v in ipairs({'retry_after_ms', -1, 'reserved_tokens', reserved_tok,
-  'reserved_cost', reserved_cost, 'slot_held', c.slot_held}) do out[#out + 1] = v end
-return limit_states(out, true)
+return limit_states(answer(STATUS.ALLOWED, -1, reserved_tok, reserved_cost, slot_held))

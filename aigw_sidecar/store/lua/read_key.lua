@@ -25,16 +25,12 @@ local start_ms, end_ms = period_bounds(fields['period'], now_ms)
 local pid = period_id(fields['epoch'], start_ms)
 local tokens, cost, requests, pt, ct = period_usage(KEYS[3], pid)
 local rsv_tok, rsv_cost, rsv_count = open_reservations(KEYS[1], KEYS[4], KEYS[5], now_ms)
-local c = {
-  K = KEYS, rec = fields, now_us = now_us, now_ms = now_ms,
-  now_s = floor_div(now_ms, 1000), since_us = now_us - WINDOW_US,
-  period = {tokens = tokens, micro_usd = cost}, reserved = {tokens = rsv_tok, micro_usd = rsv_cost},
-}
+-- What every limit kind counts now, whether or not the key has the limit.
+local now_s, since_us = floor_div(now_ms, 1000), now_us - WINDOW_US
+local period_tokens, period_micro_usd = tokens, cost
+local reserved_tokens, reserved_micro_usd = rsv_tok, rsv_cost
 local used = {}
-for _, kind in ipairs(LIMIT_KINDS) do
-  used[#used + 1] = kind.name
-  used[#used + 1] = WINDOWS[kind.window].overview(c, kind)
-end
+--@each overview all
 
 local per_model, unpriced = {}, 0
 if redis.call('HGET', KEYS[3], 'pid') == pid then

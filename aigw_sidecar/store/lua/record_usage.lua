@@ -30,15 +30,18 @@ local MAX_MODELS = 64
 -- take one past this cap is refused before anything is written.
 local COUNTER_CAP = 9007199254740991  -- 2^53 - 1
 -- The record's fields this script reads, in one call.
-local rec = read_record(KEYS[1], limit_fields({'kid', 'period', 'epoch', 'lt_pt', 'lt_ct',
-  'lt_cost', 'alert_pct', 'alert_exp_days', 'expires_at', 'ws', 'proj'}))
-if not rec.kid then
+local rec = redis.call('HMGET', KEYS[1], @KIND_FIELDS@ 'kid', 'period', 'epoch', 'lt_pt',
+  'lt_ct', 'lt_cost', 'alert_pct', 'alert_exp_days', 'expires_at', 'ws', 'proj')
+local kid, period, epoch, lt_pt, lt_ct, lt_cost, alert_pct, alert_exp_days, expires_at, ws,
+  proj = unpack(rec, @FIXED@)
+--@declare
+if not kid then
   return {CODE.NOT_FOUND, 'period_tokens', 0, 'period_cost', 0}
 end
 local now_us = clock_us(ARGV[5])
 local now_ms = floor_div(now_us, 1000)
-local start_ms, end_ms = period_bounds(rec.period, now_ms)
-local pid = period_id(rec.epoch, start_ms)
+local start_ms, end_ms = period_bounds(period, now_ms)
+local pid = period_id(epoch, start_ms)
 local seen_at = redis.call('ZSCORE', KEYS[3], ARGV[1])
 if seen_at and tonumber(seen_at) > now_ms - tonumber(ARGV[6]) then
   local tokens, cost = period_usage(KEYS[2], pid)
@@ -49,10 +52,10 @@ local add_tokens = tonumber(ARGV[2]) + tonumber(ARGV[3])
 local add_cost = tonumber(ARGV[4])
 local p_tokens, p_cost, _, _, _, current = period_usage(KEYS[2], pid)
 do
-  local lt_tokens = (tonumber(rec.lt_pt) or 0) + (tonumber(rec.lt_ct) or 0)
+  local lt_tokens = (tonumber(lt_pt) or 0) + (tonumber(lt_ct) or 0)
   if p_tokens + add_tokens > COUNTER_CAP or p_cost + add_cost > COUNTER_CAP
       or lt_tokens + add_tokens > COUNTER_CAP
-      or (tonumber(rec.lt_cost) or 0) + add_cost > COUNTER_CAP then
+      or (tonumber(lt_cost) or 0) + add_cost > COUNTER_CAP then
     return {CODE.COUNTER_CAP, 'period_tokens', p_tokens, 'period_cost', p_cost}
   end
 end
@@ -69,13 +72,7 @@ free_slot(KEYS[7], ARGV[1], now_ms)
 
 open_period(KEYS[2], pid, end_ms, now_ms, current)
 local total = add_tokens
-for _, kind in ipairs(LIMIT_KINDS) do
-  if kind.window == 'rolling_tokens' and rec[kind.field] then
-    -- The actual tokens enter the token window now; the estimate left with the lease.
-    charge_token_window(KEYS[1], KEYS[6], now_us, total)
-    break
-  end
-end
+local total_reported, charged_window = total, false
 local tokens = redis.call('HINCRBY', KEYS[2], 'tokens', fmt(total))
 local cost = redis.call('HINCRBY', KEYS[2], 'cost', ARGV[4])
 redis.call('HINCRBY', KEYS[2], 'pt', ARGV[2])
@@ -112,7 +109,7 @@ redis.call('PEXPIRE', KEYS[3], fmt(keep_ms))
 local alerts = {}
 local function threshold_alerts(budget, used, limit)
   if not limit then return end
-  for pct in string.gmatch(rec.alert_pct, '%d+') do
+  for pct in string.gmatch(alert_pct, '%d+') do
     local marker = 'al:' .. budget .. ':' .. pct
     -- ceil(limit * pct / 100), exact while the threshold stays below 2^53.
     local p = tonumber(pct)
@@ -123,17 +120,13 @@ local function threshold_alerts(budget, used, limit)
     end
   end
 end
-if rec.alert_pct and rec.alert_pct ~= '' then
-  -- Thresholds apply to the limits of the key's period (Budget: 'cost', 'tokens').
-  local period_used = {micro_usd = {'cost', cost}, tokens = {'tokens', tokens}}
-  for _, kind in ipairs(LIMIT_KINDS) do
-    if kind.window == 'period' then
-      local budget = period_used[kind.unit]
-      threshold_alerts(budget[1], budget[2], tonumber(rec[kind.field]))
-    end
-  end
-end
-local exp_days, expires_at = tonumber(rec.alert_exp_days), tonumber(rec.expires_at)
+-- The kinds' settlement: the token window charged (for a key with tokens per
+-- minute), thresholds of the period's limits checked (for a key with alerts).
+local total_tokens, total_micro_usd = tokens, cost
+local with_alerts = alert_pct and alert_pct ~= ''
+--@each settle limited
+local exp_days = tonumber(alert_exp_days)
+expires_at = tonumber(expires_at)
 if exp_days and expires_at and now_ms < expires_at
     and now_ms >= expires_at - exp_days * DAY_MS then
   local marker = fmt(expires_at) .. ':' .. fmt(exp_days)
@@ -147,5 +140,5 @@ if swept > 0 then
   redis.call('HDEL', KEYS[1], 'rsv_swept')
 end
 return {CODE.OK, 'period_tokens', tokens, 'period_cost', cost, 'settled', settled,
-  'workspace', rec.ws or '', 'project', rec.proj or '', 'expired_reservations', swept,
+  'workspace', ws or '', 'project', proj or '', 'expired_reservations', swept,
   'period_start_ms', fmt(start_ms), 'alerts', alerts}

@@ -14,15 +14,14 @@
 --   (expires_at not in the future)
 local SEED_MAX = 100000
 local now_ms = floor_div(clock_us(ARGV[1]), 1000)
--- The record fields of the rolling-requests kinds (whose window is seeded).
-local rolling, fields = {}, {'kid', 'legacy', 'period', 'name'}
-for _, kind in ipairs(LIMIT_KINDS) do
-  if kind.window == 'rolling_requests' then
-    rolling[kind.field] = true
-    fields[#fields + 1] = kind.field
-  end
-end
-local cur = read_record(KEYS[1], fields)
+-- The record fields of the kinds whose window is seeded when the limit is added.
+local seeded = {}
+--@each seeded all
+local fields = {'kid', 'legacy', 'period', 'name'}
+for field in pairs(seeded) do fields[#fields + 1] = field end
+local values = redis.call('HMGET', KEYS[1], unpack(fields))
+local cur = {}
+for i, field in ipairs(fields) do cur[field] = values[i] end
 if not cur.kid then
   return {CODE.NOT_FOUND, now_ms, ''}
 end
@@ -83,7 +82,7 @@ for i = 0, npairs - 1 do
   if field == 'period' and value ~= (cur.period or 'never') then
     redis.call('HINCRBY', KEYS[1], 'epoch', 1)
   end
-  if rolling[field] and (not cur[field] or cur[field] == '') then
+  if seeded[field] and (not cur[field] or cur[field] == '') then
     seed_window(tonumber(value))
   end
   redis.call('HSET', KEYS[1], field, value)
