@@ -88,8 +88,9 @@ def connect_store(url: str, settings: Settings) -> StoreClient:
 def admin_authenticator(settings: Settings) -> AdminAuthenticator:
     """The admin token check, or RuntimeError when the admin plane would be left open.
 
-    Without a token KeyManagement is served only on a loopback address or a unix
-    socket (with a warning); on any other address the sidecar refuses to start.
+    Without a token KeyManagement (gRPC and HTTP) is served only on a loopback
+    address or a unix socket (with a warning); on any other address the sidecar
+    refuses to start.
     """
     tokens = load_admin_tokens(
         settings.admin_token, settings.admin_token_file, settings.admin_principal
@@ -102,6 +103,13 @@ def admin_authenticator(settings: Settings) -> AdminAuthenticator:
                 "set AIGW_ADMIN_TOKEN or --admin-token-file, or move the admin plane to "
                 "loopback or a unix socket path with --admin-listen (an abstract socket "
                 "has no permissions: every local user can connect)"
+            )
+        http = settings.admin_http_listen
+        if http.lower() not in ADMIN_HTTP_OFF and not is_local_address(http):
+            raise RuntimeError(
+                f"refusing to serve the HTTP admin API on {http} without an admin token: "
+                "set AIGW_ADMIN_TOKEN or --admin-token-file, or listen on loopback "
+                "(--admin-http-listen 127.0.0.1:8080), or turn it off (--admin-http-listen off)"
             )
         log.warning(
             "NO ADMIN TOKEN CONFIGURED: KeyManagement on %s accepts every local caller; "
