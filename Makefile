@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
+# google/api/annotations.proto (the HTTP rules of keys.proto) ships with googleapis-common-protos.
+GOOGLEAPIS = $(shell $(PY) -c 'import google.api, pathlib; print(pathlib.Path(google.api.__file__).parents[2])' 2>/dev/null)
 PROTOS  = $(wildcard protos/aigw_sidecar/api/v1/*.proto) \
           $(wildcard protos/aigw_sidecar/api/envoy/v3/*.proto)
 
@@ -37,14 +39,14 @@ lint: $(STAMP)
 
 ## Regenerate the committed gRPC/protobuf modules from protos/.
 proto: $(STAMP)
-	$(PY) -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
+	$(PY) -m grpc_tools.protoc -Iprotos -I$(GOOGLEAPIS) --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
 	# The Python client vendors byte-identical copies (no _grpc modules); see clients/python/README.md.
 	cp aigw_sidecar/api/v1/admission_pb2.py* aigw_sidecar/api/v1/keys_pb2.py* clients/python/aigw_client/_api/v1/
 
 ## Fail when the committed generated code is stale.
 proto-check: $(STAMP)
 	rm -rf $(VENV)/proto-check && mkdir -p $(VENV)/proto-check
-	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$(VENV)/proto-check --pyi_out=$(VENV)/proto-check --grpc_python_out=$(VENV)/proto-check $(PROTOS)
+	$(PY) -m grpc_tools.protoc -Iprotos -I$(GOOGLEAPIS) --python_out=$(VENV)/proto-check --pyi_out=$(VENV)/proto-check --grpc_python_out=$(VENV)/proto-check $(PROTOS)
 	diff -r -x __init__.py -x __pycache__ $(VENV)/proto-check/aigw_sidecar/api aigw_sidecar/api \
 	  || (echo "generated code is stale: run 'make proto' and commit" >&2; exit 1)
 

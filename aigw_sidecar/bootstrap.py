@@ -20,6 +20,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from aigw_sidecar import __version__
 from aigw_sidecar.admission.observed import ObservedAdmissionService
 from aigw_sidecar.admission.recovery import AdmittedChecks, UnknownOutcomes
 from aigw_sidecar.admission.settlement import UsageSettler
@@ -36,6 +37,8 @@ from aigw_sidecar.server.admin_auth import (
     current_principal,
     load_admin_tokens,
 )
+from aigw_sidecar.server.admin_http import OFF as ADMIN_HTTP_OFF
+from aigw_sidecar.server.admin_http import AdminHttp, build_app
 from aigw_sidecar.server.decoding import MalformedRequestInterceptor
 from aigw_sidecar.server.ext_authz import ExtAuthzOptions, ExtAuthzServicer
 from aigw_sidecar.server.health import StoreHealthWatcher
@@ -85,8 +88,9 @@ def connect_store(url: str, settings: Settings) -> StoreClient:
 def admin_authenticator(settings: Settings) -> AdminAuthenticator:
     """The admin token check, or RuntimeError when the admin plane would be left open.
 
-    Without a token KeyManagement is served only on a loopback address or a unix
-    socket (with a warning); on any other address the sidecar refuses to start.
+    Without a token KeyManagement (gRPC and HTTP) is served only on a loopback
+    address or a unix socket (with a warning); on any other address the sidecar
+    refuses to start.
     """
     tokens = load_admin_tokens(
         settings.admin_token, settings.admin_token_file, settings.admin_principal
@@ -99,6 +103,13 @@ def admin_authenticator(settings: Settings) -> AdminAuthenticator:
                 "set AIGW_ADMIN_TOKEN or --admin-token-file, or move the admin plane to "
                 "loopback or a unix socket path with --admin-listen (an abstract socket "
                 "has no permissions: every local user can connect)"
+            )
+        http = settings.admin_http_listen
+        if http.lower() not in ADMIN_HTTP_OFF and not is_local_address(http):
+            raise RuntimeError(
+                f"refusing to serve the HTTP admin API on {http} without an admin token: "
+                "set AIGW_ADMIN_TOKEN or --admin-token-file, or listen on loopback "
+                "(--admin-http-listen 127.0.0.1:8080), or turn it off (--admin-http-listen off)"
             )
         log.warning(
             "NO ADMIN TOKEN CONFIGURED: KeyManagement on %s accepts every local caller; "
@@ -124,6 +135,7 @@ class Sidecar:
     embedded: EmbeddedStore | None = None
     admin_server: grpc.aio.Server | None = None  # None: KeyManagement is on ``server``
     admin_port: int = 0
+    admin_http: AdminHttp | None = None  # the HTTP/JSON admin API, when on
     pricing: PricingFile | None = None
     multiplexed: MultiplexedScripts | None = None
     access_log: AccessLogServicer | None = None
@@ -144,6 +156,8 @@ class Sidecar:
         # A moment for health watchers (load balancers, Envoy) to see NOT_SERVING
         # before the listener stops taking calls.
         await asyncio.sleep(NOT_SERVING_NOTICE_S)
+        if self.admin_http is not None:
+            await self.admin_http.stop()
         if self.admin_server is not None:
             await self.admin_server.stop(self.settings.shutdown_grace_s)
         await self.server.stop(self.settings.shutdown_grace_s)
@@ -319,13 +333,11 @@ async def start(settings: Settings) -> Sidecar:
     ), admitted_checks)
     server.add_generic_rpc_handlers((ext_authz.handler(), access_log.handler()))
     audit = RedisAuditLog(redis, Keyspace(settings.key_prefix), settings.audit_max_entries)
-    keys_pb2_grpc.add_KeyManagementServicer_to_server(
-        KeyManagementServicer(
-            AuditedKeyService(store, audit, current_principal, event_log),
-            (lambda: pricing.table) if pricing is not None else (lambda: None),
-        ),
-        admin_server or server,
+    keys_servicer = KeyManagementServicer(
+        AuditedKeyService(store, audit, current_principal, event_log),
+        (lambda: pricing.table) if pricing is not None else (lambda: None),
     )
+    keys_pb2_grpc.add_KeyManagementServicer_to_server(keys_servicer, admin_server or server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     # Each listener lists only what it serves: KeyManagement only where it is.
@@ -361,6 +373,20 @@ async def start(settings: Settings) -> Sidecar:
         health_servicer, admission_store.ping, SERVICE_NAMES, settings.health_interval_s
     )
     await watcher.check_once()
+    admin_http = None
+    if settings.admin_http_listen.lower() not in ADMIN_HTTP_OFF:
+        # The same servicer, authenticator and certificate as the gRPC admin plane.
+        admin_http = await AdminHttp.start(
+            settings.admin_http_listen,
+            build_app(keys_servicer, authenticator, __version__),
+            cert_file=settings.admin_tls_cert_file or settings.tls_cert_file,
+            key_file=settings.admin_tls_key_file or settings.tls_key_file,
+            reuse_port=settings.reuse_port,
+        )
+        scheme = "https" if settings.admin_tls_cert_file or settings.tls_cert_file else "http"
+        host = settings.admin_http_listen.rpartition(":")[0] or "0.0.0.0"  # noqa: S104
+        log.info("admin HTTP API on %s://%s:%d/v1/ (OpenAPI: /v1/openapi.json)",
+                 scheme, host, admin_http.port)
     await server.start()
     if admin_server is not None:
         await admin_server.start()
@@ -368,7 +394,7 @@ async def start(settings: Settings) -> Sidecar:
     sidecar = Sidecar(
         settings, server, redis, watcher, port, embedded,
         admin_server=admin_server, admin_port=admin_port, access_log=access_log,
-        ext_authz=ext_authz,
+        ext_authz=ext_authz, admin_http=admin_http,
     )
     sidecar.start_task(watcher.run(), "store health watcher")
     sidecar.start_task(unknown_outcomes.run(), "unknown outcomes")

@@ -17,6 +17,9 @@ from aigw_sidecar.errors import AigwError
 from aigw_sidecar.keys.money import parse_usd
 from aigw_sidecar.pricing.table import ModelPrice
 
+# Where `aigw-sidecar serve` serves the HTTP/JSON admin API unless told otherwise.
+DEFAULT_ADMIN_HTTP_LISTEN = "127.0.0.1:8080"
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -65,6 +68,9 @@ class Settings:
     # Operations: logs, metrics, budget alerts
     log_format: str = "auto"  # auto (text on a terminal, else JSON) | json | text
     metrics_listen: str = ""  # empty: no metrics endpoint
+    # The HTTP/JSON admin API (and console). Off here; `serve` defaults it to
+    # DEFAULT_ADMIN_HTTP_LISTEN.
+    admin_http_listen: str = ""
     metrics_label_cap: int = 100  # distinct workspace/project label pairs per process
     metrics_key_ids: int = 0  # opt-in: per-key-id series for the first N key ids
     # From PROMETHEUS_MULTIPROC_DIR (set before start): metrics of several processes.
@@ -162,6 +168,9 @@ _OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
      "largest gRPC request message accepted; larger ones get RESOURCE_EXHAUSTED"),
     ("--admin-listen", "AIGW_ADMIN_LISTEN", "admin_listen", str,
      "own address (host:port or unix:/path) for KeyManagement; empty shares --listen"),
+    ("--admin-http-listen", "AIGW_ADMIN_HTTP_LISTEN", "admin_http_listen", str,
+     "host:port of the HTTP/JSON admin API (same tokens and TLS as the admin plane;"
+     " without a token, loopback clients only); off: none"),
     ("--admin-token-file", "AIGW_ADMIN_TOKEN_FILE", "admin_token_file", str,
      "file of admin tokens, one per line: '<token>' or '<principal> <token>' "
      "(the token can also come from AIGW_ADMIN_TOKEN)"),
@@ -200,7 +209,7 @@ _OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
 def parse_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Settings:
     """Settings from serve's flags; an unset flag falls back to its AIGW_* variable."""
     env = os.environ if env is None else env
-    defaults = Settings()
+    defaults = replace(Settings(), admin_http_listen=DEFAULT_ADMIN_HTTP_LISTEN)
     parser = argparse.ArgumentParser(
         prog="aigw-sidecar serve",
         description="Run the admission sidecar (gRPC).",

@@ -17,7 +17,8 @@ import contextvars
 import hashlib
 import hmac
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,16 @@ _principal: contextvars.ContextVar[str] = contextvars.ContextVar(
 def current_principal() -> str:
     """Who is making the current admin call."""
     return _principal.get()
+
+
+@contextmanager
+def acting_as(principal: str) -> Iterator[None]:
+    """The principal of an admin call that did not come over gRPC (the HTTP API)."""
+    reset = _principal.set(principal)
+    try:
+        yield
+    finally:
+        _principal.reset(reset)
 
 
 @dataclass(frozen=True, slots=True)

@@ -88,7 +88,8 @@ class Sidecar:
         cmd = [
             sys.executable, "-m", "tests.bench.gcprobe", str(self.gc_file), "serve",
             "--listen", self.target, "--redis-url", self.store.url, "--key-prefix", "bench",
-            "--log-level", "WARNING", "--shutdown-grace-s", "2", *self.flags,
+            "--log-level", "WARNING", "--shutdown-grace-s", "2", "--admin-http-listen", "off",
+            *self.flags,
         ]
         log = open(self.workdir / "sidecar.log", "wb")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, cwd=REPO,

@@ -26,7 +26,9 @@ if _version_not_supported:
 
 
 class KeyManagementStub:
-    """Missing associated documentation comment in .proto file."""
+    """Every RPC is also served as HTTP/JSON (protobuf's canonical JSON mapping) on
+    --admin-http-listen, from its google.api.http rule below.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -107,7 +109,9 @@ class KeyManagementStub:
 
 
 class KeyManagementServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Every RPC is also served as HTTP/JSON (protobuf's canonical JSON mapping) on
+    --admin-http-listen, from its google.api.http rule below.
+    """
 
     def CreateKey(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -134,7 +138,9 @@ class KeyManagementServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateKey(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Over HTTP the update_mask may also come as a query parameter
+        (?update_mask=limits.token_limit,name).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -281,7 +287,9 @@ def add_KeyManagementServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class KeyManagement:
-    """Missing associated documentation comment in .proto file."""
+    """Every RPC is also served as HTTP/JSON (protobuf's canonical JSON mapping) on
+    --admin-http-listen, from its google.api.http rule below.
+    """
 
     @staticmethod
     def CreateKey(request,
