@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 KEY_MANAGEMENT = keys_pb2.DESCRIPTOR.services_by_name["KeyManagement"]
 OPENAPI_PATH = "/v1/openapi.json"
+API = web.AppKey("api", JsonApi)  # the app's JsonApi (the console calls through it)
 # Off: the flag (or AIGW_ADMIN_HTTP_LISTEN) set to one of these.
 OFF = ("", "off", "none")
 
@@ -75,7 +76,7 @@ def build_app(servicer: object, authenticator: AdminAuthenticator, version: str)
         )
 
     app.router.add_get(OPENAPI_PATH, openapi)
-    app["api"] = api
+    app[API] = api
     assert all(route.template.startswith(API_PREFIX) for route in api.routes)
     return app
 
