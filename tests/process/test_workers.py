@@ -47,14 +47,15 @@ def workers_of(supervisor: SidecarProcess) -> list[int]:
             if "aigw_sidecar.supervisor" in _cmdline(p)]
 
 
-def _established_inodes(port: int) -> set[str]:
-    """Socket inodes of established TCP connections whose local port is ``port``."""
+def _established_inodes(port: int, state_wanted: str = "01") -> set[str]:
+    """Socket inodes of established TCP connections whose local port is ``port``
+    (state "0A": of the listening sockets on it)."""
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
             fields = line.split()
             local, state, inode = fields[1], fields[3], fields[9]
-            if state == "01" and int(local.rsplit(":", 1)[1], 16) == port:
+            if state == state_wanted and int(local.rsplit(":", 1)[1], 16) == port:
                 inodes.add(inode)
     return inodes
 
@@ -98,6 +99,11 @@ async def test_two_workers_both_answer_and_share_one_limit_exactly(
     supervised: SidecarProcess,
 ) -> None:
     _wait_for(lambda: len(workers_of(supervised)) == 2)
+    # Both listening (a worker still starting would leave every connection to the other).
+    _wait_for(lambda: all(
+        _socket_inodes(pid) & _established_inodes(supervised.port, "0A")
+        for pid in workers_of(supervised)
+    ))
     # Separate subchannel pools: each channel is its own TCP connection, and the
     # kernel spreads connections (not calls) over the workers.
     channels = [
