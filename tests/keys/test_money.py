@@ -21,7 +21,8 @@ def test_a_plain_decimal_is_exact_micro_usd(text: str, micro: int) -> None:
 
 @pytest.mark.parametrize("text", NOT_PLAIN)
 def test_anything_else_is_refused_naming_the_form_expected(text: str) -> None:
-    with pytest.raises(InvalidArgument, match=r"plain decimal USD amount such as 25 or 0\.50") as err:
+    expected = r"plain decimal USD amount such as 25 or 0\.50"
+    with pytest.raises(InvalidArgument, match=expected) as err:
         parse_usd("limits.cost_limit_usd", text)
     assert text.strip() not in str(err.value) or text.strip() in "25 or 0.50"
 
