@@ -2,26 +2,50 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
+RUNTIME = $(VENV)/.runtime
 STAMP   = $(VENV)/.installed
+# Quiet installs: setuptools' "editable installation" notice is not for users.
+PIP     = PYTHONWARNINGS=ignore $(PY) -m pip install --quiet
 # google/api/annotations.proto (the HTTP rules of keys.proto) ships with googleapis-common-protos.
 GOOGLEAPIS = $(shell $(PY) -c 'import google.api, pathlib; print(pathlib.Path(google.api.__file__).parents[2])' 2>/dev/null)
 PROTOS  = $(wildcard protos/aigw_sidecar/api/v1/*.proto) \
           $(wildcard protos/aigw_sidecar/api/envoy/v3/*.proto)
 
-.PHONY: install run test test-cluster lint typecheck proto proto-check bench bench-compare bench-profile bench-envoy bench-overshoot bench-store-restart bench-faults bench-rolling-restart clean
+.PHONY: install run bench-tools test test-cluster lint typecheck proto proto-check bench bench-compare bench-profile bench-envoy bench-overshoot bench-store-restart bench-faults bench-rolling-restart clean
 
-$(STAMP): pyproject.toml
+## What serving needs (make run): the package, its runtime dependencies, the client.
+$(RUNTIME): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
-	$(PY) -m pip install --quiet -e clients/python
+	$(PIP) --upgrade pip
+	$(PIP) -e . -e clients/python
+	touch $(RUNTIME)
+
+## Everything the tests, linters and benchmarks need on top (make test, make lint, ...).
+$(STAMP): $(RUNTIME)
+	$(PIP) -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
-## Start the sidecar on the embedded default store (data under ./aigw-data).
-run: $(STAMP)
+## Start the sidecar on the embedded default store (data under ./aigw-data); the
+## address: --listen / AIGW_LISTEN, e.g. AIGW_LISTEN=127.0.0.1:50052 make run.
+run: $(RUNTIME)
 	$(VENV)/bin/aigw-sidecar serve
+
+## Benchmarks drive the sidecar with h2load (nghttp2-client) and redis-benchmark
+## (redis-tools): installed with apt-get when run as root, else the command is printed.
+bench-tools:
+	@missing=""; \
+	command -v h2load >/dev/null 2>&1 || missing="$$missing nghttp2-client"; \
+	command -v redis-benchmark >/dev/null 2>&1 || missing="$$missing redis-tools"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing$$missing for the benchmarks"; \
+	    apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "the benchmarks need$$missing: sudo apt-get install -y$$missing" >&2; exit 1; \
+	  fi; \
+	fi
 
 ## The whole test suite (starts its own Valkey and redis-server processes).
 test: $(STAMP)
@@ -52,7 +76,7 @@ proto-check: $(STAMP)
 
 ## Envoy alone, ext_authz only and the shipped config in one run: req/s, p50/p99, CPU per
 ## request of every process, sidecar-cluster resets (loopback; needs h2load; not in `make test`).
-bench-envoy: $(STAMP)
+bench-envoy: $(STAMP) bench-tools
 	$(PY) -m tests.bench.envoy_latency --json bench-envoy-results.json $(BENCH_ARGS)
 
 ## Budget overshoot under a concurrent burst, with and without estimates (loopback).
@@ -73,17 +97,17 @@ bench-rolling-restart: $(STAMP)
 	$(PY) -m tests.bench.rolling_restart $(BENCH_ARGS)
 
 ## The sidecar's CPU per Check against its no-op RPC, and a py-spy split of a Check.
-bench-profile: $(STAMP)
+bench-profile: $(STAMP) bench-tools
 	$(PY) -m tests.bench.check_profile $(BENCH_ARGS)
 
 ## make bench (without Envoy) on an older revision (REV, default HEAD~1) and on this
 ## tree, alternately in one run; medians, spread and ratios.
-bench-compare: $(STAMP)
+bench-compare: $(STAMP) bench-tools
 	$(PY) -m tests.bench.compare_revisions --rev $(or $(REV),HEAD~1) $(BENCH_ARGS)
 
 ## The Performance table: floors, Authorize, RecordUsage, Envoy, store memory; then
 ## the price lookup + quote micro-benchmark (budget 5 us).
-bench: $(STAMP)
+bench: $(STAMP) bench-tools
 	$(PY) -m tests.bench.bench $(BENCH_ARGS)
 	$(PY) -m tests.bench.pricing_lookup
 

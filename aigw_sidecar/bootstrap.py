@@ -51,6 +51,7 @@ from aigw_sidecar.server.metrics import (
     TelemetryInterceptor,
     multiprocess_registry,
 )
+from aigw_sidecar.server.reflection_pool import ENVOY_SERVICE_NAMES, reflection_pool
 from aigw_sidecar.server.servicers import AdmissionServicer, KeyManagementServicer
 from aigw_sidecar.server.webhook import WebhookSink
 from aigw_sidecar.settings import Settings, unpriced_fallback
@@ -344,8 +345,11 @@ async def start(settings: Settings) -> Sidecar:
     data_services = SERVICE_NAMES if admin_server is None else tuple(
         name for name in SERVICE_NAMES if name not in ADMIN_SERVICE_NAMES
     )
+    # Every service the port serves, Envoy's too, so grpcurl needs no .proto file.
+    pool = reflection_pool()
     reflection.enable_server_reflection(
-        (*data_services, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (*data_services, *ENVOY_SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME),
+        server, pool=pool,
     )
     port = bind(
         server,
@@ -358,7 +362,8 @@ async def start(settings: Settings) -> Sidecar:
     if admin_server is not None:
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, admin_server)
         reflection.enable_server_reflection(
-            (*ADMIN_SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), admin_server
+            (*ADMIN_SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), admin_server,
+            pool=pool,
         )
         admin_port = bind(
             admin_server,

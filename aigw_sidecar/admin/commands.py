@@ -17,12 +17,13 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
 from google.protobuf.message import Message
+
+from aigw_sidecar.keys.money import PLAIN_DECIMAL
 
 TIMESTAMP = "google.protobuf.Timestamp"
 FIELD_MASK = "google.protobuf.FieldMask"
@@ -57,14 +58,10 @@ def parse_time(text: str, now: datetime | None = None) -> datetime:
 
 
 def parse_usd(text: str) -> str:
-    """A decimal USD amount, kept as its exact text (the server parses it)."""
-    try:
-        amount = Decimal(text.strip().lstrip("$"))
-    except InvalidOperation:
-        raise argparse.ArgumentTypeError("not a decimal USD amount") from None
-    if not amount.is_finite() or amount < 0:
-        raise argparse.ArgumentTypeError("not a positive decimal USD amount")
-    return format(amount, "f")
+    """A plain decimal USD amount (``25``, ``0.50``), kept as its text (the server parses it)."""
+    if not PLAIN_DECIMAL.fullmatch(text.strip()):
+        raise argparse.ArgumentTypeError("expected a plain decimal USD amount such as 25 or 0.50")
+    return text.strip()
 
 
 def parse_pair(text: str) -> tuple[str, str]:

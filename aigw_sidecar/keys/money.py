@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation
 
 from aigw_sidecar.errors import InvalidArgument
@@ -11,8 +12,23 @@ MICRO_PER_USD = 1_000_000
 MAX_MICRO_USD = 10**15  # one billion USD
 
 
-def parse_usd(field: str, text: str) -> int:
-    """``"12.345678"`` -> 12_345_678 micro-USD; at most six decimals, no rounding."""
+# What an admin writes for money: digits, optionally a point and more digits.
+PLAIN_DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?")
+PLAIN_DECIMAL_HINT = (
+    "must be a plain decimal USD amount such as 25 or 0.50 (no '$', sign or exponent)"
+)
+
+
+def parse_usd(field: str, text: str, *, plain: bool = True) -> int:
+    """``"12.345678"`` -> 12_345_678 micro-USD; at most six decimals, no rounding.
+
+    Args:
+        plain: only ``25`` or ``0.50``: an exponent (``1e3``), a sign or a ``$`` is
+            refused rather than read (False: any finite decimal, for price files).
+    """
+    if plain and not PLAIN_DECIMAL.fullmatch(text.strip()):
+        # The input is not echoed: it may be a secret pasted into the wrong field.
+        raise InvalidArgument(field, PLAIN_DECIMAL_HINT)
     try:
         amount = Decimal(text.strip())
     except InvalidOperation:

@@ -74,7 +74,7 @@ def _count(where: str, raw: Any, low: int) -> int:
 def _usd(where: str, raw: Any) -> int:
     if raw is None or isinstance(raw, bool):
         raise InvalidArgument(where, "is not a decimal USD amount")
-    return parse_usd(where, str(raw))
+    return parse_usd(where, str(raw), plain=False)
 
 
 def _tiers(where: str, raw: Any, base: ModelPrice) -> tuple[tuple[int, ModelPrice], ...]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from redis.asyncio import Redis
 
@@ -236,6 +237,33 @@ async def test_each_listener_lists_only_the_services_it_serves(
         assert "aigw.v1.KeyManagement" not in listed
         async with grpc.aio.insecure_channel(f"unix:{socket_path}") as admin:
             assert "aigw.v1.KeyManagement" in await _listed_services(admin)
+    finally:
+        await sidecar.stop()
+
+
+async def test_reflection_lists_and_describes_envoys_services_too(
+    valkey_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    """grpcurl can list and call Check with no .proto file: reflection describes it."""
+    sidecar = await start(_settings(valkey_url, key_prefix, tmp_path, admin_token=TOKEN))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{sidecar.port}") as channel:
+            listed = await _listed_services(channel)
+            assert {"envoy.service.auth.v3.Authorization",
+                    "envoy.service.accesslog.v3.AccessLogService"} <= listed
+            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+            call = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(
+                file_containing_symbol="envoy.service.auth.v3.Authorization")]))
+            files = []
+            async for reply in call:
+                files = list(reply.file_descriptor_response.file_descriptor_proto)
+                break
+        assert files, "no file declares envoy.service.auth.v3.Authorization"
+        declared = [descriptor_pb2.FileDescriptorProto.FromString(raw) for raw in files]
+        methods = {(svc.name, m.name, m.input_type) for f in declared for svc in f.service
+                   for m in svc.method}
+        assert ("Authorization", "Check", ".aigw.envoy.v3.CheckRequest") in methods
+        assert any(f.name.endswith("ext_authz.proto") for f in declared)  # its messages too
     finally:
         await sidecar.stop()
 

@@ -15,10 +15,10 @@ from aigw_client._api.v1 import admission_pb2 as adm_pb
 from aigw_client._api.v1 import keys_pb2 as keys_pb
 from aigw_client._convert import KEEP, Keep
 from aigw_client._transport import (
-    DEFAULT_TARGET,
     DEFAULT_TIMEOUT_S,
     RPCS,
     ChannelOptions,
+    Connection,
     admin_metadata,
 )
 from aigw_client.errors import from_rpc_error
@@ -58,7 +58,7 @@ class AigwClient:
 
     def __init__(
         self,
-        target: str = DEFAULT_TARGET,
+        target: str | None = None,
         *,
         admin_token: str | None = None,
         credentials: grpc.ChannelCredentials | None = None,
@@ -66,15 +66,20 @@ class AigwClient:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         options: ChannelOptions = (),
     ) -> None:
+        """Unset arguments come from the AIGW_ADMIN_* variables aigw-admin reads
+        (AIGW_ADMIN_TARGET, AIGW_ADMIN_TOKEN_FILE or AIGW_ADMIN_TOKEN, AIGW_ADMIN_TLS,
+        AIGW_ADMIN_TLS_CA_FILE), then the defaults (127.0.0.1:50051, no token,
+        plaintext); an explicit argument always wins."""
+        conn = Connection.resolve(target, admin_token, credentials)
         self._owns_channel = channel is None
         if channel is None:
             channel = (
-                grpc.secure_channel(target, credentials, options=list(options))
-                if credentials is not None
-                else grpc.insecure_channel(target, options=list(options))
+                grpc.secure_channel(conn.target, conn.credentials, options=list(options))
+                if conn.credentials is not None
+                else grpc.insecure_channel(conn.target, options=list(options))
             )
         self._channel = channel
-        self._admin_metadata = admin_metadata(admin_token)
+        self._admin_metadata = admin_metadata(conn.admin_token)
         self._timeout_s = timeout_s
         self._stubs = {
             name: channel.unary_unary(
