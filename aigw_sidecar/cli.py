@@ -7,10 +7,11 @@ from collections.abc import Sequence
 
 from aigw_sidecar import __version__
 from aigw_sidecar.runner import exit_code, run, set_up_logging
-from aigw_sidecar.settings import Settings, parse_settings
+from aigw_sidecar.settings import Settings, config_text, parse_settings
 
 USAGE = """usage: aigw-sidecar serve [options]   run the admission sidecar
        aigw-sidecar serve --help      list the options (flags and AIGW_* variables)
+       aigw-sidecar serve --config aigw.yaml [--print-config]   settings from a file
        aigw-sidecar pricing import FILE [-o pricing.yaml]   convert LiteLLM/OpenRouter prices
        aigw-sidecar pricing show [MODEL ...]                 the price table in force
        aigw-sidecar --version"""
@@ -39,6 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(USAGE, file=sys.stderr)
         return 0 if args[:1] in (["-h"], ["--help"]) else 2
     settings = parse_settings(args[1:])
+    if settings.print_config:
+        sys.stdout.write(config_text(settings))
+        return 0
     set_up_logging(settings)
     if settings.workers != 1:
         return exit_code(lambda: supervise(settings, args[1:]))

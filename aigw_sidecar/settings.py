@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from aigw_sidecar.errors import AigwError
 from aigw_sidecar.keys.money import parse_usd
 from aigw_sidecar.pricing.table import ModelPrice
@@ -81,6 +83,8 @@ class Settings:
     alert_webhook_secret: str = field(default="", repr=False)
     # Scale and limits
     workers: int = 1  # server processes sharing the port; 0: one per CPU
+    config: str = ""  # the YAML file the settings were read from (--config), if any
+    print_config: bool = False  # serve --print-config: show the settings in force and exit
     # Largest gRPC request accepted (grpc's own: 4 MiB): a Check carries the whole
     # request body, up to Envoy's max_request_bytes (1 MiB in the shipped config).
     max_request_bytes: int = 2 * 1024 * 1024
@@ -213,8 +217,20 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) ->
     parser = argparse.ArgumentParser(
         prog="aigw-sidecar serve",
         description="Run the admission sidecar (gRPC).",
-        epilog="Every flag can also be set with the environment variable shown.",
+        epilog="Every flag can also be set with the environment variable shown, or as a key"
+        " of the --config file (the long flag name: redis-url: ...). Precedence: flag,"
+        " then environment, then file, then default.",
     )
+    config_path = _config_path(argv, env)
+    try:
+        from_file = load_config_file(config_path) if config_path else {}
+    except ValueError as exc:
+        parser.error(str(exc))
+    known = {flag[2:] for flag, *_ in _OPTIONS} | {"no-default-pricing"}
+    unknown = sorted(set(from_file) - known)
+    if unknown:
+        parser.error(f"--config {config_path}: unknown setting {unknown[0]!r} (keys are the"
+                     " long flag names, e.g. redis-url)")
     for flag, var, attr, kind, text in _OPTIONS:
         default = getattr(defaults, attr)
         parser.add_argument(
@@ -222,12 +238,19 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) ->
             dest=attr,
             type=kind,
             # A string default goes through ``type`` like a flag would, so a bad
-            # AIGW_* value is a one-line usage error, not a traceback.
-            default=env[var] if env.get(var) else default,  # empty: unset
+            # AIGW_* or file value is a one-line usage error, not a traceback.
+            default=env[var] if env.get(var) else from_file.get(flag[2:], default),
             help=f"{text} [env {var}; default {default!s:.40}]",
         )
     parser.add_argument("--no-default-pricing", dest="default_pricing", action="store_false",
                         help="leave the built-in price table out (only --pricing-file prices)")
+    if from_file.get("no-default-pricing") == "true":
+        parser.set_defaults(default_pricing=False)
+    parser.add_argument("--config", dest="config", default=config_path,
+                        help="a YAML file of settings keyed by the long flag names [env"
+                        " AIGW_CONFIG]; flags and AIGW_* variables override it")
+    parser.add_argument("--print-config", dest="print_config", action="store_true",
+                        help="print the settings in force (secrets masked) and exit")
     ns = parser.parse_args(list(argv))
     settings = replace(Settings(**vars(ns)), admin_token=env.get("AIGW_ADMIN_TOKEN", ""))
     settings = replace(
@@ -274,6 +297,71 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) ->
             parser.error("--alert-webhook-url needs AIGW_ALERT_WEBHOOK_SECRET"
                          " (at least 16 characters) to sign the events")
     return settings
+
+
+def _config_path(argv: Sequence[str], env: Mapping[str, str]) -> str:
+    """--config PATH (or --config=PATH) before anything else is parsed, else AIGW_CONFIG."""
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return env.get("AIGW_CONFIG", "")
+
+
+def load_config_file(path: str) -> dict[str, str]:
+    """A settings file: a YAML mapping of long flag names to scalars, as flag text."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"--config {path}: {exc.strerror}") from None
+    except yaml.YAMLError:
+        raise ValueError(f"--config {path}: not valid YAML") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"--config {path}: expected a mapping of setting: value")
+    values: dict[str, str] = {}
+    for key, value in raw.items():
+        if not isinstance(key, str) or isinstance(value, (list, dict)):
+            raise ValueError(f"--config {path}: {key!s}: expected a single value")
+        if isinstance(value, bool):
+            values[key] = "true" if value else "false"
+        else:
+            values[key] = "" if value is None else str(value)
+    return values
+
+
+_SECRET_SETTINGS = ("admin_token", "alert_webhook_secret")
+
+
+def config_text(settings: Settings) -> str:
+    """The settings in force as a --config file (YAML), secrets masked."""
+    source = f" (from {settings.config})" if settings.config else ""
+    lines = [f"# aigw-sidecar serve: the settings in force{source}"]
+    for flag, _var, attr, _kind, _text in _OPTIONS:
+        value: Any = getattr(settings, attr)
+        if attr == "redis_url":
+            value = _masked_url(value)
+        elif isinstance(value, Path):
+            value = str(value)
+        # One YAML scalar per line (quoted where YAML needs it).
+        text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+        lines.append(f"{flag[2:]}: {text}")
+    lines.append(f"no-default-pricing: {'false' if settings.default_pricing else 'true'}")
+    for attr in _SECRET_SETTINGS:
+        lines.append(f"# {attr}: {'(set, not shown)' if getattr(settings, attr) else '(not set)'}")
+    return "\n".join(lines) + "\n"
+
+
+def _masked_url(url: str) -> str:
+    """A store URL with its password replaced by ****."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, at, host = rest.rpartition("@")
+    user, colon, _password = credentials.partition(":")
+    return f"{scheme}://{user}{':****' if colon else ''}{at}{host}"
 
 
 def unpriced_fallback(settings: Settings) -> ModelPrice | None:
