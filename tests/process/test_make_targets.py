@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -9,8 +10,10 @@ from tests.servers import REPO
 
 
 def _dry_run(target: str, venv: Path) -> str:
-    done = subprocess.run(["make", "-n", target, f"VENV={venv}"], cwd=REPO,
-                          capture_output=True, text=True, timeout=30)
+    # Run from `make test` too: no MAKEFLAGS/MAKELEVEL, or the sub-make talks about directories.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    done = subprocess.run(["make", "--no-print-directory", "-n", target, f"VENV={venv}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=30, env=env)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
