@@ -8,6 +8,9 @@ choices (their names without the enum prefix, lower-case), booleans as
 flattened (``limits.token_limit`` becomes ``--token-limit``). A
 ``google.protobuf.FieldMask`` field is not a flag: it is built from the flags
 given, and ``--clear PATH`` adds a path without a value (which clears it).
+
+A flag's help is its field's comment in the ``.proto`` (see ``proto_comments``),
+and a field whose comment starts with ``Required.`` is a required flag.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from typing import Any
 from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
 from google.protobuf.message import Message
+
+from aigw_sidecar.admin.proto_comments import REQUIRED_RE, comment_of
 
 TIMESTAMP = "google.protobuf.Timestamp"
 FIELD_MASK = "google.protobuf.FieldMask"
@@ -211,6 +216,17 @@ def commands(service: Any) -> list[Command]:
 
 
 def _help(flag: FieldFlag) -> str:
+    """The field's comment in the .proto, then how to write the value."""
+    text = comment_of(flag.field.full_name).text
+    if flag.positional:  # argparse requires it anyway
+        text = REQUIRED_RE.sub("", text).strip()
+    hints = [h for h in (_value_hint(flag),) if h]
+    if hints:
+        text = f"{text} [{'; '.join(hints)}]".lstrip()
+    return text.replace("%", "%%")  # argparse %-formats help
+
+
+def _value_hint(flag: FieldFlag) -> str:
     field = flag.field
     if field.message_type is not None and field.message_type.full_name == TIMESTAMP:
         return "time: ISO 8601 (2030-01-31T00:00:00Z) or from now (30d, 12h, 90m)"
@@ -230,6 +246,9 @@ def _add_flag(parser: argparse.ArgumentParser, flag: FieldFlag) -> None:
         parser.add_argument(flag.dest, metavar=flag.path.upper(), **kwargs)
         return
     kwargs.update(dest=flag.dest, default=argparse.SUPPRESS)
+    required = comment_of(field.full_name).required
+    if required:
+        kwargs.update(required=True)
     msg = field.message_type
     if msg is not None and msg.full_name == TIMESTAMP:
         kwargs.update(type=parse_time, metavar="TIME")

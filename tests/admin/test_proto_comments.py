@@ -9,6 +9,7 @@ from pathlib import Path
 from google.protobuf import descriptor_pb2
 
 from aigw_sidecar.admin import proto_comments
+from aigw_sidecar.admin.cli import build_parser
 from aigw_sidecar.api.v1 import admission_pb2, keys_pb2
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,3 +75,12 @@ def test_nested_messages_are_named_by_their_full_name() -> None:
     data = descriptor_pb2.FileDescriptorSet(file=[file]).SerializeToString()
     assert proto_comments.parse(data) == {"p.Outer.Inner.depth": proto_comments.FieldComment(
         "How deep.")}
+
+
+def test_required_fields_are_required_flags_and_comments_are_their_help() -> None:
+    parser = build_parser({})
+    create = parser._subparsers._group_actions[0].choices["create-key"]  # type: ignore[union-attr]
+    flags = {a.option_strings[0]: a for a in create._actions if a.option_strings}
+    assert flags["--name"].required and not flags["--project"].required
+    assert flags["--name"].help.startswith("Required. Unique in its workspace")
+    assert flags["--token-limit"].help == "Tokens (prompt + completion) per reset period."
