@@ -4,7 +4,10 @@ Every RPC of ``aigw.v1.KeyManagement`` is a command (``aigw-admin create-key``,
 ``aigw-admin list-audit-entries`` ...), generated from the descriptor; the
 friendly aliases (``aigw-admin keys create``, ``keys list`` ...) are the same
 commands under shorter names. Errors print one line and exit non-zero: 1 for a
-failed call, 2 for bad usage.
+failed call (or a key name that names no key, or several), 2 for bad usage.
+
+Where a command takes a key id it also takes the key's name: a value that is not
+a key id is looked up with ListKeys in ``--workspace`` (default ``default``).
 """
 
 from __future__ import annotations
@@ -21,7 +24,12 @@ from typing import Any, NoReturn, TextIO
 import grpc
 
 from aigw_sidecar.admin import render
-from aigw_sidecar.admin.commands import Command, commands
+from aigw_sidecar.admin.commands import (
+    LOOKUP_WORKSPACE_DEST,
+    Command,
+    FieldFlag,
+    commands,
+)
 from aigw_sidecar.api.v1 import keys_pb2 as keys_pb
 from aigw_sidecar.keys import secrets
 
@@ -52,8 +60,15 @@ _HINTS = {
 }
 
 
+LOOKUP_PAGE_SIZE = 500  # ListKeys' maximum
+
+
 class UsageError(Exception):
     """Bad command-line input; exit 2."""
+
+
+class KeyNotResolved(Exception):
+    """A key name that names no key, or several; exit 1 (like a key id not found)."""
 
 
 # argparse quotes the offending value in these messages; the value may be a secret
@@ -187,6 +202,13 @@ def _channel(ns: argparse.Namespace) -> grpc.Channel:
     return grpc.insecure_channel(ns.target)
 
 
+def _can_confirm(command: Command, ns: argparse.Namespace, stdin: TextIO) -> None:
+    """A deletion without --yes needs a terminal; checked before any call is made."""
+    if command.destructive and not ns.yes and not stdin.isatty():
+        raise UsageError(f"{PROG}: refusing to delete without --yes "
+                         "(no terminal to confirm on)")
+
+
 def _confirm(command: Command, request: Any, ns: argparse.Namespace, stdin: TextIO,
              err: TextIO) -> bool:
     if not command.destructive or ns.yes:
@@ -194,11 +216,44 @@ def _confirm(command: Command, request: Any, ns: argparse.Namespace, stdin: Text
     key_id = getattr(request, "key_id", "")
     # Only a real key id is printed back: the argument may be a secret pasted by mistake.
     what = key_id if secrets.is_valid_key_id(key_id) else "this key"
-    if not stdin.isatty():
-        raise UsageError(f"{PROG}: refusing to delete {what} without --yes "
-                         "(no terminal to confirm on)")
     print(f"Delete {what}? This cannot be undone. [y/N] ", end="", file=err, flush=True)
     return stdin.readline().strip().lower() in ("y", "yes")
+
+
+def _resolve_key_id(command: Command, ns: argparse.Namespace, channel: grpc.Channel,
+                    metadata: Any) -> None:
+    """A key name given for ``key_id``, replaced by that key's id (ListKeys, paged).
+
+    Never printed: the value may be a secret pasted into the wrong place.
+    """
+    flag: FieldFlag | None = command.key_id_flag
+    value = getattr(ns, flag.dest, "") if flag is not None else ""
+    if flag is None or not value or secrets.is_valid_key_id(value):
+        return
+    workspace = getattr(ns, LOOKUP_WORKSPACE_DEST)
+    where = f"workspace {workspace}" if workspace else "any workspace"
+    hint = f"see: {PROG} keys list" + (f" --workspace {workspace}" if workspace else "")
+    list_keys = _rpc("ListKeys")
+    request = keys_pb.ListKeysRequest(workspace=workspace, page_size=LOOKUP_PAGE_SIZE)
+    found: list[keys_pb.ApiKey] = []
+    while True:
+        page = _call(channel, list_keys, request, metadata, ns.timeout_s)
+        found += [key for key in page.keys if key.name == value]
+        if not page.next_page_token:
+            break
+        request.page_token = page.next_page_token
+    if not found:
+        raise KeyNotResolved(f"no key has that name in {where}, and it is not a key id "
+                             f"(key_ and 20 characters) [NOT_FOUND] ({hint})")
+    if len(found) > 1:
+        spaces = ", ".join(sorted({key.workspace for key in found}))
+        raise KeyNotResolved(f"{len(found)} keys have that name (workspaces {spaces}): "
+                             f"pass --workspace, or the key id ({hint})")
+    setattr(ns, flag.dest, found[0].key_id)
+
+
+def _rpc(name: str) -> Command:
+    return next(c for c in commands(SERVICE) if c.method.name == name)
 
 
 def _call(channel: grpc.Channel, command: Command, request: Any, metadata: Any,
@@ -215,15 +270,17 @@ def run(argv: Sequence[str], env: Mapping[str, str], out: TextIO, err: TextIO,
         stdin: TextIO) -> int:
     ns = build_parser(env).parse_args(list(argv))
     command: Command = ns.rpc
-    request = command.build_request(ns)
+    _can_confirm(command, ns, stdin)
     token = _admin_token(ns, env)
     metadata = (("authorization", f"Bearer {token}"),) if token else ()
-    if getattr(ns, "follow", False):
-        return _follow(ns, command, request, metadata, out)
-    if not _confirm(command, request, ns, stdin, err):
-        print("aborted", file=err)
-        return 1
     with _channel(ns) as channel:
+        _resolve_key_id(command, ns, channel, metadata)
+        request = command.build_request(ns)
+        if getattr(ns, "follow", False):
+            return _follow(ns, channel, command, request, metadata, out)
+        if not _confirm(command, request, ns, stdin, err):
+            print("aborted", file=err)
+            return 1
         response = _call(channel, command, request, metadata, ns.timeout_s)
         if ns.output == "json":
             print(render.to_json(response), file=out)
@@ -243,7 +300,7 @@ def run(argv: Sequence[str], env: Mapping[str, str], out: TextIO, err: TextIO,
 def _overviews(channel: grpc.Channel, response: keys_pb.ListKeysResponse, metadata: Any,
                timeout_s: float) -> dict[str, keys_pb.KeyOverview]:
     """Usage for the USAGE column; a key deleted meanwhile just shows '-'."""
-    get = next(c for c in commands(SERVICE) if c.method.name == "GetKeyOverview")
+    get = _rpc("GetKeyOverview")
     found = {}
     for key in response.keys:
         try:
@@ -255,23 +312,22 @@ def _overviews(channel: grpc.Channel, response: keys_pb.ListKeysResponse, metada
     return found
 
 
-def _follow(ns: argparse.Namespace, command: Command, request: Any, metadata: Any,
-            out: TextIO) -> int:
+def _follow(ns: argparse.Namespace, channel: grpc.Channel, command: Command, request: Any,
+            metadata: Any, out: TextIO) -> int:
     """``events tail``: print new events as they come, one line each, polling the cursor."""
     polls = 0
     try:
-        with _channel(ns) as channel:
-            while True:
-                response = _call(channel, command, request, metadata, ns.timeout_s)
-                for event in response.events:
-                    line = (render.to_json_line(event) if ns.output == "json"
-                            else render.event_line(event))
-                    print(line, file=out, flush=True)
-                request.after = response.next_cursor
-                polls += 1
-                if ns.polls and polls >= ns.polls:
-                    return 0
-                time.sleep(ns.interval_s)
+        while True:
+            response = _call(channel, command, request, metadata, ns.timeout_s)
+            for event in response.events:
+                line = (render.to_json_line(event) if ns.output == "json"
+                        else render.event_line(event))
+                print(line, file=out, flush=True)
+            request.after = response.next_cursor
+            polls += 1
+            if ns.polls and polls >= ns.polls:
+                return 0
+            time.sleep(ns.interval_s)
     except KeyboardInterrupt:
         return 0
 
@@ -287,6 +343,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(redact(_one_line(str(exc))), file=sys.stderr)
         return 2
+    except KeyNotResolved as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
     except grpc.RpcError as exc:
         code = exc.code().name if hasattr(exc, "code") else "UNKNOWN"
         details = exc.details() if hasattr(exc, "details") else ""

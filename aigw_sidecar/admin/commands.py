@@ -10,7 +10,9 @@ flattened (``limits.token_limit`` becomes ``--token-limit``). A
 given, and ``--clear PATH`` adds a path without a value (which clears it).
 
 A flag's help is its field's comment in the ``.proto`` (see ``proto_comments``),
-and a field whose comment starts with ``Required.`` is a required flag.
+and a field whose comment starts with ``Required.`` is a required flag. A
+``key_id`` also takes a key's name, looked up in ``--workspace`` (the CLI does
+that).
 """
 
 from __future__ import annotations
@@ -28,11 +30,14 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescri
 from google.protobuf.message import Message
 
 from aigw_sidecar.admin.proto_comments import REQUIRED_RE, comment_of
+from aigw_sidecar.keys.model import DEFAULT_WORKSPACE
 
 TIMESTAMP = "google.protobuf.Timestamp"
 FIELD_MASK = "google.protobuf.FieldMask"
 _RELATIVE_RE = re.compile(r"^\+?(\d+)([smhdw])\Z")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+KEY_ID = "key_id"  # the field that also takes a key's name
+LOOKUP_WORKSPACE_DEST = "lookup_workspace"
 
 
 def kebab(name: str) -> str:
@@ -166,9 +171,21 @@ class Command:
     def destructive(self) -> bool:
         return self.method.name.startswith("Delete")
 
+    @property
+    def key_id_flag(self) -> FieldFlag | None:
+        """The ``key_id`` field (positional or ``--key-id``), which also takes a name."""
+        return next((f for f in self.flags if f.path == KEY_ID), None)
+
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         for flag in self.flags:
             _add_flag(parser, flag)
+        if self.key_id_flag is not None and not any(f.path == "workspace" for f in self.flags):
+            parser.add_argument(
+                "--workspace", dest=LOOKUP_WORKSPACE_DEST, default=DEFAULT_WORKSPACE,
+                metavar="WORKSPACE",
+                help=f"the workspace a key given by name is looked up in "
+                     f"[default {DEFAULT_WORKSPACE}; '' for every workspace]",
+            )
         mask = mask_field(self.method.input_type)
         if mask is not None:
             parser.add_argument(
@@ -221,6 +238,8 @@ def _help(flag: FieldFlag) -> str:
     if flag.positional:  # argparse requires it anyway
         text = REQUIRED_RE.sub("", text).strip()
     hints = [h for h in (_value_hint(flag),) if h]
+    if flag.path == KEY_ID:
+        hints.append("or the key's name, looked up in --workspace")
     if hints:
         text = f"{text} [{'; '.join(hints)}]".lstrip()
     return text.replace("%", "%%")  # argparse %-formats help

@@ -81,3 +81,45 @@ def test_create_without_a_name_is_a_usage_error_before_any_call() -> None:
     result = _offline("keys", "create", "--token-limit", "10")
     assert result.returncode == 2
     assert "required: --name" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+# --- a key's name wherever a key id goes -------------------------------------------
+
+
+def test_a_key_name_is_accepted_wherever_a_key_id_is(admin: Admin) -> None:
+    key_id = admin.key_id("keys", "create", "--name", "by-name")
+    got = admin("keys", "get", "by-name")
+    assert got.returncode == 0 and key_id in got.stdout, got.stderr
+    assert "next reset" in admin("keys", "overview", "by-name").stdout
+    assert "10 tok" in admin("keys", "update", "by-name", "--token-limit", "10").stdout
+    assert "disabled" in admin("keys", "disable", "by-name").stdout
+    assert "enabled" in admin("keys", "enable", "by-name").stdout
+    assert "secret: sk-aigw-" in admin("keys", "rotate", "by-name").stdout
+    trail = json.loads(admin("-o", "json", "audit", "list", "--key-id", "by-name").stdout)
+    assert {e["key_id"] for e in trail["entries"]} == {key_id}
+    assert len(trail["entries"]) == 5
+    deleted = admin("keys", "delete", "by-name", "--yes")
+    assert deleted.returncode == 0 and f"deleted {key_id}" in deleted.stdout
+    assert admin("keys", "get", "by-name").returncode == 1
+
+
+def test_an_unknown_name_fails_with_a_hint_and_is_never_echoed(admin: Admin) -> None:
+    result = admin("keys", "get", "no-such-key-name")
+    assert result.returncode == 1 and len(result.stderr.splitlines()) == 1
+    assert "[NOT_FOUND]" in result.stderr and "aigw-admin keys list" in result.stderr
+    assert "no-such-key-name" not in result.stderr
+
+
+def test_a_name_is_looked_up_in_the_workspace_given(admin: Admin) -> None:
+    mine = admin.key_id("keys", "create", "--name", "twin")
+    theirs = admin.key_id("keys", "create", "--name", "twin", "--workspace", "other")
+    assert mine in admin("keys", "get", "twin").stdout
+    assert theirs in admin("keys", "get", "twin", "--workspace", "other").stdout
+    everywhere = admin("keys", "get", "twin", "--workspace", "")
+    assert everywhere.returncode == 1
+    assert "2 keys have that name (workspaces default, other)" in everywhere.stderr
+
+
+def test_deleting_by_name_without_yes_refuses_before_any_call() -> None:
+    result = _offline("keys", "delete", "some-name")
+    assert result.returncode == 2 and "--yes" in result.stderr
