@@ -4,7 +4,9 @@ Every RPC of ``aigw.v1.KeyManagement`` is a command (``aigw-admin create-key``,
 ``aigw-admin list-audit-entries`` ...), generated from the descriptor; the
 friendly aliases (``aigw-admin keys create``, ``keys list`` ...) are the same
 commands under shorter names. Errors print one line and exit non-zero: 1 for a
-failed call (or a key name that names no key, or several), 2 for bad usage.
+failed call (or a key name that names no key, or several), 2 for bad usage. When
+the reader of the output goes away (``aigw-admin keys list | head -1``) it ends
+quietly with 141, as a Unix tool killed by SIGPIPE does.
 
 Where a command takes a key id it also takes the key's name: a value that is not
 a key id is looked up with ListKeys in ``--workspace`` (default ``default``).
@@ -13,6 +15,7 @@ a key id is looked up with ListKeys in ``--workspace`` (default ``default``).
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import re
 import sys
@@ -60,6 +63,7 @@ _HINTS = {
 }
 
 
+EXIT_BROKEN_PIPE = 128 + 13  # as if killed by SIGPIPE
 LOOKUP_PAGE_SIZE = 500  # ListKeys' maximum
 
 
@@ -336,10 +340,28 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def _quiet_broken_pipe() -> int:
+    """The reader of stdout went away: end quietly, as a Unix tool killed by SIGPIPE does.
+
+    stdout is pointed at /dev/null so the interpreter's flush at exit cannot fail again.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return EXIT_BROKEN_PIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     try:
-        return run(args, os.environ, sys.stdout, sys.stderr, sys.stdin)
+        status = run(args, os.environ, sys.stdout, sys.stderr, sys.stdin)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return status
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except UsageError as exc:
         print(redact(_one_line(str(exc))), file=sys.stderr)
         return 2
@@ -355,6 +377,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if exc.errno == errno.EPIPE:
+            return _quiet_broken_pipe()
+        print(redact(f"{PROG}: error: {_one_line(str(exc)) or type(exc).__name__}"),
+              file=sys.stderr)
+        return 1
     except Exception as exc:  # the promise: one line, never a traceback
         print(redact(f"{PROG}: error: {_one_line(str(exc)) or type(exc).__name__}"),
               file=sys.stderr)

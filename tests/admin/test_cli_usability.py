@@ -123,3 +123,29 @@ def test_a_name_is_looked_up_in_the_workspace_given(admin: Admin) -> None:
 def test_deleting_by_name_without_yes_refuses_before_any_call() -> None:
     result = _offline("keys", "delete", "some-name")
     assert result.returncode == 2 and "--yes" in result.stderr
+
+
+# --- a closed pipe ------------------------------------------------------------------
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(admin: Admin) -> None:
+    for name in ("pipe-1", "pipe-2"):
+        admin.key_id("keys", "create", "--name", name)
+    process = subprocess.Popen([*CLI, "keys", "list"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=admin.env)
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # like `| head -1` after its line: nobody reads any more
+    status = process.wait(timeout=60)
+    assert process.stderr.read() == b""
+    assert status == 141
+
+
+def test_a_pipeline_into_head_prints_the_first_line_and_no_error(admin: Admin) -> None:
+    shell = subprocess.run(
+        ["bash", "-o", "pipefail", "-c",
+         f"{' '.join(CLI)} keys list | head -1; echo status=$?"],
+        capture_output=True, text=True, env=admin.env, timeout=60,
+    )
+    assert shell.stdout.startswith("NAME ")
+    assert shell.stdout.rstrip().rsplit("status=", 1)[1] in ("0", "141")
+    assert shell.stderr == ""
