@@ -29,6 +29,7 @@ import grpc
 from aigw_sidecar.admin import render
 from aigw_sidecar.admin.commands import (
     LOOKUP_WORKSPACE_DEST,
+    SECRET_FILE_DEST,
     Command,
     FieldFlag,
     commands,
@@ -63,6 +64,10 @@ _HINTS = {
 }
 
 
+INLINE_SECRET_WARNING = (
+    "warning: a secret given with --secret shows in ps and in the shell history; "
+    "prefer --secret-file PATH, or --secret-file - to read it from stdin"
+)
 EXIT_BROKEN_PIPE = 128 + 13  # as if killed by SIGPIPE
 LOOKUP_PAGE_SIZE = 500  # ListKeys' maximum
 
@@ -224,6 +229,33 @@ def _confirm(command: Command, request: Any, ns: argparse.Namespace, stdin: Text
     return stdin.readline().strip().lower() in ("y", "yes")
 
 
+def _read_secret(command: Command, ns: argparse.Namespace, stdin: TextIO,
+                 err: TextIO) -> None:
+    """``--secret-file PATH`` (``-``: stdin) into the secret field; warn on ``--secret``."""
+    flag = command.secret_flag
+    if flag is None:
+        return
+    if flag.dest in vars(ns):
+        print(f"{PROG}: {INLINE_SECRET_WARNING}", file=err)
+        return
+    path = getattr(ns, SECRET_FILE_DEST, None)
+    if path is None:
+        return
+    if path == "-":
+        text = stdin.read()
+    else:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise UsageError(f"{PROG}: cannot read --secret-file: {reason}") from None
+    # One trailing newline, as `echo` and editors leave it; anything else is the secret's.
+    text = text.removesuffix("\n").removesuffix("\r")
+    if not text:
+        raise UsageError(f"{PROG}: --secret-file holds no secret")
+    setattr(ns, flag.dest, text)
+
+
 def _resolve_key_id(command: Command, ns: argparse.Namespace, channel: grpc.Channel,
                     metadata: Any) -> None:
     """A key name given for ``key_id``, replaced by that key's id (ListKeys, paged).
@@ -274,6 +306,7 @@ def run(argv: Sequence[str], env: Mapping[str, str], out: TextIO, err: TextIO,
         stdin: TextIO) -> int:
     ns = build_parser(env).parse_args(list(argv))
     command: Command = ns.rpc
+    _read_secret(command, ns, stdin, err)
     _can_confirm(command, ns, stdin)
     token = _admin_token(ns, env)
     metadata = (("authorization", f"Bearer {token}"),) if token else ()

@@ -12,7 +12,8 @@ given, and ``--clear PATH`` adds a path without a value (which clears it).
 A flag's help is its field's comment in the ``.proto`` (see ``proto_comments``),
 and a field whose comment starts with ``Required.`` is a required flag. A
 ``key_id`` also takes a key's name, looked up in ``--workspace`` (the CLI does
-that).
+that), and a ``secret`` can come from ``--secret-file PATH`` (``-``: stdin)
+instead, so it stays out of ``ps`` and the shell history.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ FIELD_MASK = "google.protobuf.FieldMask"
 _RELATIVE_RE = re.compile(r"^\+?(\d+)([smhdw])\Z")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 KEY_ID = "key_id"  # the field that also takes a key's name
+SECRET = "secret"  # the field that also comes from --secret-file
 LOOKUP_WORKSPACE_DEST = "lookup_workspace"
+SECRET_FILE_DEST = "secret_file"
 
 
 def kebab(name: str) -> str:
@@ -176,6 +179,10 @@ class Command:
         """The ``key_id`` field (positional or ``--key-id``), which also takes a name."""
         return next((f for f in self.flags if f.path == KEY_ID), None)
 
+    @property
+    def secret_flag(self) -> FieldFlag | None:
+        return next((f for f in self.flags if f.path == SECRET), None)
+
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         for flag in self.flags:
             _add_flag(parser, flag)
@@ -266,6 +273,16 @@ def _add_flag(parser: argparse.ArgumentParser, flag: FieldFlag) -> None:
         return
     kwargs.update(dest=flag.dest, default=argparse.SUPPRESS)
     required = comment_of(field.full_name).required
+    if flag.path == SECRET:
+        # Exactly one of --secret and --secret-file when required; never both.
+        group = parser.add_mutually_exclusive_group(required=required)
+        group.add_argument(flag.flag, metavar="SECRET", **kwargs)
+        group.add_argument(
+            "--secret-file", dest=SECRET_FILE_DEST, metavar="PATH", default=argparse.SUPPRESS,
+            help="read the secret from PATH, or from stdin with '-' (one trailing newline "
+                 "is dropped): unlike --secret, it shows in neither ps nor shell history",
+        )
+        return
     if required:
         kwargs.update(required=True)
     msg = field.message_type

@@ -14,8 +14,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import pytest
 
+from aigw_sidecar.api.v1 import admission_pb2, admission_pb2_grpc
 from tests.servers import SidecarProcess
 
 CLI = [sys.executable, "-m", "aigw_sidecar.admin.cli"]
@@ -81,6 +83,14 @@ def test_create_without_a_name_is_a_usage_error_before_any_call() -> None:
     result = _offline("keys", "create", "--token-limit", "10")
     assert result.returncode == 2
     assert "required: --name" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_import_legacy_needs_its_secret_and_name_before_any_call() -> None:
+    no_secret = _offline("keys", "import-legacy", "--name", "old")
+    assert no_secret.returncode == 2
+    assert "one of the arguments --secret --secret-file is required" in no_secret.stderr
+    no_name = _offline("keys", "import-legacy", "--secret-file", "-")
+    assert no_name.returncode == 2 and "required: --name" in no_name.stderr
 
 
 # --- a key's name wherever a key id goes -------------------------------------------
@@ -149,3 +159,56 @@ def test_a_pipeline_into_head_prints_the_first_line_and_no_error(admin: Admin) -
     assert shell.stdout.startswith("NAME ")
     assert shell.stdout.rstrip().rsplit("status=", 1)[1] in ("0", "141")
     assert shell.stderr == ""
+
+
+# --- secrets from a file or stdin ---------------------------------------------------
+
+
+def _authorizes(target: str, secret: str) -> str:
+    """The key id the sidecar admits ``secret`` as ("" when refused)."""
+    with grpc.insecure_channel(target) as channel:
+        reply = admission_pb2_grpc.AdmissionStub(channel).Authorize(
+            admission_pb2.AuthorizeRequest(secret=secret), timeout=10)
+    return reply.key_id if reply.allowed else ""
+
+
+def test_secret_file_reads_the_secret_without_its_trailing_newline(
+    admin: Admin, tmp_path: Path
+) -> None:
+    secret = "legacy-from-file-0123456789"
+    path = tmp_path / "secret"
+    path.write_text(secret + "\n")
+    result = admin("keys", "import-legacy", "--secret-file", str(path), "--name", "from-file")
+    assert result.returncode == 0, result.stderr
+    assert secret not in result.stdout + result.stderr
+    assert "warning" not in result.stderr
+    key_id = next(line.split()[-1] for line in result.stdout.splitlines()
+                  if line.startswith("key id"))
+    assert _authorizes(admin.target, secret) == key_id
+
+
+def test_secret_file_dash_reads_stdin(admin: Admin) -> None:
+    secret = "legacy-from-stdin-0123456789"
+    result = admin("-o", "json", "keys", "import-legacy", "--secret-file", "-",
+                   "--name", "from-stdin", input=secret + "\n")
+    assert result.returncode == 0, result.stderr
+    assert secret not in result.stdout + result.stderr
+    assert _authorizes(admin.target, secret) == json.loads(result.stdout)["key"]["key_id"]
+
+
+def test_an_inline_secret_works_with_a_warning_that_does_not_echo_it(admin: Admin) -> None:
+    secret = "legacy-inline-0123456789"
+    result = admin("keys", "import-legacy", "--secret", secret, "--name", "inline")
+    assert result.returncode == 0, result.stderr
+    assert "--secret-file" in result.stderr and "ps" in result.stderr
+    assert secret not in result.stdout + result.stderr
+
+
+def test_an_unreadable_or_empty_secret_file_is_a_usage_error(tmp_path: Path) -> None:
+    missing = _offline("keys", "import-legacy", "--secret-file", str(tmp_path / "nope"),
+                       "--name", "x")
+    assert missing.returncode == 2 and "cannot read --secret-file" in missing.stderr
+    (tmp_path / "empty").write_text("\n")
+    empty = _offline("keys", "import-legacy", "--secret-file", str(tmp_path / "empty"),
+                     "--name", "x")
+    assert empty.returncode == 2 and "holds no secret" in empty.stderr
