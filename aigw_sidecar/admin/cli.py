@@ -64,6 +64,14 @@ _HINTS = {
 }
 
 
+# Trailing metadata of a call the sidecar served without checking the token sent
+# (it has none configured); see aigw_sidecar/server/admin_auth.py.
+AUTH_NOTICE = ("aigw-admin-auth", "none")
+AUTH_NOTICE_WARNING = (
+    "warning: the sidecar has no admin token configured: the token sent was ignored and "
+    "the call ran as anonymous (any local caller can manage keys; set AIGW_ADMIN_TOKEN "
+    "or --admin-token-file on the sidecar)"
+)
 INLINE_SECRET_WARNING = (
     "warning: a secret given with --secret shows in ps and in the shell history; "
     "prefer --secret-file PATH, or --secret-file - to read it from stdin"
@@ -199,7 +207,23 @@ def _admin_token(ns: argparse.Namespace, env: Mapping[str, str]) -> str:
     return env.get("AIGW_ADMIN_TOKEN", "")
 
 
-def _channel(ns: argparse.Namespace) -> grpc.Channel:
+class _AuthNotice(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Warns once on stderr when the sidecar says it ignored the admin token sent."""
+
+    def __init__(self, err: TextIO) -> None:
+        self._err = err
+        self._warned = False
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        outcome = continuation(details, request)  # a failed call's outcome is its RpcError
+        trailing = outcome.trailing_metadata() or ()
+        if not self._warned and AUTH_NOTICE in tuple(trailing):
+            self._warned = True
+            print(f"{PROG}: {AUTH_NOTICE_WARNING}", file=self._err)
+        return outcome
+
+
+def _channel(ns: argparse.Namespace, err: TextIO) -> grpc.Channel:
     if ns.tls or ns.tls_ca_file:
         root = None
         if ns.tls_ca_file:
@@ -207,8 +231,10 @@ def _channel(ns: argparse.Namespace) -> grpc.Channel:
                 root = Path(ns.tls_ca_file).read_bytes()
             except OSError as exc:
                 raise UsageError(f"{PROG}: cannot read CA file: {exc.strerror}") from None
-        return grpc.secure_channel(ns.target, grpc.ssl_channel_credentials(root))
-    return grpc.insecure_channel(ns.target)
+        channel = grpc.secure_channel(ns.target, grpc.ssl_channel_credentials(root))
+    else:
+        channel = grpc.insecure_channel(ns.target)
+    return grpc.intercept_channel(channel, _AuthNotice(err))
 
 
 def _can_confirm(command: Command, ns: argparse.Namespace, stdin: TextIO) -> None:
@@ -310,7 +336,7 @@ def run(argv: Sequence[str], env: Mapping[str, str], out: TextIO, err: TextIO,
     _can_confirm(command, ns, stdin)
     token = _admin_token(ns, env)
     metadata = (("authorization", f"Bearer {token}"),) if token else ()
-    with _channel(ns) as channel:
+    with _channel(ns, err) as channel:
         _resolve_key_id(command, ns, channel, metadata)
         request = command.build_request(ns)
         if getattr(ns, "follow", False):

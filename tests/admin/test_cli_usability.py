@@ -21,6 +21,7 @@ from aigw_sidecar.api.v1 import admission_pb2, admission_pb2_grpc
 from tests.servers import SidecarProcess
 
 CLI = [sys.executable, "-m", "aigw_sidecar.admin.cli"]
+IGNORED_TOKEN_WARNING = "the sidecar has no admin token configured"
 
 
 @dataclass
@@ -212,3 +213,22 @@ def test_an_unreadable_or_empty_secret_file_is_a_usage_error(tmp_path: Path) -> 
     empty = _offline("keys", "import-legacy", "--secret-file", str(tmp_path / "empty"),
                      "--name", "x")
     assert empty.returncode == 2 and "holds no secret" in empty.stderr
+
+
+# --- a token the sidecar ignores ----------------------------------------------------
+
+
+def test_a_token_sent_to_a_sidecar_without_one_is_warned_about_once(admin: Admin) -> None:
+    token = "a-token-nobody-configured-0123"
+    admin.key_id("keys", "create", "--name", "token-ignored")
+    # By name: two calls (ListKeys, then DisableKey), one warning.
+    result = admin("keys", "disable", "token-ignored", token=token)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count(IGNORED_TOKEN_WARNING) == 1
+    assert token not in result.stderr
+    trail = json.loads(admin("-o", "json", "audit", "list", "--key-id", "token-ignored").stdout)
+    assert trail["entries"][0]["principal"] == "anonymous (token ignored: none configured)"
+    assert IGNORED_TOKEN_WARNING not in admin("keys", "get", "token-ignored").stderr
+    log = admin.log_path.read_text()
+    assert log.count("carried an admin token, but the sidecar has none") == 1
+    assert token not in log
