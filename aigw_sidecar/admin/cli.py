@@ -10,6 +10,8 @@ quietly with 141, as a Unix tool killed by SIGPIPE does.
 
 Where a command takes a key id it also takes the key's name: a value that is not
 a key id is looked up with ListKeys in ``--workspace`` (default ``default``).
+``aigw-admin completion bash|zsh|fish`` prints a completion script read from
+the same parser.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any, NoReturn, TextIO
 
 import grpc
 
-from aigw_sidecar.admin import render
+from aigw_sidecar.admin import completion, render
 from aigw_sidecar.admin.commands import (
     LOOKUP_WORKSPACE_DEST,
     SECRET_FILE_DEST,
@@ -176,6 +178,10 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
             _add_command(gsub, alias, by_rpc[rpc], env)
     for command in by_rpc.values():
         _add_command(sub, command.name, command, env)
+    shell = sub.add_parser("completion", help="print a shell completion script",
+                           description="Print a completion script for bash, zsh or fish "
+                                       "(see docs/reference.md to install it).")
+    shell.add_argument("shell", choices=completion.SHELLS)
     return parser
 
 
@@ -330,7 +336,11 @@ def _call(channel: grpc.Channel, command: Command, request: Any, metadata: Any,
 
 def run(argv: Sequence[str], env: Mapping[str, str], out: TextIO, err: TextIO,
         stdin: TextIO) -> int:
-    ns = build_parser(env).parse_args(list(argv))
+    parser = build_parser(env)
+    ns = parser.parse_args(list(argv))
+    if ns.command == "completion":
+        print(completion.script(ns.shell, parser), file=out, end="")
+        return 0
     command: Command = ns.rpc
     _read_secret(command, ns, stdin, err)
     _can_confirm(command, ns, stdin)
