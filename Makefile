@@ -10,6 +10,10 @@ PIP     = PYTHONWARNINGS=ignore $(PY) -m pip install --quiet
 GOOGLEAPIS = $(shell $(PY) -c 'import google.api, pathlib; print(pathlib.Path(google.api.__file__).parents[2])' 2>/dev/null)
 PROTOS  = $(wildcard protos/aigw_sidecar/api/v1/*.proto) \
           $(wildcard protos/aigw_sidecar/api/envoy/v3/*.proto)
+# The aigw.v1 protos again as a descriptor set with their comments (source info), which
+# the *_pb2 modules do not carry: aigw-admin reads its flags' help from it.
+DESC_PROTOS = $(wildcard protos/aigw_sidecar/api/v1/*.proto)
+DESC        = aigw_sidecar/api/v1/aigw_api.desc
 
 .PHONY: install run bench-tools test test-cluster lint typecheck proto proto-check bench bench-compare bench-profile bench-envoy bench-overshoot bench-store-restart bench-faults bench-rolling-restart clean
 
@@ -64,6 +68,7 @@ lint: $(STAMP)
 ## Regenerate the committed gRPC/protobuf modules from protos/.
 proto: $(STAMP)
 	$(PY) -m grpc_tools.protoc -Iprotos -I$(GOOGLEAPIS) --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
+	$(PY) -m grpc_tools.protoc -Iprotos -I$(GOOGLEAPIS) --include_source_info --descriptor_set_out=$(DESC) $(DESC_PROTOS)
 	# The Python client vendors byte-identical copies (no _grpc modules); see clients/python/README.md.
 	cp aigw_sidecar/api/v1/admission_pb2.py* aigw_sidecar/api/v1/keys_pb2.py* clients/python/aigw_client/_api/v1/
 
@@ -71,6 +76,7 @@ proto: $(STAMP)
 proto-check: $(STAMP)
 	rm -rf $(VENV)/proto-check && mkdir -p $(VENV)/proto-check
 	$(PY) -m grpc_tools.protoc -Iprotos -I$(GOOGLEAPIS) --python_out=$(VENV)/proto-check --pyi_out=$(VENV)/proto-check --grpc_python_out=$(VENV)/proto-check $(PROTOS)
+	$(PY) -m grpc_tools.protoc -Iprotos -I$(GOOGLEAPIS) --include_source_info --descriptor_set_out=$(VENV)/proto-check/$(DESC) $(DESC_PROTOS)
 	diff -r -x __init__.py -x __pycache__ $(VENV)/proto-check/aigw_sidecar/api aigw_sidecar/api \
 	  || (echo "generated code is stale: run 'make proto' and commit" >&2; exit 1)
 

@@ -4,12 +4,20 @@ Every RPC of ``aigw.v1.KeyManagement`` is a command (``aigw-admin create-key``,
 ``aigw-admin list-audit-entries`` ...), generated from the descriptor; the
 friendly aliases (``aigw-admin keys create``, ``keys list`` ...) are the same
 commands under shorter names. Errors print one line and exit non-zero: 1 for a
-failed call, 2 for bad usage.
+failed call (or a key name that names no key, or several), 2 for bad usage. When
+the reader of the output goes away (``aigw-admin keys list | head -1``) it ends
+quietly with 141, as a Unix tool killed by SIGPIPE does.
+
+Where a command takes a key id it also takes the key's name: a value that is not
+a key id is looked up with ListKeys in ``--workspace`` (default ``default``).
+``aigw-admin completion bash|zsh|fish`` prints a completion script read from
+the same parser.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import re
 import sys
@@ -20,8 +28,14 @@ from typing import Any, NoReturn, TextIO
 
 import grpc
 
-from aigw_sidecar.admin import render
-from aigw_sidecar.admin.commands import Command, commands
+from aigw_sidecar.admin import completion, render
+from aigw_sidecar.admin.commands import (
+    LOOKUP_WORKSPACE_DEST,
+    SECRET_FILE_DEST,
+    Command,
+    FieldFlag,
+    commands,
+)
 from aigw_sidecar.api.v1 import keys_pb2 as keys_pb
 from aigw_sidecar.keys import secrets
 
@@ -52,8 +66,28 @@ _HINTS = {
 }
 
 
+# Trailing metadata of a call the sidecar served without checking the token sent
+# (it has none configured); see aigw_sidecar/server/admin_auth.py.
+AUTH_NOTICE = ("aigw-admin-auth", "none")
+AUTH_NOTICE_WARNING = (
+    "warning: the sidecar has no admin token configured: the token sent was ignored and "
+    "the call ran as anonymous (any local caller can manage keys; set AIGW_ADMIN_TOKEN "
+    "or --admin-token-file on the sidecar)"
+)
+INLINE_SECRET_WARNING = (
+    "warning: a secret given with --secret shows in ps and in the shell history; "
+    "prefer --secret-file PATH, or --secret-file - to read it from stdin"
+)
+EXIT_BROKEN_PIPE = 128 + 13  # as if killed by SIGPIPE
+LOOKUP_PAGE_SIZE = 500  # ListKeys' maximum
+
+
 class UsageError(Exception):
     """Bad command-line input; exit 2."""
+
+
+class KeyNotResolved(Exception):
+    """A key name that names no key, or several; exit 1 (like a key id not found)."""
 
 
 # argparse quotes the offending value in these messages; the value may be a secret
@@ -144,6 +178,10 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
             _add_command(gsub, alias, by_rpc[rpc], env)
     for command in by_rpc.values():
         _add_command(sub, command.name, command, env)
+    shell = sub.add_parser("completion", help="print a shell completion script",
+                           description="Print a completion script for bash, zsh or fish "
+                                       "(see docs/reference.md to install it).")
+    shell.add_argument("shell", choices=completion.SHELLS)
     return parser
 
 
@@ -175,7 +213,23 @@ def _admin_token(ns: argparse.Namespace, env: Mapping[str, str]) -> str:
     return env.get("AIGW_ADMIN_TOKEN", "")
 
 
-def _channel(ns: argparse.Namespace) -> grpc.Channel:
+class _AuthNotice(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Warns once on stderr when the sidecar says it ignored the admin token sent."""
+
+    def __init__(self, err: TextIO) -> None:
+        self._err = err
+        self._warned = False
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        outcome = continuation(details, request)  # a failed call's outcome is its RpcError
+        trailing = outcome.trailing_metadata() or ()
+        if not self._warned and AUTH_NOTICE in tuple(trailing):
+            self._warned = True
+            print(f"{PROG}: {AUTH_NOTICE_WARNING}", file=self._err)
+        return outcome
+
+
+def _channel(ns: argparse.Namespace, err: TextIO) -> grpc.Channel:
     if ns.tls or ns.tls_ca_file:
         root = None
         if ns.tls_ca_file:
@@ -183,8 +237,17 @@ def _channel(ns: argparse.Namespace) -> grpc.Channel:
                 root = Path(ns.tls_ca_file).read_bytes()
             except OSError as exc:
                 raise UsageError(f"{PROG}: cannot read CA file: {exc.strerror}") from None
-        return grpc.secure_channel(ns.target, grpc.ssl_channel_credentials(root))
-    return grpc.insecure_channel(ns.target)
+        channel = grpc.secure_channel(ns.target, grpc.ssl_channel_credentials(root))
+    else:
+        channel = grpc.insecure_channel(ns.target)
+    return grpc.intercept_channel(channel, _AuthNotice(err))
+
+
+def _can_confirm(command: Command, ns: argparse.Namespace, stdin: TextIO) -> None:
+    """A deletion without --yes needs a terminal; checked before any call is made."""
+    if command.destructive and not ns.yes and not stdin.isatty():
+        raise UsageError(f"{PROG}: refusing to delete without --yes "
+                         "(no terminal to confirm on)")
 
 
 def _confirm(command: Command, request: Any, ns: argparse.Namespace, stdin: TextIO,
@@ -194,11 +257,71 @@ def _confirm(command: Command, request: Any, ns: argparse.Namespace, stdin: Text
     key_id = getattr(request, "key_id", "")
     # Only a real key id is printed back: the argument may be a secret pasted by mistake.
     what = key_id if secrets.is_valid_key_id(key_id) else "this key"
-    if not stdin.isatty():
-        raise UsageError(f"{PROG}: refusing to delete {what} without --yes "
-                         "(no terminal to confirm on)")
     print(f"Delete {what}? This cannot be undone. [y/N] ", end="", file=err, flush=True)
     return stdin.readline().strip().lower() in ("y", "yes")
+
+
+def _read_secret(command: Command, ns: argparse.Namespace, stdin: TextIO,
+                 err: TextIO) -> None:
+    """``--secret-file PATH`` (``-``: stdin) into the secret field; warn on ``--secret``."""
+    flag = command.secret_flag
+    if flag is None:
+        return
+    if flag.dest in vars(ns):
+        print(f"{PROG}: {INLINE_SECRET_WARNING}", file=err)
+        return
+    path = getattr(ns, SECRET_FILE_DEST, None)
+    if path is None:
+        return
+    if path == "-":
+        text = stdin.read()
+    else:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise UsageError(f"{PROG}: cannot read --secret-file: {reason}") from None
+    # One trailing newline, as `echo` and editors leave it; anything else is the secret's.
+    text = text.removesuffix("\n").removesuffix("\r")
+    if not text:
+        raise UsageError(f"{PROG}: --secret-file holds no secret")
+    setattr(ns, flag.dest, text)
+
+
+def _resolve_key_id(command: Command, ns: argparse.Namespace, channel: grpc.Channel,
+                    metadata: Any) -> None:
+    """A key name given for ``key_id``, replaced by that key's id (ListKeys, paged).
+
+    Never printed: the value may be a secret pasted into the wrong place.
+    """
+    flag: FieldFlag | None = command.key_id_flag
+    value = getattr(ns, flag.dest, "") if flag is not None else ""
+    if flag is None or not value or secrets.is_valid_key_id(value):
+        return
+    workspace = getattr(ns, LOOKUP_WORKSPACE_DEST)
+    where = f"workspace {workspace}" if workspace else "any workspace"
+    hint = f"see: {PROG} keys list" + (f" --workspace {workspace}" if workspace else "")
+    list_keys = _rpc("ListKeys")
+    request = keys_pb.ListKeysRequest(workspace=workspace, page_size=LOOKUP_PAGE_SIZE)
+    found: list[keys_pb.ApiKey] = []
+    while True:
+        page = _call(channel, list_keys, request, metadata, ns.timeout_s)
+        found += [key for key in page.keys if key.name == value]
+        if not page.next_page_token:
+            break
+        request.page_token = page.next_page_token
+    if not found:
+        raise KeyNotResolved(f"no key has that name in {where}, and it is not a key id "
+                             f"(key_ and 20 characters) [NOT_FOUND] ({hint})")
+    if len(found) > 1:
+        spaces = ", ".join(sorted({key.workspace for key in found}))
+        raise KeyNotResolved(f"{len(found)} keys have that name (workspaces {spaces}): "
+                             f"pass --workspace, or the key id ({hint})")
+    setattr(ns, flag.dest, found[0].key_id)
+
+
+def _rpc(name: str) -> Command:
+    return next(c for c in commands(SERVICE) if c.method.name == name)
 
 
 def _call(channel: grpc.Channel, command: Command, request: Any, metadata: Any,
@@ -213,17 +336,24 @@ def _call(channel: grpc.Channel, command: Command, request: Any, metadata: Any,
 
 def run(argv: Sequence[str], env: Mapping[str, str], out: TextIO, err: TextIO,
         stdin: TextIO) -> int:
-    ns = build_parser(env).parse_args(list(argv))
+    parser = build_parser(env)
+    ns = parser.parse_args(list(argv))
+    if ns.command == "completion":
+        print(completion.script(ns.shell, parser), file=out, end="")
+        return 0
     command: Command = ns.rpc
-    request = command.build_request(ns)
+    _read_secret(command, ns, stdin, err)
+    _can_confirm(command, ns, stdin)
     token = _admin_token(ns, env)
     metadata = (("authorization", f"Bearer {token}"),) if token else ()
-    if getattr(ns, "follow", False):
-        return _follow(ns, command, request, metadata, out)
-    if not _confirm(command, request, ns, stdin, err):
-        print("aborted", file=err)
-        return 1
-    with _channel(ns) as channel:
+    with _channel(ns, err) as channel:
+        _resolve_key_id(command, ns, channel, metadata)
+        request = command.build_request(ns)
+        if getattr(ns, "follow", False):
+            return _follow(ns, channel, command, request, metadata, out)
+        if not _confirm(command, request, ns, stdin, err):
+            print("aborted", file=err)
+            return 1
         response = _call(channel, command, request, metadata, ns.timeout_s)
         if ns.output == "json":
             print(render.to_json(response), file=out)
@@ -243,7 +373,7 @@ def run(argv: Sequence[str], env: Mapping[str, str], out: TextIO, err: TextIO,
 def _overviews(channel: grpc.Channel, response: keys_pb.ListKeysResponse, metadata: Any,
                timeout_s: float) -> dict[str, keys_pb.KeyOverview]:
     """Usage for the USAGE column; a key deleted meanwhile just shows '-'."""
-    get = next(c for c in commands(SERVICE) if c.method.name == "GetKeyOverview")
+    get = _rpc("GetKeyOverview")
     found = {}
     for key in response.keys:
         try:
@@ -255,23 +385,22 @@ def _overviews(channel: grpc.Channel, response: keys_pb.ListKeysResponse, metada
     return found
 
 
-def _follow(ns: argparse.Namespace, command: Command, request: Any, metadata: Any,
-            out: TextIO) -> int:
+def _follow(ns: argparse.Namespace, channel: grpc.Channel, command: Command, request: Any,
+            metadata: Any, out: TextIO) -> int:
     """``events tail``: print new events as they come, one line each, polling the cursor."""
     polls = 0
     try:
-        with _channel(ns) as channel:
-            while True:
-                response = _call(channel, command, request, metadata, ns.timeout_s)
-                for event in response.events:
-                    line = (render.to_json_line(event) if ns.output == "json"
-                            else render.event_line(event))
-                    print(line, file=out, flush=True)
-                request.after = response.next_cursor
-                polls += 1
-                if ns.polls and polls >= ns.polls:
-                    return 0
-                time.sleep(ns.interval_s)
+        while True:
+            response = _call(channel, command, request, metadata, ns.timeout_s)
+            for event in response.events:
+                line = (render.to_json_line(event) if ns.output == "json"
+                        else render.event_line(event))
+                print(line, file=out, flush=True)
+            request.after = response.next_cursor
+            polls += 1
+            if ns.polls and polls >= ns.polls:
+                return 0
+            time.sleep(ns.interval_s)
     except KeyboardInterrupt:
         return 0
 
@@ -280,13 +409,34 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def _quiet_broken_pipe() -> int:
+    """The reader of stdout went away: end quietly, as a Unix tool killed by SIGPIPE does.
+
+    stdout is pointed at /dev/null so the interpreter's flush at exit cannot fail again.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return EXIT_BROKEN_PIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     try:
-        return run(args, os.environ, sys.stdout, sys.stderr, sys.stdin)
+        status = run(args, os.environ, sys.stdout, sys.stderr, sys.stdin)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return status
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except UsageError as exc:
         print(redact(_one_line(str(exc))), file=sys.stderr)
         return 2
+    except KeyNotResolved as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
     except grpc.RpcError as exc:
         code = exc.code().name if hasattr(exc, "code") else "UNKNOWN"
         details = exc.details() if hasattr(exc, "details") else ""
@@ -296,6 +446,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if exc.errno == errno.EPIPE:
+            return _quiet_broken_pipe()
+        print(redact(f"{PROG}: error: {_one_line(str(exc)) or type(exc).__name__}"),
+              file=sys.stderr)
+        return 1
     except Exception as exc:  # the promise: one line, never a traceback
         print(redact(f"{PROG}: error: {_one_line(str(exc)) or type(exc).__name__}"),
               file=sys.stderr)

@@ -8,6 +8,12 @@ choices (their names without the enum prefix, lower-case), booleans as
 flattened (``limits.token_limit`` becomes ``--token-limit``). A
 ``google.protobuf.FieldMask`` field is not a flag: it is built from the flags
 given, and ``--clear PATH`` adds a path without a value (which clears it).
+
+A flag's help is its field's comment in the ``.proto`` (see ``proto_comments``),
+and a field whose comment starts with ``Required.`` is a required flag. A
+``key_id`` also takes a key's name, looked up in ``--workspace`` (the CLI does
+that), and a ``secret`` can come from ``--secret-file PATH`` (``-``: stdin)
+instead, so it stays out of ``ps`` and the shell history.
 """
 
 from __future__ import annotations
@@ -23,12 +29,18 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
 from google.protobuf.message import Message
 
+from aigw_sidecar.admin.proto_comments import REQUIRED_RE, comment_of
+from aigw_sidecar.keys.model import DEFAULT_WORKSPACE
 from aigw_sidecar.keys.money import PLAIN_DECIMAL
 
 TIMESTAMP = "google.protobuf.Timestamp"
 FIELD_MASK = "google.protobuf.FieldMask"
 _RELATIVE_RE = re.compile(r"^\+?(\d+)([smhdw])\Z")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+KEY_ID = "key_id"  # the field that also takes a key's name
+SECRET = "secret"  # the field that also comes from --secret-file
+LOOKUP_WORKSPACE_DEST = "lookup_workspace"
+SECRET_FILE_DEST = "secret_file"
 
 
 def kebab(name: str) -> str:
@@ -158,9 +170,25 @@ class Command:
     def destructive(self) -> bool:
         return self.method.name.startswith("Delete")
 
+    @property
+    def key_id_flag(self) -> FieldFlag | None:
+        """The ``key_id`` field (positional or ``--key-id``), which also takes a name."""
+        return next((f for f in self.flags if f.path == KEY_ID), None)
+
+    @property
+    def secret_flag(self) -> FieldFlag | None:
+        return next((f for f in self.flags if f.path == SECRET), None)
+
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         for flag in self.flags:
             _add_flag(parser, flag)
+        if self.key_id_flag is not None and not any(f.path == "workspace" for f in self.flags):
+            parser.add_argument(
+                "--workspace", dest=LOOKUP_WORKSPACE_DEST, default=DEFAULT_WORKSPACE,
+                metavar="WORKSPACE",
+                help=f"the workspace a key given by name is looked up in "
+                     f"[default {DEFAULT_WORKSPACE}; '' for every workspace]",
+            )
         mask = mask_field(self.method.input_type)
         if mask is not None:
             parser.add_argument(
@@ -208,6 +236,19 @@ def commands(service: Any) -> list[Command]:
 
 
 def _help(flag: FieldFlag) -> str:
+    """The field's comment in the .proto, then how to write the value."""
+    text = comment_of(flag.field.full_name).text
+    if flag.positional:  # argparse requires it anyway
+        text = REQUIRED_RE.sub("", text).strip()
+    hints = [h for h in (_value_hint(flag),) if h]
+    if flag.path == KEY_ID:
+        hints.append("or the key's name, looked up in --workspace")
+    if hints:
+        text = f"{text} [{'; '.join(hints)}]".lstrip()
+    return text.replace("%", "%%")  # argparse %-formats help
+
+
+def _value_hint(flag: FieldFlag) -> str:
     field = flag.field
     if field.message_type is not None and field.message_type.full_name == TIMESTAMP:
         return "time: ISO 8601 (2030-01-31T00:00:00Z) or from now (30d, 12h, 90m)"
@@ -227,6 +268,19 @@ def _add_flag(parser: argparse.ArgumentParser, flag: FieldFlag) -> None:
         parser.add_argument(flag.dest, metavar=flag.path.upper(), **kwargs)
         return
     kwargs.update(dest=flag.dest, default=argparse.SUPPRESS)
+    required = comment_of(field.full_name).required
+    if flag.path == SECRET:
+        # Exactly one of --secret and --secret-file when required; never both.
+        group = parser.add_mutually_exclusive_group(required=required)
+        group.add_argument(flag.flag, metavar="SECRET", **kwargs)
+        group.add_argument(
+            "--secret-file", dest=SECRET_FILE_DEST, metavar="PATH", default=argparse.SUPPRESS,
+            help="read the secret from PATH, or from stdin with '-' (one trailing newline "
+                 "is dropped): unlike --secret, it shows in neither ps nor shell history",
+        )
+        return
+    if required:
+        kwargs.update(required=True)
     msg = field.message_type
     if msg is not None and msg.full_name == TIMESTAMP:
         kwargs.update(type=parse_time, metavar="TIME")

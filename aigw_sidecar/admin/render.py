@@ -52,6 +52,11 @@ def count(n: int) -> str:
     return str(n)
 
 
+def plural(n: int, noun: str) -> str:
+    """``1 request``, ``2 requests``, ``1.5k requests``: the count as ``count`` writes it."""
+    return f"{count(n)} {noun}" + ("" if n == 1 else "s")
+
+
 def _period(value: int) -> str:
     return keys_pb.ResetPeriod.Name(value).removeprefix("RESET_PERIOD_").lower()
 
@@ -161,13 +166,16 @@ def _usage_row(label: str, usage: keys_pb.LimitUsage, fmt: Callable[[int], str])
 
 def overview(ov: keys_pb.KeyOverview) -> str:
     key = ov.key
+    # The numbers as the keys list writes them: usd() for money, count() for the rest.
     rows = [
         _usage_row(
             kind.label, getattr(ov, kind.overview_field),
-            usd if kind.unit is Unit.MICRO_USD else str,
+            usd if kind.unit is Unit.MICRO_USD else count,
         )
         for kind in LIMIT_KINDS
     ]
+    prompt, completion = ov.period_prompt_tokens, ov.period_completion_tokens
+    lifetime_tokens = ov.lifetime_prompt_tokens + ov.lifetime_completion_tokens
     period = _period(key.limits.reset_period)
     if ov.HasField("next_reset"):
         reset = f"{_time(ov.next_reset)} ({_in(ov.next_reset, ov.observed_at)})"
@@ -177,16 +185,15 @@ def overview(ov: keys_pb.KeyOverview) -> str:
         f"{key.name}  {key.key_id}  {key.masked_secret}  {_status(key.status)}"
         + ("  legacy" if key.legacy else ""),
         "",
-        table(rows, ["LIMIT", "USED", "LIMIT", "REMAINING", "USED %"]),
+        table(rows, ["KIND", "USED", "LIMIT", "REMAINING", "USED %"]),
         "",
         f"reset period   {period}",
         f"period start   {_time(ov.period_start)}",
         f"next reset     {reset}",
-        f"this period    {ov.period_requests} requests, {ov.period_prompt_tokens} prompt + "
-        f"{ov.period_completion_tokens} completion tokens",
-        f"lifetime       {ov.lifetime_requests} requests, "
-        f"{ov.lifetime_prompt_tokens + ov.lifetime_completion_tokens} tokens, "
-        f"{usd(ov.lifetime_cost_micro_usd)}",
+        f"this period    {plural(ov.period_requests, 'request')}, {count(prompt)} prompt + "
+        f"{count(completion)} completion " + ("token" if prompt + completion == 1 else "tokens"),
+        f"lifetime       {plural(ov.lifetime_requests, 'request')}, "
+        f"{plural(lifetime_tokens, 'token')}, {usd(ov.lifetime_cost_micro_usd)}",
         f"last used      {_time(ov.last_used_at, ov.HasField('last_used_at'))}",
         f"models         {', '.join(key.limits.allowed_models) or 'any'}",
     ]
@@ -217,7 +224,8 @@ def event_line(event: keys_pb.BudgetEvent) -> str:
     """One budget event for people: time, type, key, where, what."""
     where = event.workspace + (f"/{event.project}" if event.project else "")
     if event.type == "key_expiring":
-        what = f"expires {_time(event.expires_at)} (warning {event.expiry_days} days ahead)"
+        what = (f"expires {_time(event.expires_at)} "
+                f"(warning {plural(event.expiry_days, 'day')} ahead)")
     else:
         fmt = usd if event.budget == "cost" else count
         what = (f"{event.budget} at {event.threshold_percent}%: "

@@ -9,6 +9,13 @@ digests, so neither a token's content nor its length shows in the timing.
 without a valid token ends UNAUTHENTICATED with one fixed message, before any
 servicer or store code runs. The principal of an accepted call is available to
 the domain (audit trail) through ``current_principal`` for that call only.
+
+With no token configured every call is served as ``anonymous``. A call that
+carries a token anyway is served as ``TOKEN_IGNORED`` (so the audit trail says a
+token was presented), answered with the trailing metadata ``aigw-admin-auth:
+none`` (the HTTP API sends it as a response header) so the client can warn, and
+the first such call is logged as a warning: a client that believes it
+authenticates is talking to an open admin plane.
 """
 
 from __future__ import annotations
@@ -29,6 +36,10 @@ log = logging.getLogger(__name__)
 
 UNAUTHENTICATED_MESSAGE = "missing or invalid admin token"
 ANONYMOUS = "anonymous"  # the principal when no admin token is configured
+# ... when none is configured and the call carried a token all the same.
+TOKEN_IGNORED = "anonymous (token ignored: none configured)"
+# Trailing metadata (gRPC) and response header (HTTP) of such a call.
+AUTH_NOTICE = ("aigw-admin-auth", "none")
 _principal: contextvars.ContextVar[str] = contextvars.ContextVar(
     "aigw_admin_principal", default=ANONYMOUS
 )
@@ -106,27 +117,50 @@ class AdminAuthenticator:
 
     def __init__(self, tokens: Sequence[AdminToken]) -> None:
         self._tokens = tuple(tokens)
+        self._warned_ignored_token = False
 
     @property
     def enabled(self) -> bool:
         return bool(self._tokens)
 
+    def anonymous_principal(self, metadata: Iterable[tuple[str, Any]] | None) -> str:
+        """The principal of a call when no token is configured (``enabled`` is False).
+
+        ``TOKEN_IGNORED`` when the call carried a bearer token; the first time, a warning.
+        """
+        if not _bearer_token(metadata):
+            return ANONYMOUS
+        if not self._warned_ignored_token:
+            self._warned_ignored_token = True
+            log.warning(
+                "an admin call carried an admin token, but the sidecar has none configured: "
+                "the token is ignored and every local caller is served (audited as %r); "
+                "set AIGW_ADMIN_TOKEN or --admin-token-file (logged once)", TOKEN_IGNORED,
+            )
+        return TOKEN_IGNORED
+
     def principal_of(self, metadata: Iterable[tuple[str, Any]] | None) -> str | None:
-        header = ""
-        for key, value in metadata or ():
-            if key == "authorization" and isinstance(value, str):
-                header = value
-                break
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = _bearer_token(metadata)
+        if not token:
             return None
-        digest = _digest(token.strip())
+        digest = _digest(token)
         found = None
         # No early exit: every configured token is compared on every call.
         for candidate in self._tokens:
             if hmac.compare_digest(candidate.digest, digest):
                 found = candidate.principal
         return found
+
+
+def _bearer_token(metadata: Iterable[tuple[str, Any]] | None) -> str:
+    """The token of an ``authorization: Bearer <token>`` entry; "" when there is none."""
+    header = ""
+    for key, value in metadata or ():
+        if key == "authorization" and isinstance(value, str):
+            header = value
+            break
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
@@ -149,7 +183,8 @@ class AdminAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler is None or not method.startswith(self._prefixes):
             return handler
         if not self._auth.enabled:
-            return _with_principal(handler, ANONYMOUS)
+            anonymous = self._auth.anonymous_principal(details.invocation_metadata)
+            return _with_principal(handler, anonymous)
         principal = self._auth.principal_of(details.invocation_metadata)
         if principal is None:
             log.warning("admin call %s refused: %s", method, UNAUTHENTICATED_MESSAGE)
@@ -167,6 +202,9 @@ def _with_principal(handler: Any, principal: str) -> Any:
         return handler
 
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if principal == TOKEN_IGNORED:
+            # Set first: an abort keeps the trailing metadata already set.
+            context.set_trailing_metadata((AUTH_NOTICE,))
         reset = _principal.set(principal)
         try:
             return await inner(request, context)

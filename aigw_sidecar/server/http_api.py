@@ -11,9 +11,11 @@ response message as canonical JSON; an error is
 ``{"error": {"code": <http>, "status": "<gRPC code name>", "message": "..."}}``.
 
 Who may call: with admin tokens configured, ``Authorization: Bearer <token>``
-(the gRPC admin tokens); without, loopback clients only. A request with a body
-must say ``Content-Type: application/json`` and a browser request must come from
-this origin, so no other web page can drive the API (no CORS is ever granted).
+(the gRPC admin tokens); without, loopback clients only (a token sent anyway is
+ignored, and the reply says so with the header ``aigw-admin-auth: none``). A
+request with a body must say ``Content-Type: application/json`` and a browser
+request must come from this origin, so no other web page can drive the API (no
+CORS is ever granted).
 """
 
 from __future__ import annotations
@@ -33,7 +35,13 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from aigw_sidecar.server.admin_auth import UNAUTHENTICATED_MESSAGE, AdminAuthenticator, acting_as
+from aigw_sidecar.server.admin_auth import (
+    AUTH_NOTICE,
+    TOKEN_IGNORED,
+    UNAUTHENTICATED_MESSAGE,
+    AdminAuthenticator,
+    acting_as,
+)
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +249,8 @@ class JsonApi:
 
     def _handler(self, route: Route) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handle(request: web.Request) -> web.Response:
+            principal = ""
+            response: web.Response
             try:
                 principal = self.principal(request)
                 message = await self._message(route, request)
@@ -248,11 +258,15 @@ class JsonApi:
                     method = getattr(self._servicer, route.rpc.name)
                     reply: Message = await method(message, CallContext())
             except ApiError as exc:
-                return error_reply(exc.code, exc.message)
-            text = json_format.MessageToJson(reply, indent=None)
-            return web.Response(
-                text=text, content_type="application/json", headers=SECURITY_HEADERS
-            )
+                response = error_reply(exc.code, exc.message)
+            else:
+                text = json_format.MessageToJson(reply, indent=None)
+                response = web.Response(
+                    text=text, content_type="application/json", headers=SECURITY_HEADERS
+                )
+            if principal == TOKEN_IGNORED:  # the client can warn its user
+                response.headers[AUTH_NOTICE[0]] = AUTH_NOTICE[1]
+            return response
 
         return handle
 
@@ -265,7 +279,9 @@ class JsonApi:
                     grpc.StatusCode.PERMISSION_DENIED,
                     "no admin token is configured: only loopback clients are served",
                 )
-            return "anonymous"
+            return self._auth.anonymous_principal(
+                [("authorization", request.headers.get("Authorization", ""))]
+            )
         header = request.headers.get("Authorization", "")
         principal = self._auth.principal_of([("authorization", header)])
         if principal is None:

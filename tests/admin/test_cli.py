@@ -137,7 +137,7 @@ def test_server_side_errors_are_one_line_and_exit_1(admin: Admin) -> None:
     cases = {
         "[ALREADY_EXISTS]": admin("keys", "create", "--name", "dup"),
         "[NOT_FOUND]": admin("keys", "get", "key_00000000000000000000"),
-        "[INVALID_ARGUMENT]": admin("keys", "get", "not-a-key-id"),
+        "[INVALID_ARGUMENT]": admin("keys", "create", "--name", "p", "--project", "not ok"),
         "[UNAUTHENTICATED]": admin("keys", "list", token="wrong-token-0123456789"),
     }
     for marker, result in cases.items():
