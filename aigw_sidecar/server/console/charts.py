@@ -18,11 +18,16 @@ from aigw_sidecar.server.console.markup import Markup, el, join
 WARN_PERCENT = 80
 
 
+def counted(n: int, noun: str) -> str:
+    """``1 request``, ``12,000 tokens`` (``noun`` is the plural)."""
+    return f"{n:,} {noun.removesuffix('s') if n == 1 else noun}"
+
+
 def amount(kind: LimitKind, value: int) -> str:
     """Exact: ``$1.25``, ``12,000 tokens``, ``3 requests``."""
     if kind.unit is Unit.MICRO_USD:
         return usd(value)
-    return f"{value:,} {kind.unit.value}"
+    return counted(value, kind.unit.value)
 
 
 def short_amount(kind: LimitKind, value: int) -> str:
@@ -62,6 +67,11 @@ def usage_bar(kind: LimitKind, usage: keys_pb.LimitUsage, *, compact: bool = Fal
     )
 
 
+def cents(micro_usd: int) -> str:
+    """A chart's money, to the cent."""
+    return usd(round(micro_usd, -4))
+
+
 def day_text(day_s: int) -> str:
     return datetime.fromtimestamp(day_s, UTC).strftime("%Y-%m-%d")
 
@@ -70,7 +80,8 @@ def daily_chart(
     title: str, days: Sequence[tuple[int, int]], fmt: Callable[[int], str]
 ) -> Markup:
     """Bars of (day start, value), oldest first, with the peak and the first and last day."""
-    width, height, top, bottom = 600, 160, 14, 20
+    # About the size it is drawn at in a third of a laptop screen, so the text stays legible.
+    width, height, top, bottom = 320, 140, 16, 18
     peak = max((value for _day, value in days), default=0)
     total = sum(value for _day, value in days)
     slot = width / max(len(days), 1)

@@ -11,9 +11,16 @@ from collections.abc import Sequence
 
 from aigw_sidecar.admin.render import SECRET_WARNING, count, usd
 from aigw_sidecar.api.v1 import keys_pb2 as keys_pb
-from aigw_sidecar.limits.kinds import LIMIT_KINDS, LimitKind
+from aigw_sidecar.limits.kinds import LIMIT_KINDS, LimitKind, Unit
 from aigw_sidecar.server.console.calls import DayUsage, KeyPage
-from aigw_sidecar.server.console.charts import amount, daily_chart, percent, usage_bar
+from aigw_sidecar.server.console.charts import (
+    amount,
+    cents,
+    counted,
+    daily_chart,
+    percent,
+    usage_bar,
+)
 from aigw_sidecar.server.console.forms import (
     GENERAL,
     MAIN_KINDS,
@@ -158,7 +165,8 @@ def _limit_row(kind: LimitKind, form: KeyForm) -> Markup:
     name = input_name(kind)
     fid = field_id(name)
     error = form.errors.get(name, "")
-    decimal = kind.unit.value == "micro_usd"
+    decimal = kind.unit is Unit.MICRO_USD
+    example = {Unit.MICRO_USD: "e.g. 25.00", Unit.TOKENS: "e.g. 100000"}.get(kind.unit, "e.g. 60")
     return el(
         "div",
         el("div",
@@ -171,7 +179,7 @@ def _limit_row(kind: LimitKind, form: KeyForm) -> Markup:
         text_input(
             name, form.value(name), hint=True, error=error,
             inputmode="decimal" if decimal else "numeric",
-            placeholder="e.g. 25.00" if decimal else "e.g. 100000", autocomplete="off",
+            placeholder=example, autocomplete="off",
         ),
         el("p", kind_hint(kind), id=f"{fid}-hint", class_="hint"),
         el("p", error, id=f"{fid}-error", class_="error") if error else None,
@@ -379,23 +387,24 @@ def overview(
         el("dt", "Reset period"), el("dd", period.lower() if period != "UNSPECIFIED" else "never"),
         el("dt", "Requests in the last 60 s"), el("dd", f"{ov.requests_per_minute.used:,}"),
         el("dt", "Reservations in flight"),
-        el("dd", f"{ov.open_reservations:,} holding {ov.reserved_tokens:,} tokens and "
-                 f"{usd(ov.reserved_cost_micro_usd)}"),
+        el("dd", f"{ov.open_reservations:,} holding {counted(ov.reserved_tokens, 'tokens')} "
+                 f"and {usd(ov.reserved_cost_micro_usd)}"),
         el("dt", "This period"),
-        el("dd", f"{ov.period_requests:,} requests, {ov.period_prompt_tokens:,} prompt + "
-                 f"{ov.period_completion_tokens:,} completion tokens"),
+        el("dd", f"{counted(ov.period_requests, 'requests')}, {ov.period_prompt_tokens:,} "
+                 f"prompt + {ov.period_completion_tokens:,} completion tokens"),
         el("dt", "Lifetime"),
-        el("dd", f"{ov.lifetime_requests:,} requests, "
-                 f"{ov.lifetime_prompt_tokens + ov.lifetime_completion_tokens:,} tokens, "
-                 f"{usd(ov.lifetime_cost_micro_usd)}"),
+        el("dd", f"{counted(ov.lifetime_requests, 'requests')}, "
+                 f"{counted(ov.lifetime_prompt_tokens + ov.lifetime_completion_tokens, 'tokens')}"
+                 f", {usd(ov.lifetime_cost_micro_usd)}"),
         el("dt", "Unpriced requests"), el("dd", f"{ov.unpriced_requests:,}"),
         el("dt", "Observed"), el("dd", when(ov.observed_at)),
         class_="facts",
     )
     models = el("p", "No usage reported in this period.", class_="muted")
     if ov.per_model:
-        models = el("table", el("caption", "Per model", class_="visually-hidden"), el("thead", el("tr", [
-            el("th", h, scope="col") for h in ("Model", "Requests", "Tokens", "Cost")])),
+        models = el("table", el("caption", "Per model", class_="visually-hidden"),
+                    el("thead", el("tr", [el("th", h, scope="col") for h in (
+                        "Model", "Requests", "Tokens", "Cost")])),
             el("tbody", [el("tr", el("th", m.model, scope="row"), el("td", f"{m.requests:,}"),
                             el("td", f"{m.tokens:,}"), el("td", usd(m.cost_micro_usd)))
                          for m in ov.per_model]), class_="models")
@@ -461,7 +470,7 @@ def _history(history: dict[int, list[DayUsage]]) -> Markup:
             "div",
             el("h3", f"Last {days} days"),
             el("div",
-               daily_chart("Cost per day", [(d.day_s, d.cost_micro_usd) for d in usage], usd),
+               daily_chart("Cost per day", [(d.day_s, d.cost_micro_usd) for d in usage], cents),
                daily_chart("Tokens per day", [(d.day_s, d.tokens) for d in usage], count),
                daily_chart("Requests per day", [(d.day_s, d.requests) for d in usage], count),
                class_="charts"),
