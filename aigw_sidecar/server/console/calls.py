@@ -23,6 +23,11 @@ from aigw_sidecar.api.v1 import keys_pb2 as keys_pb
 from aigw_sidecar.server.admin_auth import acting_as
 from aigw_sidecar.server.http_api import ApiError, CallContext
 
+MAX_PAGE_SIZE = 500  # ListKeys' largest page
+# Fields another branch adds to ListKeys; named here, not typed, so this module reads
+# the same before and after the generated code has them.
+VIEW, OVERVIEWS, NAME_CONTAINS = "view", "overviews", "name_contains"
+
 
 class KeyCalls:
     """KeyManagement's servicer, called in-process on behalf of a principal."""
@@ -57,38 +62,51 @@ async def list_keys_with_usage(
 
     The switch between ListKeys ``view=WITH_USAGE`` and one GetKeyOverview per
     key lives here only. Without ``name_contains`` in ListKeysRequest the name
-    filter applies to the page read (a page may then show fewer keys).
+    filter is applied here, reading on through the listing (500 keys a call)
+    until a page's worth of keys match.
     """
-    searched_here = bool(name_contains) and not _has_field(
-        keys_pb.ListKeysRequest, "name_contains"
-    )
-    if name_contains and not searched_here:
-        request.name_contains = name_contains  # type: ignore[attr-defined]
-    if _has_field(keys_pb.ListKeysRequest, "view"):
-        view = keys_pb.ListKeysRequest.DESCRIPTOR.fields_by_name["view"].enum_type
-        assert view is not None
-        with_usage = next(v.number for v in view.values if v.name.endswith("WITH_USAGE"))
-        request.view = with_usage  # type: ignore[attr-defined]
+    wanted = request.page_size
+    if name_contains and not _has_field(keys_pb.ListKeysRequest, NAME_CONTAINS):
+        request.page_size = MAX_PAGE_SIZE
+        keys: list[keys_pb.ApiKey] = []
+        while True:
+            reply = await calls.call("ListKeys", request, principal)
+            keys += [k for k in reply.keys if name_contains.casefold() in k.name.casefold()]
+            if len(keys) >= wanted or not reply.next_page_token:
+                break
+            request.page_token = reply.next_page_token
+        return KeyPage(keys, await _overviews(calls, keys, principal), reply.next_page_token)
+    if name_contains:
+        search: dict[str, Any] = {NAME_CONTAINS: name_contains}
+        request.MergeFrom(keys_pb.ListKeysRequest(**search))
+    if not _has_field(keys_pb.ListKeysRequest, VIEW):
         reply = await calls.call("ListKeys", request, principal)
-        overviews = {ov.key.key_id: ov for ov in reply.overviews}
-    else:
-        reply = await calls.call("ListKeys", request, principal)
-        overviews = {}
-        for key in reply.keys:
-            if searched_here and name_contains.casefold() not in key.name.casefold():
-                continue
-            try:
-                got = await calls.call(
-                    "GetKeyOverview", keys_pb.GetKeyOverviewRequest(key_id=key.key_id), principal
-                )
-            except ApiError:
-                continue  # deleted since the listing: the row shows no usage
-            overviews[key.key_id] = got.overview
-    keys = [
-        key for key in reply.keys
-        if not searched_here or name_contains.casefold() in key.name.casefold()
-    ]
-    return KeyPage(keys, overviews, reply.next_page_token)
+        keys = list(reply.keys)
+        return KeyPage(keys, await _overviews(calls, keys, principal), reply.next_page_token)
+    view = keys_pb.ListKeysRequest.DESCRIPTOR.fields_by_name[VIEW].enum_type
+    assert view is not None
+    with_usage = next(v.number for v in view.values if v.name.endswith("WITH_USAGE"))
+    fields: dict[str, Any] = {VIEW: with_usage}
+    request.MergeFrom(keys_pb.ListKeysRequest(**fields))
+    reply = await calls.call("ListKeys", request, principal)
+    overviews = {ov.key.key_id: ov for ov in getattr(reply, OVERVIEWS)}
+    return KeyPage(list(reply.keys), overviews, reply.next_page_token)
+
+
+async def _overviews(
+    calls: KeyCalls, keys: list[keys_pb.ApiKey], principal: str
+) -> dict[str, keys_pb.KeyOverview]:
+    """GetKeyOverview per key (without ListKeys' usage view)."""
+    found = {}
+    for key in keys:
+        try:
+            reply = await calls.call(
+                "GetKeyOverview", keys_pb.GetKeyOverviewRequest(key_id=key.key_id), principal
+            )
+        except ApiError:
+            continue  # deleted since the listing: the row shows no usage
+        found[key.key_id] = reply.overview
+    return found
 
 
 @dataclass(frozen=True, slots=True)

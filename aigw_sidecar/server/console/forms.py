@@ -151,7 +151,9 @@ def create_request(form: KeyForm) -> keys_pb.CreateKeyRequest | None:
             request.limits.reset_period = cast(
                 "keys_pb.ResetPeriod", keys_pb.ResetPeriod.Value(period)
             )
-    request.limits.allowed_models.extend(_words(values.get("limits.allowed_models", "")))
+    # One per line or comma-separated; spaces stay, for the service to refuse by name.
+    models = re.split(r"[\n,]", values.get("limits.allowed_models", ""))
+    request.limits.allowed_models.extend(m.strip() for m in models if m.strip())
     _set_alerts(form, request)
     expires = values.get("expires_at", "").strip()
     if expires:

@@ -374,7 +374,8 @@ def overview(
         "table",
         el("caption", "Usage against limits", class_="visually-hidden"),
         el("thead", el("tr", [el("th", h, scope="col") for h in (
-            "Limit", "", "Used", "Limit", "Remaining", "Used %")])),
+            "Limit", el("span", "Bar", class_="visually-hidden"), "Used", "Limit",
+            "Remaining", "Used %")])),
         el("tbody", rows), class_="usage-table",
     )
     period = keys_pb.ResetPeriod.Name(key.limits.reset_period).removeprefix("RESET_PERIOD_")

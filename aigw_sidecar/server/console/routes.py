@@ -79,6 +79,22 @@ def safe_next(value: str) -> str:
     return KEYS
 
 
+def is_cross_site(request: web.Request) -> bool:
+    """A request another site's page made: the JSON API's Origin check, and Sec-Fetch-Site.
+
+    Under ``Referrer-Policy: no-referrer`` a browser sends ``Origin: null`` with the
+    console's own form posts, so "null" passes the Origin check; the browser's
+    ``Sec-Fetch-Site`` still says where the form was (and the CSRF token is checked
+    after this).
+    """
+    if request.headers.get("Origin") != "null":
+        try:
+            refuse_cross_site(request)
+        except ApiError:
+            return True
+    return request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none")
+
+
 def redirect(location: str) -> web.Response:
     return web.Response(status=303, headers={"Location": location})
 
@@ -136,6 +152,8 @@ class Console:
         except web.HTTPMethodNotAllowed:
             response = self._problem(request, 405, "Not allowed",
                                      f"{request.method} is not allowed here.")
+        except web.HTTPException as exc:  # e.g. a body over the size limit
+            response = self._problem(request, exc.status, exc.reason, exc.reason)
         except Exception:
             log.exception("console: unexpected error on %s %s", request.method, request.path)
             response = self._problem(request, 500, "Internal error",
@@ -145,8 +163,8 @@ class Console:
         return response
 
     async def _guarded(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith(f"{STATIC}/"):
-            return await handler(request)
+        if request.path.startswith(f"{STATIC}/") or request.path in ("/", PREFIX):
+            return await handler(request)  # public files, and redirects to the console
         if not self._auth.enabled and not is_loopback(request.remote):
             return self._problem(
                 request, 403, "Loopback only",
@@ -162,9 +180,7 @@ class Console:
             session = self._sessions.new("" if self._auth.enabled else ANONYMOUS)
         request["session"] = session
         if request.method == "POST":
-            try:
-                refuse_cross_site(request)
-            except ApiError:
+            if is_cross_site(request):
                 return self._problem(request, 403, "Refused",
                                      "Requests from another site are refused.")
             form = await request.post()
