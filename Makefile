@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## Start the sidecar on the embedded default store (data under ./aigw-data).
+## Start the sidecar on the embedded default store (data under ./aigw-data); its log
+## prints the console's URL (http://127.0.0.1:8080/console/ by default).
 run: $(STAMP)
 	$(VENV)/bin/aigw-sidecar serve
 

@@ -84,7 +84,6 @@ def build_app(servicer: object, authenticator: AdminAuthenticator, version: str)
 
     app.router.add_get(OPENAPI_PATH, openapi)
     app["api"] = api
-    app["console"] = console
     assert all(route.template.startswith(API_PREFIX) for route in api.routes)
     return app
 

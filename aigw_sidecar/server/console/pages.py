@@ -482,9 +482,12 @@ def _history(history: dict[int, list[DayUsage]]) -> Markup:
 # --- delete, rotate ---------------------------------------------------------------------
 
 
-def delete_confirm(viewer: Viewer, key: keys_pb.ApiKey, error: str, message: str) -> Markup:
+def delete_confirm(
+    viewer: Viewer, key: keys_pb.ApiKey, error: str, message: str, *, replaced: bool = False
+) -> Markup:
     return join(
         el("h1", "Delete API key ", el("q", key.name)),
+        replace_steps(4) if replaced else None,
         notice(message) if message else None,
         el("div",
            el("p", el("strong", "Deleting an API key is permanent and cannot be undone. "),
@@ -608,13 +611,12 @@ def login(viewer: Viewer, error: str, next_path: str) -> Markup:
         el("h1", "Sign in"),
         el("p", "Sign in with an admin token (AIGW_ADMIN_TOKEN or one of --admin-token-file's).",
            class_="muted"),
-        notice(error, "error") if error else None,
         post_form(
             viewer, f"{PREFIX}/login",
             el("input", type="hidden", name="next", value=next_path),
             field("token", "Admin token", text_input(
                 "token", "", type="password", autocomplete="current-password",
-                required=True, error=error, autofocus=True)),
+                required=True, error=error, autofocus=True), error=error),
             el("button", "Sign in", type="submit", class_="button primary"),
         ),
         class_="login",

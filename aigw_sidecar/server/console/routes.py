@@ -408,8 +408,9 @@ class Console:
             key = await self._get_key(request)
         except ApiError as exc:
             return self._api_problem(request, exc)
-        message = NOTICES.get(request.query.get("notice", ""), "")
-        body = pages.delete_confirm(self._viewer(request), key, "", message)
+        notice = request.query.get("notice", "")
+        body = pages.delete_confirm(self._viewer(request), key, "", NOTICES.get(notice, ""),
+                                    replaced=notice == "replaced" and key.legacy)
         return self._html(request, f"Delete {key.name}", body, section="keys")
 
     async def _delete(self, request: web.Request) -> web.Response:
