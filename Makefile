@@ -31,7 +31,8 @@ $(STAMP): $(RUNTIME)
 
 install: $(STAMP)
 
-## Start the sidecar on the embedded default store (data under ./aigw-data); the
+## Start the sidecar on the embedded default store (data under ./aigw-data); its log
+## prints the console's URL (http://127.0.0.1:8080/console/ by default). Another
 ## address: --listen / AIGW_LISTEN, e.g. AIGW_LISTEN=127.0.0.1:50052 make run.
 run: $(RUNTIME)
 	$(VENV)/bin/aigw-sidecar serve

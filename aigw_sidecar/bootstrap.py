@@ -39,6 +39,7 @@ from aigw_sidecar.server.admin_auth import (
 )
 from aigw_sidecar.server.admin_http import OFF as ADMIN_HTTP_OFF
 from aigw_sidecar.server.admin_http import AdminHttp, build_app
+from aigw_sidecar.server.console import CONSOLE_PATH
 from aigw_sidecar.server.decoding import MalformedRequestInterceptor
 from aigw_sidecar.server.ext_authz import ExtAuthzOptions, ExtAuthzServicer
 from aigw_sidecar.server.health import StoreHealthWatcher
@@ -207,6 +208,13 @@ async def _reload_pricing(pricing: PricingFile, interval_s: float) -> None:
     while True:
         await asyncio.sleep(interval_s)
         pricing.reload_if_changed()
+
+
+def _browsable(host: str) -> str:
+    """An address a browser on this machine can open: a wildcard bind is reached on loopback."""
+    if host in ("", "0.0.0.0", "::", "[::]"):  # noqa: S104 (not a bind: a URL to print)
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def server_options(settings: Settings) -> list[tuple[str, int]]:
@@ -392,6 +400,8 @@ async def start(settings: Settings) -> Sidecar:
         host = settings.admin_http_listen.rpartition(":")[0] or "0.0.0.0"  # noqa: S104
         log.info("admin HTTP API on %s://%s:%d/v1/ (OpenAPI: /v1/openapi.json)",
                  scheme, host, admin_http.port)
+        log.info("console on %s://%s:%d%s", scheme, _browsable(host), admin_http.port,
+                 CONSOLE_PATH)
     await server.start()
     if admin_server is not None:
         await admin_server.start()

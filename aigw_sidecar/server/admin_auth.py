@@ -139,6 +139,16 @@ class AdminAuthenticator:
             )
         return TOKEN_IGNORED
 
+    def derive_key(self, purpose: str) -> bytes:
+        """A key for ``purpose`` from the configured token digests (never the tokens).
+
+        Every process configured with the same tokens derives the same key, so a
+        value one worker or replica signs, another accepts; changing the tokens
+        changes the key. Without tokens the key is a constant, known to anyone.
+        """
+        material = b"".join(sorted(token.digest for token in self._tokens))
+        return hmac.new(material, f"aigw-sidecar {purpose}".encode(), hashlib.sha256).digest()
+
     def principal_of(self, metadata: Iterable[tuple[str, Any]] | None) -> str | None:
         token = _bearer_token(metadata)
         if not token:

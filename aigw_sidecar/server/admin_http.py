@@ -1,8 +1,9 @@
-"""The admin HTTP listener (--admin-http-listen): the JSON API and its OpenAPI document.
+"""The admin HTTP listener (--admin-http-listen): the JSON API, its OpenAPI document, the console.
 
 One aiohttp application on the sidecar's event loop. It serves ``/v1/...`` (see
-``http_api``) and ``/v1/openapi.json``; any other ``/v1`` path or method is a
-JSON error. TLS follows the admin listener's certificate flags. Under
+``http_api``), ``/v1/openapi.json`` and the web console under ``/console/``
+(``server/console``; ``/`` redirects there); any other path or method outside
+the console is a JSON error. TLS follows the admin listener's certificate flags. Under
 ``--workers`` every worker binds the same address (SO_REUSEPORT), like gRPC.
 """
 
@@ -19,6 +20,7 @@ from aiohttp import web
 
 from aigw_sidecar.api.v1 import keys_pb2
 from aigw_sidecar.server.admin_auth import AdminAuthenticator
+from aigw_sidecar.server.console import Console, is_console_path
 from aigw_sidecar.server.http_api import API_PREFIX, SECURITY_HEADERS, JsonApi, error_reply
 from aigw_sidecar.server.openapi import openapi_document
 
@@ -51,6 +53,8 @@ async def _json_errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     """Unknown API paths and methods answer in the API's error shape."""
+    if is_console_path(request.path):
+        return await handler(request)  # the console answers with pages of its own
     try:
         return await handler(request)
     except web.HTTPNotFound:
@@ -62,9 +66,13 @@ async def _json_errors(
 
 
 def build_app(servicer: object, authenticator: AdminAuthenticator, version: str) -> web.Application:
-    app = web.Application(middlewares=[_json_errors], client_max_size=1024 * 1024)
+    console = Console(servicer, authenticator)
+    app = web.Application(
+        middlewares=[console.middleware, _json_errors], client_max_size=1024 * 1024
+    )
     api = JsonApi(KEY_MANAGEMENT, servicer, request_classes(), authenticator)
     api.add_to(app)
+    console.add_to(app)
     document = json.dumps(
         openapi_document(KEY_MANAGEMENT, title="aigw-sidecar admin API", version=version),
         indent=1,
