@@ -7,6 +7,7 @@
 -- KEYS[5]  lease amounts     aigw:leasev:{<key id>}  (hash)
 -- KEYS[6]  token window      aigw:tpm:{<key id>}     (zset; charged when the key has tokens per minute)
 -- KEYS[7]  parallel slots    aigw:slot:{<key id>}    (zset; this request's slot is freed)
+-- KEYS[8]  usage history     aigw:hist:{<key id>}    (hash; this UTC day's cost, tokens, requests)
 -- ARGV[1]  request id
 -- ARGV[2]  prompt tokens      ARGV[3] completion tokens   ARGV[4] cost in micro-USD
 -- ARGV[5]  now in µs, or '' for Redis TIME
@@ -29,6 +30,7 @@ local MAX_MODELS = 64
 -- int64 overflow, which would fail the script half-way: a report that would
 -- take one past this cap is refused before anything is written.
 local COUNTER_CAP = 9007199254740991  -- 2^53 - 1
+local HISTORY_DAYS = @HISTORY_DAYS@
 -- The record's fields this script reads, in one call.
 local rec = redis.call('HMGET', KEYS[1], @KIND_FIELDS@ 'kid', 'period', 'epoch', 'lt_pt',
   'lt_ct', 'lt_cost', 'alert_pct', 'alert_exp_days', 'expires_at', 'ws', 'proj')
@@ -80,6 +82,39 @@ redis.call('HINCRBY', KEYS[2], 'ct', ARGV[3])
 redis.call('HINCRBY', KEYS[1], 'lt_pt', ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'lt_ct', ARGV[3])
 redis.call('HINCRBY', KEYS[1], 'lt_cost', ARGV[4])
+
+-- Usage history: this UTC day's cost, tokens and one request ('c:<day>',
+-- 't:<day>', 'r:<day>'; day = days since the epoch). The key's first report of
+-- a day drops every day that left the HISTORY_DAYS window since the last day
+-- it wrote ('day'), whatever the gaps, so the hash never holds more than
+-- HISTORY_DAYS days, and sets its TTL to HISTORY_DAYS + 1 days; every other
+-- report of the day pays three HINCRBY. A day's counters stay below the
+-- lifetime ones, so below COUNTER_CAP.
+do
+  local day = floor_div(now_ms, DAY_MS)
+  local d = fmt(day)
+  redis.call('HINCRBY', KEYS[8], 'c:' .. d, ARGV[4])
+  redis.call('HINCRBY', KEYS[8], 't:' .. d, fmt(add_tokens))
+  if redis.call('HINCRBY', KEYS[8], 'r:' .. d, 1) == 1 then
+    local last = tonumber(redis.call('HGET', KEYS[8], 'day'))
+    if not last or last < day then
+      if last then
+        local gone = {}
+        for old = last - HISTORY_DAYS + 1, math.min(last, day - HISTORY_DAYS) do
+          local o = fmt(old)
+          gone[#gone + 1] = 'c:' .. o
+          gone[#gone + 1] = 't:' .. o
+          gone[#gone + 1] = 'r:' .. o
+        end
+        if #gone > 0 then
+          redis.call('HDEL', KEYS[8], unpack(gone))
+        end
+      end
+      redis.call('HSET', KEYS[8], 'day', d)
+      redis.call('PEXPIRE', KEYS[8], fmt((HISTORY_DAYS + 1) * DAY_MS))
+    end
+  end
+end
 
 local model = ARGV[7]
 if model ~= '' then
