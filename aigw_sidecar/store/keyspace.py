@@ -54,8 +54,9 @@ class Keyspace:
         return f"{self.prefix}:slot:{{{key_id}}}"
 
     def history(self, key_id: str) -> str:
-        """Hash: usage per UTC day of the last 100 days, ``c:<day>``, ``t:<day>``, ``r:<day>``
-        (cost, tokens, requests; day = days since the epoch) and ``day`` (the last written)."""
+        """Hash: usage per UTC day of the last 100 days; the running counters of the
+        last day with a report (``day``, ``c``, ``t``, ``r``), then ``d:<day>`` per
+        earlier day (see ``lua/_prelude.lua``)."""
         return f"{self.prefix}:hist:{{{key_id}}}"
 
     def admission_keys(self, key_id: str) -> list[str]:
