@@ -54,6 +54,7 @@ ALIASES: dict[str, dict[str, str]] = {
         "disable": "DisableKey",
         "delete": "DeleteKey",
         "overview": "GetKeyOverview",
+        "history": "GetKeyUsageHistory",
     },
     "audit": {"list": "ListAuditEntries"},
     # tail: ListEvents polled with its cursor until interrupted (see _follow).

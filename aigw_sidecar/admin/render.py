@@ -200,6 +200,20 @@ def overview(ov: keys_pb.KeyOverview) -> str:
     return "\n".join(lines)
 
 
+def history_table(days: Sequence[keys_pb.DailyUsage]) -> str:
+    """Usage per UTC day, oldest first, and the total of the days shown."""
+    rows = [
+        [d.day.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d"), str(d.requests), str(d.tokens),
+         usd(d.cost_micro_usd)]
+        for d in days
+    ]
+    rows.append([
+        "total", str(sum(d.requests for d in days)), str(sum(d.tokens for d in days)),
+        usd(sum(d.cost_micro_usd for d in days)),
+    ])
+    return table(rows, ["DAY (UTC)", "REQUESTS", "TOKENS", "COST"])
+
+
 def audit_table(entries: Sequence[keys_pb.AuditEntry]) -> str:
     rows = [
         [_time(e.occurred_at), e.principal, e.action, e.key_id, e.name, e.detail or "-"]
@@ -259,6 +273,8 @@ def human(response: Message, out: TextIO, err: TextIO,
               response.next_page_token, out, err)
     elif isinstance(response, keys_pb.GetKeyOverviewResponse):
         print(overview(response.overview), file=out)
+    elif isinstance(response, keys_pb.GetKeyUsageHistoryResponse):
+        print(history_table(response.days), file=out)
     elif isinstance(response, keys_pb.ListEventsResponse):
         for event in response.events:
             print(event_line(event), file=out)

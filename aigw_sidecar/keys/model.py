@@ -29,6 +29,11 @@ _IDENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 _LABEL_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._/-]{0,62}\Z")
 _MAX_NAME = 128
 _MAX_LABEL_VALUE = 256
+# Days of daily usage a key keeps (the store drops older days), so the most a
+# history read can show; and what it shows when the caller names no number.
+HISTORY_DAYS = 100
+DEFAULT_HISTORY_DAYS = 30
+DAY_MS = 86_400_000
 
 
 class KeyStatus(StrEnum):
@@ -109,6 +114,16 @@ class ModelUsage:
 
 
 @dataclass(frozen=True, slots=True)
+class DailyUsage:
+    """What a key's counted usage reports added on one UTC day."""
+
+    day_start_ms: int  # 00:00 UTC of the day
+    cost_micro_usd: int
+    tokens: int  # prompt + completion
+    requests: int  # usage reports counted (each request id once)
+
+
+@dataclass(frozen=True, slots=True)
 class KeyFilter:
     """Filters of a key listing; empty strings and None match anything."""
 
@@ -183,6 +198,17 @@ def validate_page_size(page_size: int, default: int, maximum: int) -> int:
     if page_size > maximum:
         raise InvalidArgument("page_size", f"must be at most {maximum}")
     return page_size or default
+
+
+def validate_history_days(days: int) -> int:
+    """The days a history read covers: DEFAULT_HISTORY_DAYS for 0, else 1..HISTORY_DAYS."""
+    if days == 0:
+        return DEFAULT_HISTORY_DAYS
+    if not 1 <= days <= HISTORY_DAYS:
+        raise InvalidArgument(
+            "days", f"must be between 1 and {HISTORY_DAYS} (0: {DEFAULT_HISTORY_DAYS})"
+        )
+    return days
 
 
 # A model name: printable ASCII without spaces (what providers use).

@@ -9,10 +9,12 @@ from aigw_sidecar.errors import FailedPrecondition, InvalidArgument
 from aigw_sidecar.keys import secrets
 from aigw_sidecar.keys.model import (
     ApiKey,
+    DailyUsage,
     KeyFilter,
     KeyOverview,
     KeySpec,
     KeyUpdate,
+    validate_history_days,
     validate_ident,
     validate_key_id,
     validate_page_size,
@@ -57,6 +59,8 @@ class KeyStore(Protocol):
     async def delete_key(self, key_id: str) -> None: ...
 
     async def overview(self, key_id: str) -> KeyOverview: ...
+
+    async def usage_history(self, key_id: str, days: int) -> tuple[DailyUsage, ...]: ...
 
 
 class KeyService:
@@ -139,3 +143,9 @@ class KeyService:
 
     async def overview(self, key_id: str) -> KeyOverview:
         return await self._store.overview(validate_key_id(key_id))
+
+    async def usage_history(self, key_id: str, days: int = 0) -> tuple[DailyUsage, ...]:
+        """Usage per UTC day, the last ``days`` days to today (the store's clock), oldest
+        first; a day without usage is zeros. ``days``: 1..HISTORY_DAYS, 0 for the default."""
+        key_id = validate_key_id(key_id)
+        return await self._store.usage_history(key_id, validate_history_days(days))

@@ -20,6 +20,7 @@ from aigw_sidecar.errors import InvalidArgument
 from aigw_sidecar.keys.audit import AuditEntry
 from aigw_sidecar.keys.model import (
     ApiKey,
+    DailyUsage,
     KeyFilter,
     KeyOverview,
     KeySpec,
@@ -337,6 +338,16 @@ def overview_to_proto(ov: KeyOverview) -> keys_pb.KeyOverview:
             for m in ov.per_model
         ],
         unpriced_requests=ov.unpriced_requests,
+    )
+
+
+def daily_usage_to_proto(day: DailyUsage) -> keys_pb.DailyUsage:
+    return keys_pb.DailyUsage(
+        day=_timestamp(day.day_start_ms),
+        cost_micro_usd=day.cost_micro_usd,
+        cost_usd=format_usd(day.cost_micro_usd),
+        tokens=day.tokens,
+        requests=day.requests,
     )
 
 

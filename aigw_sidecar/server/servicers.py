@@ -133,6 +133,15 @@ class KeyManagementServicer(keys_grpc.KeyManagementServicer):
         return keys_pb.GetKeyOverviewResponse(overview=convert.overview_to_proto(overview))
 
     @domain_errors
+    async def GetKeyUsageHistory(
+        self, request: keys_pb.GetKeyUsageHistoryRequest, context: Ctx
+    ) -> keys_pb.GetKeyUsageHistoryResponse:
+        history = await self._service.usage_history(request.key_id, request.days)
+        return keys_pb.GetKeyUsageHistoryResponse(
+            days=[convert.daily_usage_to_proto(day) for day in history]
+        )
+
+    @domain_errors
     async def ListAuditEntries(
         self, request: keys_pb.ListAuditEntriesRequest, context: Ctx
     ) -> keys_pb.ListAuditEntriesResponse:

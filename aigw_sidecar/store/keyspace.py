@@ -53,6 +53,12 @@ class Keyspace:
         """Sorted set: parallel-request slots held, request id -> lease expiry ms."""
         return f"{self.prefix}:slot:{{{key_id}}}"
 
+    def history(self, key_id: str) -> str:
+        """Hash: usage per UTC day of the last 100 days; the running counters of the
+        last day with a report (``day``, ``c``, ``t``, ``r``), then ``d:<day>`` per
+        earlier day (see ``lua/_prelude.lua``)."""
+        return f"{self.prefix}:hist:{{{key_id}}}"
+
     def admission_keys(self, key_id: str) -> list[str]:
         """The keys of authorize.lua and read_key.lua, in their KEYS order."""
         return [
@@ -77,6 +83,7 @@ class Keyspace:
             self.lease_amounts(key_id),
             self.token_window(key_id),
             self.slots(key_id),
+            self.history(key_id),
         ]
 
     def names(self, workspace: str) -> str:

@@ -20,7 +20,7 @@ from aigw_sidecar.errors import (
     InvalidArgument,
     NotFound,
 )
-from aigw_sidecar.keys.model import ApiKey, KeyFilter, KeyOverview, KeySpec, KeyUpdate
+from aigw_sidecar.keys.model import ApiKey, DailyUsage, KeyFilter, KeyOverview, KeySpec, KeyUpdate
 from aigw_sidecar.keys.service import LEGACY_LIMITS_MESSAGE, LEGACY_ROTATION_MESSAGE
 from aigw_sidecar.store.claims import Claims
 from aigw_sidecar.store.client import StoreClient
@@ -32,6 +32,7 @@ from aigw_sidecar.store.records import new_record, text, update_diff
 from aigw_sidecar.store.replies import (
     ScriptCode,
     decode_authorize,
+    decode_history,
     decode_overview,
     decode_usage,
     pairs,
@@ -167,6 +168,7 @@ class RedisKeyStore:
                     self._ks.lease_amounts(kid),
                     self._ks.token_window(kid),
                     self._ks.slots(kid),
+                    self._ks.history(kid),
                 ],
                 args=[
                     report.request_id,
@@ -256,6 +258,16 @@ class RedisKeyStore:
         if not res:
             raise NotFound("no API key with that key_id")
         return decode_overview(res)
+
+    async def usage_history(self, key_id: str, days: int) -> tuple[DailyUsage, ...]:
+        async with store_errors():
+            res = await self._scripts.usage_history(
+                keys=[self._ks.record(key_id), self._ks.history(key_id)],
+                args=[self._now_arg(), days],
+            )
+        if ScriptCode(res[0]) is ScriptCode.NOT_FOUND:
+            raise NotFound("no API key with that key_id")
+        return decode_history(res)
 
     async def update_key(self, key_id: str, update: KeyUpdate) -> ApiKey:
         sets, clears, setting_limits = update_diff(update)

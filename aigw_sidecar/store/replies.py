@@ -21,7 +21,7 @@ from aigw_sidecar.admission.decision import (
     UsageResult,
 )
 from aigw_sidecar.errors import InvalidArgument
-from aigw_sidecar.keys.model import KeyOverview, ModelUsage
+from aigw_sidecar.keys.model import DAY_MS, DailyUsage, KeyOverview, ModelUsage
 from aigw_sidecar.limits.alerts import Budget, BudgetEvent, EventType
 from aigw_sidecar.limits.kinds import KIND_OF_NAME
 from aigw_sidecar.store.records import decode_key
@@ -181,4 +181,16 @@ def decode_overview(res: Sequence[Any]) -> KeyOverview:
         open_reservations=n["open_reservations"],
         per_model=per_model,
         unpriced_requests=n["unpriced_requests"],
+    )
+
+
+def decode_history(res: Sequence[Any]) -> tuple[DailyUsage, ...]:
+    """usage_history's OK reply as one DailyUsage per day, oldest first."""
+    fields = pairs(res[1:])
+    first = int(fields["first_day"])
+    return tuple(
+        DailyUsage((first + i) * DAY_MS, int(cost), int(tokens), int(requests))
+        for i, (cost, tokens, requests) in enumerate(
+            zip(fields["cost"], fields["tokens"], fields["requests"], strict=True)
+        )
     )

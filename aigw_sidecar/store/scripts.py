@@ -15,7 +15,8 @@ the marker from ``limits/kinds.py`` when it loads the script:
   its window's snippet for that part (from ``lua/_windows.lua``), with the
   kind's names substituted, guarded by whether the key has the limit;
 - ``DENY.<NAME>``, ``STATUS.<NAME>``, ``CODE.<NAME>``: the deny reasons and the
-  reply codes of ``store/replies.py`` as string literals.
+  reply codes of ``store/replies.py`` as string literals;
+- ``@HISTORY_DAYS@``: the days of usage history a key keeps (``keys/model.py``).
 
 So a script runs straight-line code, as if written by hand for these kinds:
 nothing about the kinds is built, looked up or dispatched on each call. Scripts
@@ -35,6 +36,7 @@ from typing import Any
 
 from redis.commands.core import AsyncScript
 
+from aigw_sidecar.keys.model import HISTORY_DAYS
 from aigw_sidecar.limits.kinds import LIMIT_KINDS, DenyReason, LimitKind, Unit, Window
 from aigw_sidecar.store.client import StoreClient
 from aigw_sidecar.store.replies import AuthorizeStatus, ScriptCode
@@ -50,6 +52,7 @@ _NAMES = (
     "read_key",
     "release_reservation",
     "rotate_key",
+    "usage_history",
 )
 # The Lua of _windows.lua counts rolling windows of this length (WINDOW_US).
 _ROLLING_WINDOW_S = 60
@@ -146,6 +149,7 @@ def expand(text: str) -> str:
     fields = _record_fields()
     text = text.replace("@KIND_FIELDS@", ", ".join(f"'{f}'" for f in fields) + ",")
     text = text.replace("@FIXED@", str(len(fields) + 1))
+    text = text.replace("@HISTORY_DAYS@", str(HISTORY_DAYS))
     text = _DECLARE.sub(lambda m: _declare(""), text)
     text = _EACH.sub(lambda m: _each(m.group(2), m.group(3), m.group(1)), text)
     return _CONSTANT.sub(_constant, text)
@@ -169,6 +173,7 @@ class Scripts:
     read_key: AsyncScript
     release_reservation: AsyncScript
     rotate_key: AsyncScript
+    usage_history: AsyncScript
 
     @classmethod
     def register(cls, redis: StoreClient) -> Scripts:

@@ -241,6 +241,7 @@ _BY_KEY_ID: list[tuple[str, Any]] = [
     ("DisableKey", kpb.DisableKeyRequest),
     ("DeleteKey", kpb.DeleteKeyRequest),
     ("GetKeyOverview", kpb.GetKeyOverviewRequest),
+    ("GetKeyUsageHistory", kpb.GetKeyUsageHistoryRequest),
     ("UpdateKey", lambda key_id: kpb.UpdateKeyRequest(key_id=key_id, update_mask=_mask("name"),
                                                        name="x")),
     ("RecordUsage", lambda key_id: adm.RecordUsageRequest(key_id=key_id, request_id="r")),

@@ -382,6 +382,34 @@ class GetKeyOverviewResponse(_message.Message):
     overview: KeyOverview
     def __init__(self, overview: _Optional[_Union[KeyOverview, _Mapping]] = ...) -> None: ...
 
+class GetKeyUsageHistoryRequest(_message.Message):
+    __slots__ = ("key_id", "days")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    DAYS_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    days: int
+    def __init__(self, key_id: _Optional[str] = ..., days: _Optional[int] = ...) -> None: ...
+
+class DailyUsage(_message.Message):
+    __slots__ = ("day", "cost_micro_usd", "cost_usd", "tokens", "requests")
+    DAY_FIELD_NUMBER: _ClassVar[int]
+    COST_MICRO_USD_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    day: _timestamp_pb2.Timestamp
+    cost_micro_usd: int
+    cost_usd: str
+    tokens: int
+    requests: int
+    def __init__(self, day: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cost_micro_usd: _Optional[int] = ..., cost_usd: _Optional[str] = ..., tokens: _Optional[int] = ..., requests: _Optional[int] = ...) -> None: ...
+
+class GetKeyUsageHistoryResponse(_message.Message):
+    __slots__ = ("days",)
+    DAYS_FIELD_NUMBER: _ClassVar[int]
+    days: _containers.RepeatedCompositeFieldContainer[DailyUsage]
+    def __init__(self, days: _Optional[_Iterable[_Union[DailyUsage, _Mapping]]] = ...) -> None: ...
+
 class AuditEntry(_message.Message):
     __slots__ = ("entry_id", "occurred_at", "principal", "action", "key_id", "name", "workspace", "detail")
     ENTRY_ID_FIELD_NUMBER: _ClassVar[int]

@@ -86,6 +86,11 @@ class KeyManagementStub:
                 request_serializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.GetKeyOverviewRequest.SerializeToString,
                 response_deserializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.GetKeyOverviewResponse.FromString,
                 _registered_method=True)
+        self.GetKeyUsageHistory = channel.unary_unary(
+                '/aigw.v1.KeyManagement/GetKeyUsageHistory',
+                request_serializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.GetKeyUsageHistoryRequest.SerializeToString,
+                response_deserializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.GetKeyUsageHistoryResponse.FromString,
+                _registered_method=True)
         self.ListAuditEntries = channel.unary_unary(
                 '/aigw.v1.KeyManagement/ListAuditEntries',
                 request_serializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.ListAuditEntriesRequest.SerializeToString,
@@ -177,6 +182,14 @@ class KeyManagementServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetKeyUsageHistory(self, request, context):
+        """Usage per UTC day (cost, tokens, requests) of the last `days` days; a key
+        keeps 100 days.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListAuditEntries(self, request, context):
         """The audit trail of admin actions, newest first.
         """
@@ -257,6 +270,11 @@ def add_KeyManagementServicer_to_server(servicer, server):
                     servicer.GetKeyOverview,
                     request_deserializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.GetKeyOverviewRequest.FromString,
                     response_serializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.GetKeyOverviewResponse.SerializeToString,
+            ),
+            'GetKeyUsageHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetKeyUsageHistory,
+                    request_deserializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.GetKeyUsageHistoryRequest.FromString,
+                    response_serializer=aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.GetKeyUsageHistoryResponse.SerializeToString,
             ),
             'ListAuditEntries': grpc.unary_unary_rpc_method_handler(
                     servicer.ListAuditEntries,
@@ -551,6 +569,33 @@ class KeyManagement:
             '/aigw.v1.KeyManagement/GetKeyOverview',
             aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.GetKeyOverviewRequest.SerializeToString,
             aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.GetKeyOverviewResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetKeyUsageHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aigw.v1.KeyManagement/GetKeyUsageHistory',
+            aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.GetKeyUsageHistoryRequest.SerializeToString,
+            aigw__sidecar_dot_api_dot_v1_dot_keys__pb2.GetKeyUsageHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -273,3 +273,18 @@ end
 local function fixed_value(now_ms, window_s, count)
   return fmt(floor_div(now_ms, window_s * 1000)) .. ' ' .. fmt(count)
 end
+
+-- Usage history, one hash per key: 'day', 'c', 't', 'r' are the running cost,
+-- tokens and requests of the last day the key had a report (day = days since
+-- the epoch, UTC), written first so they stay at the head of the hash (a
+-- listpack, searched from its head: a report costs the same whatever the
+-- history's length); each earlier day is one field 'd:<day>' =
+-- '<cost> <tokens> <requests>'. A missing day reads as zeros.
+local function history_day(value)
+  local c, t, r = string.match(value or '', '^(%d+) (%d+) (%d+)$')
+  return tonumber(c) or 0, tonumber(t) or 0, tonumber(r) or 0
+end
+
+local function history_value(c, t, r)
+  return fmt(c) .. ' ' .. fmt(t) .. ' ' .. fmt(r)
+end

@@ -7,6 +7,7 @@
 -- KEYS[5]  lease amounts     aigw:leasev:{<key id>}  (hash)
 -- KEYS[6]  token window      aigw:tpm:{<key id>}     (zset; charged when the key has tokens per minute)
 -- KEYS[7]  parallel slots    aigw:slot:{<key id>}    (zset; this request's slot is freed)
+-- KEYS[8]  usage history     aigw:hist:{<key id>}    (hash; cost, tokens, requests per UTC day)
 -- ARGV[1]  request id
 -- ARGV[2]  prompt tokens      ARGV[3] completion tokens   ARGV[4] cost in micro-USD
 -- ARGV[5]  now in µs, or '' for Redis TIME
@@ -29,6 +30,7 @@ local MAX_MODELS = 64
 -- int64 overflow, which would fail the script half-way: a report that would
 -- take one past this cap is refused before anything is written.
 local COUNTER_CAP = 9007199254740991  -- 2^53 - 1
+local HISTORY_DAYS = @HISTORY_DAYS@
 -- The record's fields this script reads, in one call.
 local rec = redis.call('HMGET', KEYS[1], @KIND_FIELDS@ 'kid', 'period', 'epoch', 'lt_pt',
   'lt_ct', 'lt_cost', 'alert_pct', 'alert_exp_days', 'expires_at', 'ws', 'proj')
@@ -80,6 +82,45 @@ redis.call('HINCRBY', KEYS[2], 'ct', ARGV[3])
 redis.call('HINCRBY', KEYS[1], 'lt_pt', ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'lt_ct', ARGV[3])
 redis.call('HINCRBY', KEYS[1], 'lt_cost', ARGV[4])
+
+-- Usage history, HISTORY_DAYS days (see the prelude): a report of the key's
+-- current day rewrites the running counters; the first report of a later day
+-- files the previous one as 'd:<day>', drops the days that left the window
+-- since then (whatever the gaps: the hash never holds more than HISTORY_DAYS
+-- days) and sets the TTL to HISTORY_DAYS + 1 days; a report dated before the
+-- current day (a clock behind the last report's) goes to its own day while it
+-- is in the window. A day's counters stay below the lifetime ones, so below
+-- COUNTER_CAP.
+do
+  local day = floor_div(now_ms, DAY_MS)
+  local h = redis.call('HMGET', KEYS[8], 'day', 'c', 't', 'r')
+  local last = tonumber(h[1])
+  if last == day then
+    redis.call('HSET', KEYS[8], 'c', fmt(tonumber(h[2]) + add_cost),
+      't', fmt(tonumber(h[3]) + add_tokens), 'r', fmt(tonumber(h[4]) + 1))
+  elseif not last or last < day then
+    if last then
+      local gone = {}
+      for old = last - HISTORY_DAYS + 1, math.min(last - 1, day - HISTORY_DAYS) do
+        gone[#gone + 1] = 'd:' .. fmt(old)
+      end
+      if #gone > 0 then
+        redis.call('HDEL', KEYS[8], unpack(gone))
+      end
+      if last > day - HISTORY_DAYS then
+        redis.call('HSET', KEYS[8], 'd:' .. fmt(last),
+          history_value(tonumber(h[2]), tonumber(h[3]), tonumber(h[4])))
+      end
+    end
+    redis.call('HSET', KEYS[8], 'day', fmt(day), 'c', fmt(add_cost), 't', fmt(add_tokens),
+      'r', '1')
+    redis.call('PEXPIRE', KEYS[8], fmt((HISTORY_DAYS + 1) * DAY_MS))
+  elseif day > last - HISTORY_DAYS then
+    local field = 'd:' .. fmt(day)
+    local c, t, r = history_day(redis.call('HGET', KEYS[8], field))
+    redis.call('HSET', KEYS[8], field, history_value(c + add_cost, t + add_tokens, r + 1))
+  end
+end
 
 local model = ARGV[7]
 if model ~= '' then

@@ -23,6 +23,7 @@ from aigw_client.models import (
     BudgetEventType,
     CostUsage,
     CreatedKey,
+    DailyUsage,
     Decision,
     DenyReason,
     Estimate,
@@ -352,6 +353,18 @@ def overview(msg: keys_pb.KeyOverview) -> KeyOverview:
         ),
         unpriced_requests=msg.unpriced_requests,
         **{name: value for name, value in usage.items() if name in known},
+    )
+
+
+def usage_history(msg: keys_pb.GetKeyUsageHistoryResponse) -> tuple[DailyUsage, ...]:
+    return tuple(
+        DailyUsage(
+            day=_time(d.day).date(),
+            cost_usd=usd_from_micro(d.cost_micro_usd),
+            tokens=d.tokens,
+            requests=d.requests,
+        )
+        for d in msg.days
     )
 
 

@@ -26,6 +26,7 @@ from aigw_client.models import (
     ApiKey,
     AuditPage,
     CreatedKey,
+    DailyUsage,
     Decision,
     Estimate,
     EventPage,
@@ -288,6 +289,14 @@ class AsyncAigwClient:
         """Usage against each limit, and the next reset."""
         req = keys_pb.GetKeyOverviewRequest(key_id=key_id)
         return _convert.overview((await self._call("GetKeyOverview", req, timeout_s)).overview)
+
+    async def get_key_usage_history(
+        self, key_id: str, days: int = 30, *, timeout_s: float | None = None
+    ) -> tuple[DailyUsage, ...]:
+        """Usage per UTC day, the last ``days`` days (1-100) to today, oldest first;
+        a day without usage is zeros."""
+        req = keys_pb.GetKeyUsageHistoryRequest(key_id=key_id, days=days)
+        return _convert.usage_history(await self._call("GetKeyUsageHistory", req, timeout_s))
 
     async def list_audit_entries(
         self,

@@ -26,6 +26,7 @@ from aigw_client.models import (
     ApiKey,
     AuditPage,
     CreatedKey,
+    DailyUsage,
     Decision,
     Estimate,
     EventPage,
@@ -298,6 +299,14 @@ class AigwClient:
         """Usage against each limit, and the next reset."""
         req = keys_pb.GetKeyOverviewRequest(key_id=key_id)
         return _convert.overview((self._call("GetKeyOverview", req, timeout_s)).overview)
+
+    def get_key_usage_history(
+        self, key_id: str, days: int = 30, *, timeout_s: float | None = None
+    ) -> tuple[DailyUsage, ...]:
+        """Usage per UTC day, the last ``days`` days (1-100) to today, oldest first;
+        a day without usage is zeros."""
+        req = keys_pb.GetKeyUsageHistoryRequest(key_id=key_id, days=days)
+        return _convert.usage_history(self._call("GetKeyUsageHistory", req, timeout_s))
 
     def list_audit_entries(
         self,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
@@ -244,6 +244,16 @@ class KeyOverview:
     tokens_per_minute: LimitUsage  # used = tokens in the last 60 s (estimates included)
     parallel_requests: LimitUsage  # used = requests in flight
     requests_per_day: LimitUsage  # used = requests admitted this UTC day
+
+
+@dataclass(frozen=True, slots=True)
+class DailyUsage:
+    """What a key's counted usage reports added on one UTC day."""
+
+    day: date  # the UTC day
+    cost_usd: Decimal
+    tokens: int  # prompt + completion
+    requests: int  # usage reports counted (each request id once), not admissions
 
 
 @dataclass(frozen=True, slots=True)
