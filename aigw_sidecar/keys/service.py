@@ -11,10 +11,13 @@ from aigw_sidecar.keys.model import (
     ApiKey,
     KeyFilter,
     KeyOverview,
+    KeyPage,
     KeySpec,
     KeyUpdate,
+    KeyView,
     validate_ident,
     validate_key_id,
+    validate_name_contains,
     validate_page_size,
     validate_spec,
     validate_update,
@@ -58,6 +61,10 @@ class KeyStore(Protocol):
 
     async def overview(self, key_id: str) -> KeyOverview: ...
 
+    async def overviews(self, key_ids: Sequence[str]) -> Sequence[KeyOverview]:
+        """The overviews of these keys in their order; a key id with no key is left out."""
+        ...
+
 
 class KeyService:
     """Create, read, list, update, toggle, delete and inspect API keys."""
@@ -98,18 +105,31 @@ class KeyService:
         return await self._store.get_key(validate_key_id(key_id))
 
     async def list(
-        self, key_filter: KeyFilter, page_size: int = 0, page_token: str = ""
-    ) -> tuple[Sequence[ApiKey], str]:
+        self,
+        key_filter: KeyFilter,
+        page_size: int = 0,
+        page_token: str = "",
+        view: KeyView = KeyView.BASIC,
+    ) -> KeyPage:
+        """One page of keys; with usage, each key's overview too."""
         page_size = validate_page_size(page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         key_filter = KeyFilter(
             workspace=validate_workspace(key_filter.workspace) if key_filter.workspace else "",
             project=validate_ident(key_filter.project, "project", optional=True),
             environment=validate_ident(key_filter.environment, "environment", optional=True),
             status=key_filter.status,
+            name_contains=validate_name_contains(key_filter.name_contains),
         )
-        return await self._store.list_keys(
-            key_filter, page_size, page_token
+        keys, token = await self._store.list_keys(key_filter, page_size, page_token)
+        if view is KeyView.BASIC:
+            return KeyPage(tuple(keys), token)
+        # The page shows each key as its overview read it (one instant for both); a
+        # key deleted, or changed out of the filter, since the listing is left out.
+        overviews = tuple(
+            ov for ov in await self._store.overviews([k.key_id for k in keys])
+            if key_filter.matches(ov.key)
         )
+        return KeyPage(tuple(ov.key for ov in overviews), token, overviews)
 
     async def update(self, key_id: str, update: KeyUpdate) -> ApiKey:
         key_id = validate_key_id(key_id)

@@ -36,7 +36,7 @@ from aigw_sidecar.store.replies import (
     decode_usage,
     pairs,
 )
-from aigw_sidecar.store.scripts import Scripts, script_source
+from aigw_sidecar.store.scripts import Scripts, pipelined, script_source
 
 DEFAULT_DEDUPE_MS = 24 * 3600 * 1000
 DEFAULT_LEASE_MS = 10 * 60 * 1000
@@ -256,6 +256,16 @@ class RedisKeyStore:
         if not res:
             raise NotFound("no API key with that key_id")
         return decode_overview(res)
+
+    async def overviews(self, key_ids: Sequence[str]) -> list[KeyOverview]:
+        """The overviews of these keys, read_key for each in one pipelined round trip."""
+        now = self._now_arg()
+        async with store_errors():
+            replies = await pipelined(
+                self._redis, self._scripts.read_key,
+                [(self._ks.admission_keys(kid), [now]) for kid in key_ids],
+            )
+        return [decode_overview(res) for res in replies if res]  # {}: deleted meanwhile
 
     async def update_key(self, key_id: str, update: KeyUpdate) -> ApiKey:
         sets, clears, setting_limits = update_diff(update)
