@@ -118,6 +118,11 @@ class KeyFilter:
     status: KeyStatus | None = None
     name_contains: str = ""  # a substring of the name, ignoring case
 
+    @property
+    def narrows(self) -> bool:
+        """Whether some key of the workspace(s) may not match."""
+        return bool(self.project or self.environment or self.status or self.name_contains)
+
     def matches(self, key: ApiKey) -> bool:
         return (
             (not self.project or key.project == self.project)

@@ -280,10 +280,15 @@ def view_from_list(request: keys_pb.ListKeysRequest) -> KeyView:
 
 
 def key_page_to_proto(page: KeyPage) -> keys_pb.ListKeysResponse:
+    if not page.overviews:
+        return keys_pb.ListKeysResponse(
+            keys=[key_to_proto(k) for k in page.keys], next_page_token=page.next_page_token
+        )
+    # keys[i] is overviews[i].key: each key is converted once, then copied.
+    overviews = [overview_to_proto(ov) for ov in page.overviews]
     return keys_pb.ListKeysResponse(
-        keys=[key_to_proto(k) for k in page.keys],
-        next_page_token=page.next_page_token,
-        overviews=[overview_to_proto(ov) for ov in page.overviews],
+        keys=[ov.key for ov in overviews], next_page_token=page.next_page_token,
+        overviews=overviews,
     )
 
 

@@ -2,7 +2,9 @@
 
 Each workspace keeps its key ids in a zset scored by creation time; a page
 walks the workspaces in name order and their keys in (score, key id) order,
-reading the records with one pipelined round trip per batch.
+reading the records with one pipelined round trip per batch. Without a filter
+beyond the workspace every key read is returned, so a batch is only as large
+as what the page still lacks; with one, batches of ``_LIST_BATCH``.
 """
 
 from __future__ import annotations
@@ -62,11 +64,16 @@ class KeyListing:
         cursor = PageCursor.decode(page_token) if page_token else None
         found: list[ApiKey] = []
         scanned = 0
+
+        def batch() -> int:
+            # Without a filter every key read is returned: read no more than the page lacks.
+            return _LIST_BATCH if key_filter.narrows else min(_LIST_BATCH, page_size - len(found))
+
         async with store_errors():
             now_ms = await self._now_ms()
             async for ws in self._workspaces(key_filter.workspace, cursor):
                 after = cursor if cursor and cursor.workspace == ws else None
-                async for key, score in self._keys_of(ws, after, now_ms):
+                async for key, score in self._keys_of(ws, after, now_ms, batch):
                     scanned += 1
                     if key_filter.matches(key):
                         found.append(key)
@@ -94,14 +101,16 @@ class KeyListing:
             low = f"({batch[-1]}"
 
     async def _keys_of(
-        self, ws: str, after: PageCursor | None, now_ms: int
+        self, ws: str, after: PageCursor | None, now_ms: int, size: Callable[[], int]
     ) -> AsyncIterator[tuple[ApiKey, int]]:
+        """The workspace's keys after the cursor, read ``size()`` at a time."""
         low: int | str = after.score if after else "-inf"
         offset = 0
         while True:
+            num = size()
             batch = await self._redis.zrange(
                 self._ks.key_list(ws), low, "+inf", byscore=True, offset=offset,
-                num=_LIST_BATCH, withscores=True,
+                num=num, withscores=True,
             )
             entries = [(str(item[0]), int(item[1])) for item in batch]
             if after:
@@ -114,6 +123,6 @@ class KeyListing:
             for (_kid, score), fields in zip(entries, records, strict=True):
                 if fields:  # a key deleted meanwhile leaves no record
                     yield decode_key(fields, now_ms), score
-            if len(batch) < _LIST_BATCH:
+            if len(batch) < num:
                 return
             offset += len(batch)

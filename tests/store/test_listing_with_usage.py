@@ -205,9 +205,14 @@ async def test_after_a_script_flush_a_page_with_usage_loads_the_script_and_reads
 
 
 class _CountingConnection(Connection):
-    """A real connection that counts its writes: one per command, one per pipeline."""
+    """A real connection that counts its writes (one per command or pipeline) and commands."""
 
     writes = 0
+    commands = 0
+
+    def pack_command(self, *args: Any) -> Any:
+        type(self).commands += 1
+        return super().pack_command(*args)
 
     async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         type(self).writes += 1
@@ -241,3 +246,16 @@ async def test_the_overviews_of_a_page_cost_one_round_trip_however_many_keys_it_
         assert await _round_trips(counting_keys, WITH_USAGE, key_filter) == basic + 1
     # The store clock, the workspace index, the workspace's keys, their records.
     assert await _round_trips(counting_keys, KeyView.BASIC, KeyFilter()) == 4
+
+
+@pytest.mark.single_node  # counts the commands sent to one server
+async def test_a_page_without_filters_reads_only_the_records_it_returns(
+    counting_keys: KeyService,
+) -> None:
+    for i in range(30):
+        await counting_keys.create(KeySpec(name=f"k{i}"))
+    before = _CountingConnection.commands
+    page = await counting_keys.list(KeyFilter(), 20)
+    assert len(page.keys) == 20
+    # TIME, ZRANGEBYLEX (workspaces), ZRANGE (their keys), then one HGETALL per key.
+    assert _CountingConnection.commands - before == 3 + 20
