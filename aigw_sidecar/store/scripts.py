@@ -200,7 +200,10 @@ async def pipelined(
         pipe = redis.pipeline(transaction=False)
         for i in todo:
             keys, args = calls[i]
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            # Not pipe.evalsha: redis-py's cluster pipeline refuses that method (a script
+            # may name keys of several slots, or none); each call here names the keys of
+            # one API key, one hash tag, so the pipeline routes it by them like any command.
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
         results = await pipe.execute(raise_on_error=False)
         unloaded = []
         for i, result in zip(todo, results, strict=True):
