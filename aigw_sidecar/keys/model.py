@@ -121,7 +121,9 @@ class KeyFilter:
     @property
     def narrows(self) -> bool:
         """Whether some key of the workspace(s) may not match."""
-        return bool(self.project or self.environment or self.status or self.name_contains)
+        return bool(
+            self.project or self.environment or self.name_contains or self.status is not None
+        )
 
     def matches(self, key: ApiKey) -> bool:
         return (
