@@ -180,13 +180,6 @@ async def test_name_contains_over_grpc_ignores_case(grpc_stubs: Stubs) -> None:
     assert sorted(ov.key.name for ov in page.overviews) == ["Checkout API", "checkout-batch"]
 
 
-async def test_an_unknown_view_is_invalid_argument(grpc_stubs: Stubs) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await grpc_stubs.keys.ListKeys(kpb.ListKeysRequest(view=99))  # type: ignore[arg-type]
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "view" in str(err.value.details())
-
-
 async def test_an_update_mask_changes_only_the_named_fields(grpc_stubs: Stubs) -> None:
     created = await grpc_stubs.keys.CreateKey(
         kpb.CreateKeyRequest(name="k", labels={"team": "a"},
