@@ -126,14 +126,15 @@ class KeyFilter:
         )
 
     def matches(self, key: ApiKey) -> bool:
+        return self.admits(key.name, key.project, key.environment, key.status)
+
+    def admits(self, name: str, project: str, environment: str, status: KeyStatus) -> bool:
+        """``matches`` on the only fields it reads (a store may have them before a key)."""
         return (
-            (not self.project or key.project == self.project)
-            and (not self.environment or key.environment == self.environment)
-            and (self.status is None or key.status is self.status)
-            and (
-                not self.name_contains
-                or self.name_contains.casefold() in key.name.casefold()
-            )
+            (not self.project or project == self.project)
+            and (not self.environment or environment == self.environment)
+            and (self.status is None or status is self.status)
+            and (not self.name_contains or self.name_contains.casefold() in name.casefold())
         )
 
 

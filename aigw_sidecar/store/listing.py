@@ -20,7 +20,7 @@ from aigw_sidecar.keys.model import ApiKey, KeyFilter
 from aigw_sidecar.store.client import StoreClient
 from aigw_sidecar.store.errors import store_errors
 from aigw_sidecar.store.keyspace import Keyspace
-from aigw_sidecar.store.records import decode_key
+from aigw_sidecar.store.records import decode_key, filtered_fields
 
 _LIST_BATCH = 200
 _LIST_MAX_SCANNED = 5000
@@ -73,12 +73,13 @@ class KeyListing:
             now_ms = await self._now_ms()
             async for ws in self._workspaces(key_filter.workspace, cursor):
                 after = cursor if cursor and cursor.workspace == ws else None
-                async for key, score in self._keys_of(ws, after, now_ms, batch):
+                async for kid, score, fields in self._records_of(ws, after, batch):
                     scanned += 1
-                    if key_filter.matches(key):
-                        found.append(key)
+                    # The filter reads a few fields; only a key it admits is decoded whole.
+                    if key_filter.admits(*filtered_fields(fields, now_ms)):
+                        found.append(decode_key(fields, now_ms))
                     if len(found) == page_size or scanned >= _LIST_MAX_SCANNED:
-                        return found, PageCursor(ws, score, key.key_id).encode()
+                        return found, PageCursor(ws, score, kid).encode()
         return found, ""
 
     async def _workspaces(self, only: str, cursor: PageCursor | None) -> AsyncIterator[str]:
@@ -100,10 +101,10 @@ class KeyListing:
                 return
             low = f"({batch[-1]}"
 
-    async def _keys_of(
-        self, ws: str, after: PageCursor | None, now_ms: int, size: Callable[[], int]
-    ) -> AsyncIterator[tuple[ApiKey, int]]:
-        """The workspace's keys after the cursor, read ``size()`` at a time."""
+    async def _records_of(
+        self, ws: str, after: PageCursor | None, size: Callable[[], int]
+    ) -> AsyncIterator[tuple[str, int, dict[str, str]]]:
+        """(key id, score, record) of the keys after the cursor, ``size()`` at a time."""
         low: int | str = after.score if after else "-inf"
         offset = 0
         while True:
@@ -120,9 +121,9 @@ class KeyListing:
             for kid, _ in entries:
                 pipe.hgetall(self._ks.record(kid))
             records = await pipe.execute() if entries else []
-            for (_kid, score), fields in zip(entries, records, strict=True):
+            for (kid, score), fields in zip(entries, records, strict=True):
                 if fields:  # a key deleted meanwhile leaves no record
-                    yield decode_key(fields, now_ms), score
+                    yield kid, score, fields
             if len(batch) < num:
                 return
             offset += len(batch)

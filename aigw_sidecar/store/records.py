@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aigw_sidecar.keys.model import ApiKey, KeySpec, KeyUpdate, key_status
+from aigw_sidecar.keys.model import ApiKey, KeySpec, KeyStatus, KeyUpdate, key_status
 from aigw_sidecar.limits.alerts import KeyAlerts
 from aigw_sidecar.limits.kinds import LIMIT_KINDS, Limits
 from aigw_sidecar.limits.periods import ResetPeriod
@@ -52,6 +52,15 @@ def decode_key(fields: dict[str, str], now_ms: int) -> ApiKey:
         status=key_status(enabled, expires_at_ms, now_ms),
         alerts=_decode_alerts(fields),
         previous_secret_expires_at_ms=_grace_end(fields.get("prev_until"), now_ms),
+    )
+
+
+def filtered_fields(fields: dict[str, str], now_ms: int) -> tuple[str, str, str, KeyStatus]:
+    """What ``KeyFilter.admits`` reads (name, project, environment, status), and no more."""
+    enabled = fields.get("enabled") == "1"
+    return (
+        fields.get("name", ""), fields.get("proj", ""), fields.get("env", ""),
+        key_status(enabled, opt_int(fields.get("expires_at")), now_ms),
     )
 
 
