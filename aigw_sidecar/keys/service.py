@@ -49,6 +49,12 @@ class KeyStore(Protocol):
         self, key_filter: KeyFilter, page_size: int, page_token: str
     ) -> tuple[Sequence[ApiKey], str]: ...
 
+    async def list_key_ids(
+        self, key_filter: KeyFilter, page_size: int, page_token: str
+    ) -> tuple[Sequence[str], str]:
+        """The key ids of the page ``list_keys`` would return, and the same token."""
+        ...
+
     async def update_key(self, key_id: str, update: KeyUpdate) -> ApiKey: ...
 
     async def rotate_secret(
@@ -120,14 +126,14 @@ class KeyService:
             status=key_filter.status,
             name_contains=validate_name_contains(key_filter.name_contains),
         )
-        keys, token = await self._store.list_keys(key_filter, page_size, page_token)
         if view is KeyView.BASIC:
+            keys, token = await self._store.list_keys(key_filter, page_size, page_token)
             return KeyPage(tuple(keys), token)
+        ids, token = await self._store.list_key_ids(key_filter, page_size, page_token)
         # The page shows each key as its overview read it (one instant for both); a
         # key deleted, or changed out of the filter, since the listing is left out.
         overviews = tuple(
-            ov for ov in await self._store.overviews([k.key_id for k in keys])
-            if key_filter.matches(ov.key)
+            ov for ov in await self._store.overviews(ids) if key_filter.matches(ov.key)
         )
         return KeyPage(tuple(ov.key for ov in overviews), token, overviews)
 

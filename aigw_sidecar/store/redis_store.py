@@ -238,6 +238,11 @@ class RedisKeyStore:
     ) -> tuple[Sequence[ApiKey], str]:
         return await self._listing.list_keys(key_filter, page_size, page_token)
 
+    async def list_key_ids(
+        self, key_filter: KeyFilter, page_size: int, page_token: str
+    ) -> tuple[Sequence[str], str]:
+        return await self._listing.list_key_ids(key_filter, page_size, page_token)
+
     async def _now_ms(self) -> int:
         override = self._clock_us()
         if override is not None:

@@ -24,6 +24,6 @@ def test_the_list_page_benchmark_runs_end_to_end_and_writes_every_row(tmp_path: 
     }
     for name, row in rows.items():
         assert row["keys"] > 0 and row["server"]["p50_ms"] > 0, name
-    # The usage of a page costs one store round trip more than the page alone.
+    # A page's usage costs at most one store round trip more than the page alone.
     for case in ("first", "middle", "project"):
-        assert rows[f"{case}/with_usage"]["round_trips"] == rows[f"{case}/basic"]["round_trips"] + 1
+        assert rows[f"{case}/with_usage"]["round_trips"] <= rows[f"{case}/basic"]["round_trips"] + 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any
 
 import pytest
@@ -100,10 +100,10 @@ class _DeletingAfterListing(RedisKeyStore):
 
     doomed: str = ""
 
-    async def list_keys(
+    async def list_key_ids(
         self, key_filter: KeyFilter, page_size: int, page_token: str
-    ) -> tuple[Sequence[ApiKey], str]:
-        listed = await super().list_keys(key_filter, page_size, page_token)
+    ) -> tuple[Sequence[str], str]:
+        listed = await super().list_key_ids(key_filter, page_size, page_token)
         await self.delete_key(self.doomed)
         return listed
 
@@ -220,32 +220,39 @@ class _CountingConnection(Connection):
 
 
 @pytest.fixture
-async def counting_keys(
+async def counting_store(
     store_url: str, key_prefix: str, clock: Clock
-) -> AsyncIterator[KeyService]:
+) -> AsyncIterator[RedisKeyStore]:
     client = Redis.from_url(store_url, decode_responses=True, connection_class=_CountingConnection)
-    yield KeyService(RedisKeyStore(client, Keyspace(key_prefix), clock_us=clock))
+    yield RedisKeyStore(client, Keyspace(key_prefix), clock_us=clock)
     await client.aclose()
 
 
-async def _round_trips(keys: KeyService, view: KeyView, key_filter: KeyFilter) -> int:
+@pytest.fixture
+def counting_keys(counting_store: RedisKeyStore) -> KeyService:
+    return KeyService(counting_store)
+
+
+async def _round_trips(call: Awaitable[Any]) -> int:
     before = _CountingConnection.writes
-    page = await keys.list(key_filter, 50, "", view)
-    assert len(page.keys) == 50
+    await call
     return _CountingConnection.writes - before
 
 
 @pytest.mark.single_node  # counts the writes to one server
 async def test_the_overviews_of_a_page_cost_one_round_trip_however_many_keys_it_holds(
-    counting_keys: KeyService, admission: AdmissionService
+    counting_keys: KeyService, counting_store: RedisKeyStore, admission: AdmissionService
 ) -> None:
     await _used_keys(counting_keys, admission, 60, project="web")
     await counting_keys.list(KeyFilter(), 50, "", WITH_USAGE)  # connected, script loaded
     for key_filter in (KeyFilter(), KeyFilter(project="web"), KeyFilter(name_contains="KEY")):
-        basic = await _round_trips(counting_keys, KeyView.BASIC, key_filter)
-        assert await _round_trips(counting_keys, WITH_USAGE, key_filter) == basic + 1
+        finding = await _round_trips(counting_store.list_key_ids(key_filter, 50, ""))
+        page = await _round_trips(counting_keys.list(key_filter, 50, "", WITH_USAGE))
+        assert page == finding + 1
+    # The workspace index, the workspace's keys, their key ids; then the overviews.
+    assert await _round_trips(counting_keys.list(KeyFilter(), 50, "", WITH_USAGE)) == 4
     # The store clock, the workspace index, the workspace's keys, their records.
-    assert await _round_trips(counting_keys, KeyView.BASIC, KeyFilter()) == 4
+    assert await _round_trips(counting_keys.list(KeyFilter(), 50)) == 4
 
 
 @pytest.mark.single_node  # counts the commands sent to one server
@@ -259,3 +266,8 @@ async def test_a_page_without_filters_reads_only_the_records_it_returns(
     assert len(page.keys) == 20
     # TIME, ZRANGEBYLEX (workspaces), ZRANGE (their keys), then one HGETALL per key.
     assert _CountingConnection.commands - before == 3 + 20
+    before = _CountingConnection.commands
+    page = await counting_keys.list(KeyFilter(), 20, "", WITH_USAGE)
+    assert len(page.overviews) == 20
+    # ZRANGEBYLEX, ZRANGE, then per key an HMGET of its key id and its read_key.
+    assert _CountingConnection.commands - before == 2 + 2 * 20
