@@ -355,35 +355,21 @@ def run(argv: Sequence[str], env: Mapping[str, str], out: TextIO, err: TextIO,
         if not _confirm(command, request, ns, stdin, err):
             print("aborted", file=err)
             return 1
+        if (isinstance(request, keys_pb.ListKeysRequest) and not request.view
+                and ns.output == "table"):
+            # The table's USAGE column: the page's overviews come with it, in the same call.
+            request.view = keys_pb.KEY_VIEW_WITH_USAGE
         response = _call(channel, command, request, metadata, ns.timeout_s)
-        if ns.output == "json":
-            print(render.to_json(response), file=out)
-            if isinstance(response, keys_pb.CreateKeyResponse | keys_pb.RotateKeySecretResponse):
-                print(f"WARNING: {render.SECRET_WARNING}", file=err)
-            return 0
-        overviews: dict[str, keys_pb.KeyOverview] = {}
-        if isinstance(response, keys_pb.ListKeysResponse):
-            overviews = _overviews(channel, response, metadata, ns.timeout_s)
-        if command.destructive:  # the call succeeded, so key_id is a real key id
-            print(f"deleted {getattr(request, 'key_id', '')}".rstrip(), file=out)
-        else:
-            render.human(response, out, err, overviews)
+    if ns.output == "json":
+        print(render.to_json(response), file=out)
+        if isinstance(response, keys_pb.CreateKeyResponse | keys_pb.RotateKeySecretResponse):
+            print(f"WARNING: {render.SECRET_WARNING}", file=err)
+        return 0
+    if command.destructive:  # the call succeeded, so key_id is a real key id
+        print(f"deleted {getattr(request, 'key_id', '')}".rstrip(), file=out)
+    else:
+        render.human(response, out, err)
     return 0
-
-
-def _overviews(channel: grpc.Channel, response: keys_pb.ListKeysResponse, metadata: Any,
-               timeout_s: float) -> dict[str, keys_pb.KeyOverview]:
-    """Usage for the USAGE column; a key deleted meanwhile just shows '-'."""
-    get = _rpc("GetKeyOverview")
-    found = {}
-    for key in response.keys:
-        try:
-            reply = _call(channel, get, keys_pb.GetKeyOverviewRequest(key_id=key.key_id),
-                          metadata, timeout_s)
-        except grpc.RpcError:
-            continue
-        found[key.key_id] = reply.overview
-    return found
 
 
 def _follow(ns: argparse.Namespace, channel: grpc.Channel, command: Command, request: Any,

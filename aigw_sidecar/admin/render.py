@@ -118,8 +118,10 @@ def _in(ts: Any, now: Any) -> str:
 
 
 def keys_table(
-    keys: Sequence[keys_pb.ApiKey], overviews: dict[str, keys_pb.KeyOverview]
+    keys: Sequence[keys_pb.ApiKey], overviews: Sequence[keys_pb.KeyOverview] = ()
 ) -> str:
+    """The keys, one a row; USAGE from their overviews ('-' for a key without one)."""
+    by_key = {ov.key.key_id: ov for ov in overviews}
     rows = [
         [
             k.name,
@@ -128,7 +130,7 @@ def keys_table(
             _status(k.status),
             "yes" if k.legacy else "no",
             limits_text(k),
-            usage_text(overviews.get(k.key_id)),
+            usage_text(by_key.get(k.key_id)),
         ]
         for k in keys
     ]
@@ -261,15 +263,14 @@ def _page(text: str, what: str, next_page_token: str, out: TextIO, err: TextIO) 
         print(f"more: --page-token {next_page_token}", file=err)
 
 
-def human(response: Message, out: TextIO, err: TextIO,
-          overviews: dict[str, keys_pb.KeyOverview] | None = None) -> None:
+def human(response: Message, out: TextIO, err: TextIO) -> None:
     """Print a response for people; messages without a view print as JSON."""
     if isinstance(response, keys_pb.CreateKeyResponse | keys_pb.RotateKeySecretResponse):
         print(key_details(response.key), file=out)
         print(f"\nsecret: {response.secret}", file=out)
         print(f"\nWARNING: {SECRET_WARNING}", file=err)
     elif isinstance(response, keys_pb.ListKeysResponse):
-        _page(keys_table(response.keys, overviews or {}) if response.keys else "", "keys",
+        _page(keys_table(response.keys, response.overviews) if response.keys else "", "keys",
               response.next_page_token, out, err)
     elif isinstance(response, keys_pb.GetKeyOverviewResponse):
         print(overview(response.overview), file=out)

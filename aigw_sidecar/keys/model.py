@@ -131,13 +131,43 @@ class KeyFilter:
     project: str = ""
     environment: str = ""
     status: KeyStatus | None = None
+    name_contains: str = ""  # a substring of the name, ignoring case
+
+    @property
+    def narrows(self) -> bool:
+        """Whether some key of the workspace(s) may not match."""
+        return bool(
+            self.project or self.environment or self.name_contains or self.status is not None
+        )
 
     def matches(self, key: ApiKey) -> bool:
+        return self.admits(key.name, key.project, key.environment, key.status)
+
+    def admits(self, name: str, project: str, environment: str, status: KeyStatus) -> bool:
+        """``matches`` on the only fields it reads (a store may have them before a key)."""
         return (
-            (not self.project or key.project == self.project)
-            and (not self.environment or key.environment == self.environment)
-            and (self.status is None or key.status is self.status)
+            (not self.project or project == self.project)
+            and (not self.environment or environment == self.environment)
+            and (self.status is None or status is self.status)
+            and (not self.name_contains or self.name_contains.casefold() in name.casefold())
         )
+
+
+class KeyView(StrEnum):
+    """What a listing returns for each key."""
+
+    BASIC = "basic"
+    WITH_USAGE = "with_usage"  # the key's overview too
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPage:
+    """One page of a key listing."""
+
+    keys: tuple[ApiKey, ...]
+    next_page_token: str  # empty on the last page
+    # With KeyView.WITH_USAGE: the overview of keys[i] at index i (its key is keys[i]).
+    overviews: tuple[KeyOverview, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +254,13 @@ def validate_name(value: str, field_name: str = "name") -> str:
     if any(not ch.isprintable() for ch in name):
         raise InvalidArgument(field_name, "must not contain control characters")
     return name
+
+
+def validate_name_contains(value: str, field_name: str = "name_contains") -> str:
+    """A name filter: any text up to the length of a name (empty: no filter)."""
+    if len(value) > _MAX_NAME:
+        raise InvalidArgument(field_name, f"must be at most {_MAX_NAME} characters")
+    return value
 
 
 def validate_workspace(value: str, field_name: str = "workspace") -> str:

@@ -12,11 +12,14 @@ from aigw_sidecar.keys.model import (
     DailyUsage,
     KeyFilter,
     KeyOverview,
+    KeyPage,
     KeySpec,
     KeyUpdate,
+    KeyView,
     validate_history_days,
     validate_ident,
     validate_key_id,
+    validate_name_contains,
     validate_page_size,
     validate_spec,
     validate_update,
@@ -48,6 +51,12 @@ class KeyStore(Protocol):
         self, key_filter: KeyFilter, page_size: int, page_token: str
     ) -> tuple[Sequence[ApiKey], str]: ...
 
+    async def list_key_ids(
+        self, key_filter: KeyFilter, page_size: int, page_token: str
+    ) -> tuple[Sequence[str], str]:
+        """The key ids of the page ``list_keys`` would return, and the same token."""
+        ...
+
     async def update_key(self, key_id: str, update: KeyUpdate) -> ApiKey: ...
 
     async def rotate_secret(
@@ -61,6 +70,10 @@ class KeyStore(Protocol):
     async def overview(self, key_id: str) -> KeyOverview: ...
 
     async def usage_history(self, key_id: str, days: int) -> tuple[DailyUsage, ...]: ...
+
+    async def overviews(self, key_ids: Sequence[str]) -> Sequence[KeyOverview]:
+        """The overviews of these keys in their order; a key id with no key is left out."""
+        ...
 
 
 class KeyService:
@@ -102,18 +115,31 @@ class KeyService:
         return await self._store.get_key(validate_key_id(key_id))
 
     async def list(
-        self, key_filter: KeyFilter, page_size: int = 0, page_token: str = ""
-    ) -> tuple[Sequence[ApiKey], str]:
+        self,
+        key_filter: KeyFilter,
+        page_size: int = 0,
+        page_token: str = "",
+        view: KeyView = KeyView.BASIC,
+    ) -> KeyPage:
+        """One page of keys; with usage, each key's overview too."""
         page_size = validate_page_size(page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         key_filter = KeyFilter(
             workspace=validate_workspace(key_filter.workspace) if key_filter.workspace else "",
             project=validate_ident(key_filter.project, "project", optional=True),
             environment=validate_ident(key_filter.environment, "environment", optional=True),
             status=key_filter.status,
+            name_contains=validate_name_contains(key_filter.name_contains),
         )
-        return await self._store.list_keys(
-            key_filter, page_size, page_token
+        if view is KeyView.BASIC:
+            keys, token = await self._store.list_keys(key_filter, page_size, page_token)
+            return KeyPage(tuple(keys), token)
+        ids, token = await self._store.list_key_ids(key_filter, page_size, page_token)
+        # The page shows each key as its overview read it (one instant for both); a
+        # key deleted, or changed out of the filter, since the listing is left out.
+        overviews = tuple(
+            ov for ov in await self._store.overviews(ids) if key_filter.matches(ov.key)
         )
+        return KeyPage(tuple(ov.key for ov in overviews), token, overviews)
 
     async def update(self, key_id: str, update: KeyUpdate) -> ApiKey:
         key_id = validate_key_id(key_id)

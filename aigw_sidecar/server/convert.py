@@ -23,9 +23,11 @@ from aigw_sidecar.keys.model import (
     DailyUsage,
     KeyFilter,
     KeyOverview,
+    KeyPage,
     KeySpec,
     KeyStatus,
     KeyUpdate,
+    KeyView,
     validate_limit,
 )
 from aigw_sidecar.keys.money import format_usd, parse_usd
@@ -50,6 +52,11 @@ _STATUS_TO_PB = {
     for status in KeyStatus
 }
 _STATUS_FROM_PB = {v: k for k, v in _STATUS_TO_PB.items()}
+_VIEW_FROM_PB = {
+    cast("keys_pb.KeyView", keys_pb.KeyView.Value(f"KEY_VIEW_{view.name}")): view
+    for view in KeyView
+}
+_VIEW_FROM_PB[keys_pb.KEY_VIEW_UNSPECIFIED] = KeyView.BASIC
 # FieldMask paths of UpdateKeyRequest -> KeyUpdate field names.
 _MASK_PATHS: dict[str, set[str]] = {
     "name": {"name"},
@@ -263,6 +270,26 @@ def filter_from_list(request: keys_pb.ListKeysRequest) -> KeyFilter:
         project=request.project,
         environment=request.environment,
         status=status,
+        name_contains=request.name_contains,
+    )
+
+
+def view_from_list(request: keys_pb.ListKeysRequest) -> KeyView:
+    if request.view not in _VIEW_FROM_PB:
+        raise InvalidArgument("view", f"unknown value {request.view}")
+    return _VIEW_FROM_PB[request.view]
+
+
+def key_page_to_proto(page: KeyPage) -> keys_pb.ListKeysResponse:
+    if not page.overviews:
+        return keys_pb.ListKeysResponse(
+            keys=[key_to_proto(k) for k in page.keys], next_page_token=page.next_page_token
+        )
+    # keys[i] is overviews[i].key: each key is converted once, then copied.
+    overviews = [overview_to_proto(ov) for ov in page.overviews]
+    return keys_pb.ListKeysResponse(
+        keys=[ov.key for ov in overviews], next_page_token=page.next_page_token,
+        overviews=overviews,
     )
 
 

@@ -83,12 +83,11 @@ class KeyManagementServicer(keys_grpc.KeyManagementServicer):
     async def ListKeys(
         self, request: keys_pb.ListKeysRequest, context: Ctx
     ) -> keys_pb.ListKeysResponse:
-        keys, token = await self._service.list(
-            convert.filter_from_list(request), request.page_size, request.page_token
+        page = await self._service.list(
+            convert.filter_from_list(request), request.page_size, request.page_token,
+            convert.view_from_list(request),
         )
-        return keys_pb.ListKeysResponse(
-            keys=[convert.key_to_proto(k) for k in keys], next_page_token=token
-        )
+        return convert.key_page_to_proto(page)
 
     @domain_errors
     async def UpdateKey(

@@ -9,7 +9,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aigw_sidecar.keys.model import ApiKey, KeySpec, KeyUpdate, key_status
+from aigw_sidecar.keys.model import (
+    ApiKey,
+    KeyFilter,
+    KeySpec,
+    KeyStatus,
+    KeyUpdate,
+    key_status,
+)
 from aigw_sidecar.limits.alerts import KeyAlerts
 from aigw_sidecar.limits.kinds import LIMIT_KINDS, Limits
 from aigw_sidecar.limits.periods import ResetPeriod
@@ -52,6 +59,31 @@ def decode_key(fields: dict[str, str], now_ms: int) -> ApiKey:
         status=key_status(enabled, expires_at_ms, now_ms),
         alerts=_decode_alerts(fields),
         previous_secret_expires_at_ms=_grace_end(fields.get("prev_until"), now_ms),
+    )
+
+
+def filter_fields(key_filter: KeyFilter) -> tuple[str, ...]:
+    """The record fields ``filtered_fields`` needs for what this filter checks."""
+    checked = {
+        "name": key_filter.name_contains, "project": key_filter.project,
+        "environment": key_filter.environment,
+    }
+    fields = [TEXT_FIELDS[name] for name, value in checked.items() if value]
+    if key_filter.status is not None:
+        fields += ["enabled", "expires_at"]
+    return tuple(fields)
+
+
+def filtered_fields(fields: dict[str, str], now_ms: int) -> tuple[str, str, str, KeyStatus]:
+    """What ``KeyFilter.admits`` reads (name, project, environment, status).
+
+    From a whole record, or from the fields ``filter_fields`` names: a field the
+    filter does not check may be absent.
+    """
+    enabled = fields.get("enabled") == "1"
+    return (
+        fields.get("name", ""), fields.get("proj", ""), fields.get("env", ""),
+        key_status(enabled, opt_int(fields.get("expires_at")), now_ms),
     )
 
 

@@ -37,7 +37,7 @@ from aigw_sidecar.store.replies import (
     decode_usage,
     pairs,
 )
-from aigw_sidecar.store.scripts import Scripts, script_source
+from aigw_sidecar.store.scripts import Scripts, pipelined, script_source
 
 DEFAULT_DEDUPE_MS = 24 * 3600 * 1000
 DEFAULT_LEASE_MS = 10 * 60 * 1000
@@ -240,6 +240,11 @@ class RedisKeyStore:
     ) -> tuple[Sequence[ApiKey], str]:
         return await self._listing.list_keys(key_filter, page_size, page_token)
 
+    async def list_key_ids(
+        self, key_filter: KeyFilter, page_size: int, page_token: str
+    ) -> tuple[Sequence[str], str]:
+        return await self._listing.list_key_ids(key_filter, page_size, page_token)
+
     async def _now_ms(self) -> int:
         override = self._clock_us()
         if override is not None:
@@ -268,6 +273,16 @@ class RedisKeyStore:
         if ScriptCode(res[0]) is ScriptCode.NOT_FOUND:
             raise NotFound("no API key with that key_id")
         return decode_history(res)
+
+    async def overviews(self, key_ids: Sequence[str]) -> list[KeyOverview]:
+        """The overviews of these keys, read_key for each in one pipelined round trip."""
+        now = self._now_arg()
+        async with store_errors():
+            replies = await pipelined(
+                self._redis, self._scripts.read_key,
+                [(self._ks.admission_keys(kid), [now]) for kid in key_ids],
+            )
+        return [decode_overview(res) for res in replies if res]  # {}: deleted meanwhile
 
     async def update_key(self, key_id: str, update: KeyUpdate) -> ApiKey:
         sets, clears, setting_limits = update_diff(update)

@@ -10,10 +10,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import pytest
 
 from aigw_sidecar.admin.cli import SERVICE, build_parser
 from aigw_sidecar.admin.commands import kebab
+from aigw_sidecar.api.v1 import admission_pb2 as adm
+from aigw_sidecar.api.v1.admission_pb2_grpc import AdmissionStub
 from tests.servers import SidecarProcess
 
 TOKEN = "cli-test-token-0123456789abcdef"
@@ -90,6 +93,31 @@ def test_key_lifecycle_create_list_overview_disable_enable_delete(admin: Admin) 
     assert deleted.returncode == 0 and f"deleted {key_id}" in deleted.stdout
     gone = admin("keys", "get", key_id)
     assert gone.returncode == 1 and "[NOT_FOUND]" in gone.stderr
+
+
+def test_keys_list_shows_usage_that_came_with_the_page(admin: Admin) -> None:
+    created = _json(admin("-o", "json", "keys", "create", "--name", "Usage-Column",
+                          "--project", "usage", "--cost-limit-usd", "5"))
+    key_id = created["key"]["key_id"]
+    with grpc.insecure_channel(admin.target) as channel:
+        AdmissionStub(channel).RecordUsage(adm.RecordUsageRequest(
+            key_id=key_id, request_id="r1", prompt_tokens=100, cost_usd="1.25"), timeout=10)
+
+    listed = admin("keys", "list", "--project", "usage")
+    assert listed.returncode == 0, listed.stderr
+    header, row = listed.stdout.splitlines()
+    assert header.split()[-1] == "USAGE"
+    assert row.endswith("$1.25/$5.00 · 100 tok")
+    basic = admin("keys", "list", "--project", "usage", "--view", "basic")
+    assert basic.stdout.splitlines()[1].endswith("-")
+    found = admin("keys", "list", "--name-contains", "usage-col")
+    assert key_id in found.stdout and "$1.25/$5.00" in found.stdout
+
+    as_json = _json(admin("-o", "json", "keys", "list", "--project", "usage",
+                          "--view", "with_usage"))
+    assert [ov["key"]["key_id"] for ov in as_json["overviews"]] == [key_id]
+    assert as_json["overviews"][0]["cost_micro_usd"]["used"] == "1250000"
+    assert _json(admin("-o", "json", "keys", "list", "--project", "usage"))["overviews"] == []
 
 
 def test_json_output_parses_and_update_mask_comes_from_flags(admin: Admin) -> None:

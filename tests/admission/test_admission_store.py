@@ -229,7 +229,7 @@ async def test_a_deleted_key_leaves_the_key_list(keys: KeyService) -> None:
     gone, _ = await keys.create(KeySpec(name="gone"))
     kept, _ = await keys.create(KeySpec(name="kept"))
     await keys.delete(gone.key_id)
-    listed, _token = await keys.list(KeyFilter())
+    listed = (await keys.list(KeyFilter())).keys
     assert [k.key_id for k in listed] == [kept.key_id]
 
 
@@ -301,7 +301,7 @@ async def test_a_legacy_key_can_be_renamed_and_disabled(
 async def test_lists_mark_legacy_keys(keys: KeyService) -> None:
     await keys.import_legacy(LEGACY_SECRET, KeySpec(name="old"))
     await keys.create(KeySpec(name="new"))
-    listed, _ = await keys.list(KeyFilter())
+    listed = (await keys.list(KeyFilter())).keys
     assert {k.name: k.legacy for k in listed} == {"old": True, "new": False}
 
 

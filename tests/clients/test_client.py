@@ -114,6 +114,24 @@ def test_toggle_delete_list_and_audit(client: AigwClient) -> None:
     assert {e.principal for e in audit.entries} == {"client-tests"}
 
 
+def test_list_keys_with_usage_brings_each_keys_overview_in_order(client: AigwClient) -> None:
+    used = client.create_key("Paying", workspace="ws-usage",
+                             limits=Limits(cost_limit_usd=Decimal(5))).key
+    client.record_usage(used.key_id, "req-1", prompt_tokens=10, completion_tokens=5,
+                        cost_usd=Decimal("0.25"))
+    idle = client.create_key("idle", workspace="ws-usage").key
+    page = client.list_keys(workspace="ws-usage", with_usage=True)
+    assert {k.key_id for k in page.keys} == {used.key_id, idle.key_id}
+    assert tuple(ov.key for ov in page.overviews) == page.keys
+    by_id = {ov.key.key_id: ov for ov in page.overviews}
+    assert by_id[used.key_id].cost.used_usd == Decimal("0.25")
+    assert by_id[used.key_id].cost.remaining_usd == Decimal("4.75")
+    assert by_id[idle.key_id].tokens.used == 0
+    assert client.list_keys(workspace="ws-usage").overviews == ()
+    only = client.list_keys(workspace="ws-usage", name_contains="PAY", with_usage=True)
+    assert [k.key_id for k in only.keys] == [used.key_id] and len(only.overviews) == 1
+
+
 def test_errors_map_to_the_exception_tree(client: AigwClient, sidecar: str) -> None:
     client.create_key("taken")
     with pytest.raises(AlreadyExists):
@@ -254,6 +272,8 @@ async def test_async_client_covers_the_same_calls(grpc_stubs: Stubs) -> None:
         assert (await client.disable_key(key_id)).status is KeyStatus.DISABLED
         assert (await client.enable_key(key_id)).enabled
         assert [k.key_id for k in (await client.list_keys()).keys] == [key_id]
+        page = await client.list_keys(with_usage=True)
+        assert [ov.tokens.used for ov in page.overviews] == [7]
         audit = await client.list_audit_entries(key_id=key_id)
         assert audit.entries[0].action == "enable_key"
         assert audit.entries[0].principal == "anonymous"  # no admin token configured

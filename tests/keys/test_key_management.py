@@ -10,7 +10,15 @@ from redis.asyncio import Redis
 from aigw_sidecar.admission.decision import UsageReport
 from aigw_sidecar.admission.service import AdmissionService
 from aigw_sidecar.errors import AlreadyExists, InvalidArgument
-from aigw_sidecar.keys.model import ApiKey, KeyFilter, KeySpec, KeyStatus, KeyUpdate, Limits
+from aigw_sidecar.keys.model import (
+    ApiKey,
+    KeyFilter,
+    KeyPage,
+    KeySpec,
+    KeyStatus,
+    KeyUpdate,
+    Limits,
+)
 from aigw_sidecar.keys.service import KeyService
 from aigw_sidecar.limits.periods import ResetPeriod
 from tests.conftest import Clock
@@ -25,7 +33,8 @@ async def _list_all(keys: KeyService, key_filter: KeyFilter, page_size: int) -> 
     listed: list[ApiKey] = []
     token = ""
     for _ in range(1000):
-        page, token = await keys.list(key_filter, page_size, token)
+        listing = await keys.list(key_filter, page_size, token)
+        page, token = listing.keys, listing.next_page_token
         assert len(page) <= page_size
         listed.extend(page)
         if not token:
@@ -109,14 +118,14 @@ async def test_paging_within_one_workspace_returns_only_its_keys(keys: KeyServic
 
 
 async def test_an_empty_list_has_no_next_page(keys: KeyService) -> None:
-    assert await keys.list(KeyFilter()) == ([], "")
+    assert await keys.list(KeyFilter()) == KeyPage((), "")
 
 
 async def test_the_default_page_size_is_fifty(keys: KeyService) -> None:
     for i in range(51):
         await keys.create(KeySpec(name=f"k{i}"))
-    page, token = await keys.list(KeyFilter())
-    assert len(page) == 50 and token
+    page = await keys.list(KeyFilter())
+    assert len(page.keys) == 50 and page.next_page_token
 
 
 async def test_lists_filter_by_project_and_environment(keys: KeyService) -> None:
@@ -326,5 +335,5 @@ async def test_concurrent_creates_of_one_name_make_exactly_one_key(
     made = [r for r in results if not isinstance(r, BaseException)]
     assert len(made) == 1
     assert all(isinstance(r, AlreadyExists) for r in results if isinstance(r, BaseException))
-    listed, _ = await keys.list(KeyFilter())
+    listed = (await keys.list(KeyFilter())).keys
     assert [k.key_id for k in listed] == [made[0][0].key_id]

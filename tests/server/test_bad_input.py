@@ -141,6 +141,9 @@ CASES: list[tuple[str, str, Any, grpc.StatusCode, str]] = [
     ("list-environment", "ListKeys", kpb.ListKeysRequest(environment="a b"), INVALID,
      "environment"),
     ("list-status", "ListKeys", kpb.ListKeysRequest(status=99), INVALID, "status"),  # type: ignore[arg-type]
+    ("list-view", "ListKeys", kpb.ListKeysRequest(view=99), INVALID, "view"),  # type: ignore[arg-type]
+    ("list-name-contains-long", "ListKeys", kpb.ListKeysRequest(name_contains="x" * 129),
+     INVALID, "name_contains"),
     ("list-page-size-negative", "ListKeys", kpb.ListKeysRequest(page_size=-1), INVALID,
      "page_size"),
     ("list-page-size-large", "ListKeys", kpb.ListKeysRequest(page_size=501), INVALID,

@@ -136,6 +136,50 @@ async def test_listing_over_grpc_pages_until_the_token_is_empty(grpc_stubs: Stub
     assert sorted(seen) == sorted(ids)
 
 
+async def test_a_page_with_usage_over_grpc_holds_each_keys_overview_in_order(
+    grpc_stubs: Stubs,
+) -> None:
+    limits = [kpb.Limits(cost_limit_usd="5"), kpb.Limits(token_limit=1000), kpb.Limits()]
+    for i, lim in enumerate(limits):
+        created = await grpc_stubs.keys.CreateKey(
+            kpb.CreateKeyRequest(name=f"k{i}", project="web", limits=lim)
+        )
+        await grpc_stubs.admission.RecordUsage(adm.RecordUsageRequest(
+            key_id=created.key.key_id, request_id="r", prompt_tokens=10 * i, cost_usd="0.25",
+        ))
+    page = await grpc_stubs.keys.ListKeys(
+        kpb.ListKeysRequest(project="web", view=kpb.KEY_VIEW_WITH_USAGE)
+    )
+    assert len(page.keys) == len(page.overviews) == 3
+    for key, overview in zip(page.keys, page.overviews, strict=True):
+        assert overview.key == key
+        alone = (await grpc_stubs.keys.GetKeyOverview(
+            kpb.GetKeyOverviewRequest(key_id=key.key_id)
+        )).overview
+        overview.ClearField("observed_at")
+        alone.ClearField("observed_at")
+        assert overview == alone
+    assert [ov.cost_micro_usd.used for ov in page.overviews] == [250_000] * 3
+    assert page.overviews[0].cost_micro_usd.remaining == 4_750_000
+
+
+async def test_a_basic_page_over_grpc_has_no_overviews(grpc_stubs: Stubs) -> None:
+    await grpc_stubs.keys.CreateKey(kpb.CreateKeyRequest(name="k"))
+    for view in (kpb.KEY_VIEW_UNSPECIFIED, kpb.KEY_VIEW_BASIC):
+        page = await grpc_stubs.keys.ListKeys(kpb.ListKeysRequest(view=view))
+        assert [k.name for k in page.keys] == ["k"] and not page.overviews
+
+
+async def test_name_contains_over_grpc_ignores_case(grpc_stubs: Stubs) -> None:
+    for name in ("Checkout API", "checkout-batch", "search"):
+        await grpc_stubs.keys.CreateKey(kpb.CreateKeyRequest(name=name))
+    page = await grpc_stubs.keys.ListKeys(
+        kpb.ListKeysRequest(name_contains="CHECKOUT", view=kpb.KEY_VIEW_WITH_USAGE)
+    )
+    assert sorted(k.name for k in page.keys) == ["Checkout API", "checkout-batch"]
+    assert sorted(ov.key.name for ov in page.overviews) == ["Checkout API", "checkout-batch"]
+
+
 async def test_an_update_mask_changes_only_the_named_fields(grpc_stubs: Stubs) -> None:
     created = await grpc_stubs.keys.CreateKey(
         kpb.CreateKeyRequest(name="k", labels={"team": "a"},

@@ -88,7 +88,7 @@ async def test_taking_over_a_stale_name_keeps_its_old_holder_listed(
     await redis_client.hset(ks.names("default"), "a", renamed.key_id)
     await redis_client.hset(ks.name_claims("default"), "a", "1000")
     newcomer, _ = await keys.create(KeySpec(name="a"))
-    listed, _ = await keys.list(KeyFilter(workspace="default"))
+    listed = (await keys.list(KeyFilter(workspace="default"))).keys
     assert {k.key_id: k.name for k in listed} == {renamed.key_id: "b", newcomer.key_id: "a"}
 
 

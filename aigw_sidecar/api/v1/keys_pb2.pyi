@@ -27,6 +27,12 @@ class KeyStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     KEY_STATUS_ENABLED: _ClassVar[KeyStatus]
     KEY_STATUS_DISABLED: _ClassVar[KeyStatus]
     KEY_STATUS_EXPIRED: _ClassVar[KeyStatus]
+
+class KeyView(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    KEY_VIEW_UNSPECIFIED: _ClassVar[KeyView]
+    KEY_VIEW_BASIC: _ClassVar[KeyView]
+    KEY_VIEW_WITH_USAGE: _ClassVar[KeyView]
 RESET_PERIOD_UNSPECIFIED: ResetPeriod
 RESET_PERIOD_NEVER: ResetPeriod
 RESET_PERIOD_DAILY: ResetPeriod
@@ -37,6 +43,9 @@ KEY_STATUS_UNSPECIFIED: KeyStatus
 KEY_STATUS_ENABLED: KeyStatus
 KEY_STATUS_DISABLED: KeyStatus
 KEY_STATUS_EXPIRED: KeyStatus
+KEY_VIEW_UNSPECIFIED: KeyView
+KEY_VIEW_BASIC: KeyView
+KEY_VIEW_WITH_USAGE: KeyView
 
 class Limits(_message.Message):
     __slots__ = ("cost_limit_usd", "cost_limit_micro_usd", "token_limit", "requests_per_minute", "reset_period", "tokens_per_minute", "max_parallel_requests", "allowed_models", "requests_per_day")
@@ -186,28 +195,34 @@ class GetKeyResponse(_message.Message):
     def __init__(self, key: _Optional[_Union[ApiKey, _Mapping]] = ...) -> None: ...
 
 class ListKeysRequest(_message.Message):
-    __slots__ = ("workspace", "project", "environment", "status", "page_size", "page_token")
+    __slots__ = ("workspace", "project", "environment", "status", "page_size", "page_token", "view", "name_contains")
     WORKSPACE_FIELD_NUMBER: _ClassVar[int]
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    VIEW_FIELD_NUMBER: _ClassVar[int]
+    NAME_CONTAINS_FIELD_NUMBER: _ClassVar[int]
     workspace: str
     project: str
     environment: str
     status: KeyStatus
     page_size: int
     page_token: str
-    def __init__(self, workspace: _Optional[str] = ..., project: _Optional[str] = ..., environment: _Optional[str] = ..., status: _Optional[_Union[KeyStatus, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    view: KeyView
+    name_contains: str
+    def __init__(self, workspace: _Optional[str] = ..., project: _Optional[str] = ..., environment: _Optional[str] = ..., status: _Optional[_Union[KeyStatus, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., view: _Optional[_Union[KeyView, str]] = ..., name_contains: _Optional[str] = ...) -> None: ...
 
 class ListKeysResponse(_message.Message):
-    __slots__ = ("keys", "next_page_token")
+    __slots__ = ("keys", "next_page_token", "overviews")
     KEYS_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    OVERVIEWS_FIELD_NUMBER: _ClassVar[int]
     keys: _containers.RepeatedCompositeFieldContainer[ApiKey]
     next_page_token: str
-    def __init__(self, keys: _Optional[_Iterable[_Union[ApiKey, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+    overviews: _containers.RepeatedCompositeFieldContainer[KeyOverview]
+    def __init__(self, keys: _Optional[_Iterable[_Union[ApiKey, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., overviews: _Optional[_Iterable[_Union[KeyOverview, _Mapping]]] = ...) -> None: ...
 
 class UpdateKeyRequest(_message.Message):
     __slots__ = ("key_id", "update_mask", "name", "project", "environment", "labels", "limits", "expires_at", "alert_thresholds_percent", "alert_expiry_days")

@@ -206,12 +206,13 @@ def update_key_request(key_id: str, changes: Mapping[str, object]) -> keys_pb.Up
 
 def list_keys_request(
     workspace: str, project: str, environment: str, status: KeyStatus | None,
-    page_size: int, page_token: str,
+    page_size: int, page_token: str, name_contains: str, with_usage: bool,
 ) -> keys_pb.ListKeysRequest:
     return keys_pb.ListKeysRequest(
         workspace=workspace, project=project, environment=environment,
         status=_STATUS_TO_PB[status] if status is not None else keys_pb.KEY_STATUS_UNSPECIFIED,
-        page_size=page_size, page_token=page_token,
+        page_size=page_size, page_token=page_token, name_contains=name_contains,
+        view=keys_pb.KEY_VIEW_WITH_USAGE if with_usage else keys_pb.KEY_VIEW_BASIC,
     )
 
 
@@ -298,7 +299,10 @@ def rotated_key(msg: keys_pb.RotateKeySecretResponse) -> RotatedKey:
 
 
 def key_page(msg: keys_pb.ListKeysResponse) -> KeyPage:
-    return KeyPage(tuple(api_key(k) for k in msg.keys), msg.next_page_token)
+    return KeyPage(
+        tuple(api_key(k) for k in msg.keys), msg.next_page_token,
+        tuple(overview(ov) for ov in msg.overviews),
+    )
 
 
 def _limit_usage(msg: keys_pb.LimitUsage) -> LimitUsage:

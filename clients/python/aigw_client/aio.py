@@ -214,11 +214,20 @@ class AsyncAigwClient:
         status: KeyStatus | None = None,
         page_size: int = 0,
         page_token: str = "",
+        name_contains: str = "",
+        with_usage: bool = False,
         timeout_s: float | None = None,
     ) -> KeyPage:
-        """One page of keys; pass ``next_page_token`` back for the next one."""
+        """One page of keys; pass ``next_page_token`` back for the next one.
+
+        Args:
+            name_contains: only keys whose name contains this text, ignoring case.
+            with_usage: each key's overview too (``KeyPage.overviews``), from the
+                same call.
+        """
         req = _convert.list_keys_request(
-            workspace, project, environment, status, page_size, page_token
+            workspace, project, environment, status, page_size, page_token,
+            name_contains, with_usage,
         )
         return _convert.key_page(await self._call("ListKeys", req, timeout_s))
 

@@ -121,6 +121,8 @@ class RotatedKey:
 class KeyPage:
     keys: tuple[ApiKey, ...]
     next_page_token: str  # empty on the last page
+    # With ``list_keys(with_usage=True)``: the overview of keys[i] at index i.
+    overviews: tuple[KeyOverview, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
