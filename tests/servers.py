@@ -98,7 +98,9 @@ class SidecarProcess:
             "--key-prefix", self.key_prefix,
             "--shutdown-grace-s", "2",
             # serve's default HTTP admin address is fixed (127.0.0.1:8080): off unless asked.
-            *([] if "--admin-http-listen" in self.extra_args else ["--admin-http-listen", "off"]),
+            *([] if "--admin-http-listen" in self.extra_args
+              or "AIGW_ADMIN_HTTP_LISTEN" in {**os.environ, **self.env}
+              else ["--admin-http-listen", "off"]),
             *self.extra_args,
         ]
         out = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
