@@ -131,12 +131,25 @@ class CallContext:
         return ()
 
 
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,63}")
+
+
+def shown_name(name: str) -> str:
+    """A name the caller sent, for an error message: only when it can be a field name.
+
+    Anything else (a secret pasted as a key or a query parameter) is not echoed.
+    """
+    return name if _FIELD_NAME.fullmatch(name) else "(a name that is no field)"
+
+
 def _field_error(exc: json_format.ParseError, message: Message) -> ApiError:
     """A ParseError as INVALID_ARGUMENT naming the field, never echoing the value."""
     text = str(exc)
     named = re.search(r'has no field named "([^"]+)"', text)
     if named:
-        return ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"{named.group(1)}: unknown field")
+        return ApiError(
+            grpc.StatusCode.INVALID_ARGUMENT, f"{shown_name(named.group(1))}: unknown field"
+        )
     failed = re.findall(r"Failed to parse (\w+) field", text)
     if failed:
         return ApiError(
@@ -162,10 +175,14 @@ def set_query(message: Message, query: Mapping[str, list[str]]) -> None:
         for i, part in enumerate(parts):
             field = _field_by_name(target.DESCRIPTOR, part)
             if field is None:
-                raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"{name}: unknown parameter")
+                raise ApiError(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"{shown_name(name)}: unknown parameter"
+                )
             if i < len(parts) - 1:
                 if field.type != FieldDescriptor.TYPE_MESSAGE or _is_repeated(field):
-                    raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"{name}: unknown parameter")
+                    raise ApiError(
+                        grpc.StatusCode.INVALID_ARGUMENT, f"{shown_name(name)}: unknown parameter"
+                    )
                 target = getattr(target, field.name)
                 continue
             _set_scalar(target, field, name, values)
@@ -316,7 +333,7 @@ class JsonApi:
             if extra:
                 raise ApiError(
                     grpc.StatusCode.INVALID_ARGUMENT,
-                    f"{sorted(extra)[0]}: set it in the body",
+                    f"{shown_name(sorted(extra)[0])}: set it in the body",
                 )
         set_query(message, query)
         for name in route.path_params:

@@ -98,11 +98,6 @@ def decode_limits(fields: dict[str, str]) -> Limits:
     )
 
 
-def limit_fields(limits: Limits) -> dict[str, str]:
-    """KeyUpdate field name -> (record field, value) of every limit; "" is unset."""
-    return {name: value for name, (_field, value) in _limit_items(limits).items()}
-
-
 def _limit_items(limits: Limits) -> dict[str, tuple[str, str]]:
     items = {
         kind.name: (kind.record_field, text(limits.value(kind))) for kind in LIMIT_KINDS

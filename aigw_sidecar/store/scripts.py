@@ -8,6 +8,8 @@ the marker from ``limits/kinds.py`` when it loads the script:
 
 - ``@KIND_FIELDS@`` (inside an HMGET): the record fields of every kind, and
   ``@FIXED@`` the position of the first field after them;
+- ``@ANY_LIMITED:<unit>[,<unit>]@`` (after ``--@declare``): a Lua expression, true
+  when the key has a limit of a kind counted in one of those units;
 - ``--@declare``: ``local lim_<name> = tonumber(rec[i])`` (the kind's limit, nil
   for none), ``aux_<name>`` (its window's extra record field) and the kind's
   working locals;
@@ -70,6 +72,7 @@ _GUARDS = {
 }
 _EACH = re.compile(r"^([ \t]*)--@each (\w+) (\w+)[ \t]*$", re.M)
 _DECLARE = re.compile(r"^[ \t]*--@declare[ \t]*$", re.M)
+_ANY_LIMITED = re.compile(r"@ANY_LIMITED:([a-z_,]+)@")
 _CONSTANT = re.compile(r"\b(DENY|STATUS|CODE)\.([A-Z_]+)\b")
 
 
@@ -123,6 +126,12 @@ def _declare(indent: str) -> str:
     return "".join(f"{indent}{line}\n" for line in lines)
 
 
+def _any_limited(units: list[str]) -> str:
+    wanted = {Unit(unit) for unit in units}
+    names = [f"lim_{kind.name} ~= nil" for kind in LIMIT_KINDS if kind.unit in wanted]
+    return f"({' or '.join(names)})" if names else "false"
+
+
 def _each(part: str, guard: str, indent: str) -> str:
     snippets = _snippets()
     if guard not in _GUARDS:
@@ -153,6 +162,7 @@ def expand(text: str) -> str:
     text = text.replace("@KIND_FIELDS@", ", ".join(f"'{f}'" for f in fields) + ",")
     text = text.replace("@FIXED@", str(len(fields) + 1))
     text = text.replace("@HISTORY_DAYS@", str(HISTORY_DAYS))
+    text = _ANY_LIMITED.sub(lambda m: _any_limited(m.group(1).split(",")), text)
     text = _DECLARE.sub(lambda m: _declare(""), text)
     text = _EACH.sub(lambda m: _each(m.group(2), m.group(3), m.group(1)), text)
     return _CONSTANT.sub(_constant, text)

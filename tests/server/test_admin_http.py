@@ -232,3 +232,11 @@ def test_an_address_is_host_and_port() -> None:
     assert parse_address("[::1]:0") == ("::1", 0)
     with pytest.raises(ValueError, match="host:port"):
         parse_address("8080")
+
+
+async def test_a_secret_sent_as_a_field_or_parameter_name_is_not_echoed(api: Api) -> None:
+    secret = "sk-aigw-0123456789abcdefghjk_ABCDEFGHIJKLMNOPQRSTUVWXYZabcdef123456"
+    status, reply, _ = await api.call("POST", "/v1/keys", {"name": "x", secret: 1})
+    assert status == 400 and secret not in json.dumps(reply)
+    status, reply, _ = await api.call("GET", f"/v1/keys?{secret}=1")
+    assert status == 400 and secret not in json.dumps(reply)

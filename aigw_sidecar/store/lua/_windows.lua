@@ -175,11 +175,3 @@ state('$name', lim_$name, remaining(lim_$name, used_$name), reset_$name)
 --@ fixed_requests.overview
 used[#used + 1] = '$name'
 used[#used + 1] = (fixed_window(fields['n:$field'], now_ms, $window_s))
-
---@ period.budgeted
-budgeted = true
---@ rolling_tokens.budgeted
-budgeted = true
---@ period.refuse_unpriced
--- (A kind counted in money: a request whose model has no price is refused.)
-if '$unit' == 'micro_usd' then priced = false end

@@ -121,14 +121,11 @@ end
 
 --@declare
 -- A limit on money means nothing for a model nobody can price: refuse it up front.
-if ARGV[8] == '1' then
-  local priced = true
-  --@each refuse_unpriced limited
-  if not priced then return answer(DENY.MODEL_NOT_PRICED) end
+if ARGV[8] == '1' and @ANY_LIMITED:micro_usd@ then
+  return answer(DENY.MODEL_NOT_PRICED)
 end
 -- Tokens and money need the period's usage and the open reservations.
-local budgeted = false
---@each budgeted limited
+local budgeted = @ANY_LIMITED:tokens,micro_usd@
 
 local start_ms, end_ms = period_bounds(period, now_ms)
 local pid = period_id(epoch, start_ms)
