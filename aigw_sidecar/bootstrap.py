@@ -14,7 +14,7 @@ import signal
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
@@ -55,7 +55,7 @@ from aigw_sidecar.server.metrics import (
 from aigw_sidecar.server.reflection_pool import ENVOY_SERVICE_NAMES, reflection_pool
 from aigw_sidecar.server.servicers import AdmissionServicer, KeyManagementServicer
 from aigw_sidecar.server.webhook import WebhookSink
-from aigw_sidecar.settings import Settings, unpriced_fallback
+from aigw_sidecar.settings import Settings, masked_url, unpriced_fallback
 from aigw_sidecar.store.audit_log import RedisAuditLog
 from aigw_sidecar.store.client import StoreClient, connect
 from aigw_sidecar.store.embedded import EmbeddedStore
@@ -64,6 +64,9 @@ from aigw_sidecar.store.keyspace import Keyspace
 from aigw_sidecar.store.multiplexed import MultiplexedScripts
 from aigw_sidecar.store.multiplexed import supports as multiplexed_supports
 from aigw_sidecar.store.redis_store import RedisKeyStore
+
+if TYPE_CHECKING:  # imported at run time only when tracing is on
+    from aigw_sidecar.server.tracing import Tracing
 
 log = logging.getLogger("aigw_sidecar")
 
@@ -146,6 +149,7 @@ class Sidecar:
     metrics: Metrics | None = None
     metrics_endpoint: MetricsEndpoint | None = None
     webhook: WebhookSink | None = None
+    tracing: Tracing | None = None
     # Background work the sidecar owns: cancelled by ``stop`` before the pool closes.
     _tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False, repr=False)
 
@@ -182,7 +186,21 @@ class Sidecar:
             await self.multiplexed.aclose()
         if self.embedded is not None:
             self.embedded.stop()
+        if self.tracing is not None:  # the last spans, the shutdown's included
+            await self.tracing.shutdown()
         log.info("stopped")
+
+
+def start_tracing(settings: Settings) -> Tracing | None:
+    """OpenTelemetry tracing when --otel-endpoint is set; the SDK is imported only then."""
+    if not settings.otel_endpoint:
+        return None
+    from aigw_sidecar.server.tracing import Tracing
+
+    tracing = Tracing(settings)
+    log.info("tracing to %s (sample ratio %g)", masked_url(settings.otel_endpoint),
+             settings.otel_sample_ratio)
+    return tracing
 
 
 def load_pricing(settings: Settings) -> PricingFile | None:
@@ -293,11 +311,18 @@ async def start(settings: Settings) -> Sidecar:
     admission_store: MeasurableStore = (
         store if metrics is None else MeasuredStore(store, metrics)
     )
+    key_store: Any = store
+    tracing = start_tracing(settings)
+    if tracing is not None:  # off: nothing wrapped, no interceptor, the SDK not imported
+        admission_store = tracing.store(admission_store)
+        key_store = tracing.key_store(store)
     # Innermost: it wraps the registered handlers once per method.
     telemetry = TelemetryInterceptor(metrics)
     interceptors = [
         # Outermost: no other interceptor or servicer ever sees an unparseable request.
         MalformedRequestInterceptor(),
+        # Before admin auth, so a refused admin call is traced too.
+        *([tracing.interceptor()] if tracing is not None else []),
         AdminAuthInterceptor(authenticator, ADMIN_SERVICE_NAMES),
         telemetry,
     ]
@@ -339,11 +364,11 @@ async def start(settings: Settings) -> Sidecar:
         unknown_outcomes=unknown_outcomes,
         trust_upstream_cost=settings.trust_upstream_cost,
         unpriced_fallback=unpriced_fallback(settings),
-    ), admitted_checks)
+    ), admitted_checks, spans=tracing.usage_spans() if tracing is not None else None)
     server.add_generic_rpc_handlers((ext_authz.handler(), access_log.handler()))
     audit = RedisAuditLog(redis, Keyspace(settings.key_prefix), settings.audit_max_entries)
     keys_servicer = KeyManagementServicer(
-        AuditedKeyService(store, audit, current_principal, event_log),
+        AuditedKeyService(key_store, audit, current_principal, event_log),
         (lambda: pricing.table) if pricing is not None else (lambda: None),
     )
     keys_pb2_grpc.add_KeyManagementServicer_to_server(keys_servicer, admin_server or server)
@@ -416,6 +441,7 @@ async def start(settings: Settings) -> Sidecar:
     sidecar.unknown_outcomes = unknown_outcomes
     sidecar.multiplexed = multiplexed
     sidecar.metrics = metrics
+    sidecar.tracing = tracing
     if webhook is not None:
         webhook.start()
         sidecar.webhook = webhook

@@ -81,6 +81,10 @@ class Settings:
     alert_webhook_url: str = ""
     # From AIGW_ALERT_WEBHOOK_SECRET only, like the admin token.
     alert_webhook_secret: str = field(default="", repr=False)
+    # OpenTelemetry tracing: empty otel_endpoint is off (nothing is imported or wrapped).
+    otel_endpoint: str = ""
+    otel_service_name: str = "aigw-sidecar"
+    otel_sample_ratio: float = 1.0  # of traces started here; a caller's sampled flag wins
     # Scale and limits
     workers: int = 1  # server processes sharing the port; 0: one per CPU
     config: str = ""  # the YAML file the settings were read from (--config), if any
@@ -165,6 +169,14 @@ _OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
      "cap of the budget alert events stream (oldest events are trimmed)"),
     ("--alert-webhook-url", "AIGW_ALERT_WEBHOOK_URL", "alert_webhook_url", str,
      "POST every budget alert event here, signed with AIGW_ALERT_WEBHOOK_SECRET; empty: off"),
+    ("--otel-endpoint", "AIGW_OTEL_ENDPOINT", "otel_endpoint", str,
+     "OpenTelemetry traces to this OTLP collector: grpc://host:4317 (OTLP/gRPC; grpcs://"
+     " with TLS) or http(s)://host:4318[/v1/traces] (OTLP/HTTP); empty: tracing off"),
+    ("--otel-service-name", "AIGW_OTEL_SERVICE_NAME", "otel_service_name", str,
+     "service.name of the spans"),
+    ("--otel-sample-ratio", "AIGW_OTEL_SAMPLE_RATIO", "otel_sample_ratio", _finite,
+     "share of the traces started here that are recorded (0 to 1); a trace the caller"
+     " (Envoy) sampled or dropped keeps that choice"),
     ("--workers", "AIGW_WORKERS", "workers", int,
      "server processes sharing the listen port (SO_REUSEPORT) under one supervisor"
      " and one embedded store; 0: one per CPU"),
@@ -208,6 +220,33 @@ _OPTIONS: tuple[tuple[str, str, str, Callable[[str], Any], str], ...] = (
      "output tokens reserved for a proxied request without max_tokens when the pricing"
      " table lists no max_output_tokens for its model"),
 )
+
+
+@dataclass(frozen=True, slots=True)
+class OtelEndpoint:
+    """Where spans go: OTLP over gRPC (``host:port``) or over HTTP (a full URL)."""
+
+    protocol: str  # "grpc" | "http"
+    target: str  # grpc: host:port; http: the URL spans are POSTed to
+    insecure: bool  # grpc only: plaintext
+
+
+def parse_otel_endpoint(text: str) -> OtelEndpoint:
+    """``grpc://h:p``, ``grpcs://h:p``, ``http(s)://h:p[/path]`` (default path /v1/traces)."""
+    scheme, sep, rest = text.partition("://")
+    host = rest.split("/", 1)[0]
+    if not sep or not host or (":" not in host.strip("[]") and scheme.startswith("grpc")):
+        raise ValueError(f"{text!r} is not grpc://host:port, grpcs://host:port or an"
+                         " http(s):// URL")
+    if scheme in ("grpc", "grpcs"):
+        if rest != host:
+            raise ValueError(f"{text!r}: an OTLP/gRPC endpoint has no path")
+        return OtelEndpoint("grpc", host, insecure=scheme == "grpc")
+    if scheme in ("http", "https"):
+        path = rest[len(host):]
+        url = text if path not in ("", "/") else f"{scheme}://{host}/v1/traces"
+        return OtelEndpoint("http", url, insecure=scheme == "http")
+    raise ValueError(f"{text!r}: the scheme must be grpc, grpcs, http or https")
 
 
 def parse_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Settings:
@@ -290,6 +329,13 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) ->
         parser.error("--log-format must be auto, json or text")
     if settings.metrics_label_cap < 1 or settings.metrics_key_ids < 0:
         parser.error("--metrics-label-cap must be positive, --metrics-key-ids 0 or more")
+    if not 0.0 <= settings.otel_sample_ratio <= 1.0:
+        parser.error("--otel-sample-ratio must be between 0 and 1")
+    if settings.otel_endpoint:
+        try:
+            parse_otel_endpoint(settings.otel_endpoint)
+        except ValueError as exc:
+            parser.error(f"--otel-endpoint: {exc}")
     if settings.alert_webhook_url:
         if not settings.alert_webhook_url.startswith(("http://", "https://")):
             parser.error("--alert-webhook-url must be an http:// or https:// URL")
@@ -341,8 +387,8 @@ def config_text(settings: Settings) -> str:
     lines = [f"# aigw-sidecar serve: the settings in force{source}"]
     for flag, _var, attr, _kind, _text in _OPTIONS:
         value: Any = getattr(settings, attr)
-        if attr == "redis_url":
-            value = _masked_url(value)
+        if attr in ("redis_url", "otel_endpoint", "alert_webhook_url"):
+            value = masked_url(value)
         elif isinstance(value, Path):
             value = str(value)
         # One YAML scalar per line (quoted where YAML needs it).
@@ -354,8 +400,8 @@ def config_text(settings: Settings) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _masked_url(url: str) -> str:
-    """A store URL with its password replaced by ****."""
+def masked_url(url: str) -> str:
+    """A URL with its password (user:password@) replaced by ****."""
     scheme, sep, rest = url.partition("://")
     if not sep or "@" not in rest:
         return url

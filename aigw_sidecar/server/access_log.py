@@ -25,7 +25,7 @@ import logging
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.struct_pb2 import Struct
@@ -35,6 +35,9 @@ from aigw_sidecar.admission.decision import Estimate, Reservation
 from aigw_sidecar.admission.recovery import AdmittedChecks
 from aigw_sidecar.admission.settlement import AdmittedRequest, UsageSettler, proxy_request_id
 from aigw_sidecar.api.envoy.v3 import access_log_pb2 as pb
+
+if TYPE_CHECKING:  # tracing (and OpenTelemetry) is imported only when it is on
+    from aigw_sidecar.server.tracing import UsageSpans
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +143,18 @@ def finished_request(
 class AccessLogServicer:
     """``AccessLogService/StreamAccessLogs``: settle each finished request once."""
 
-    def __init__(self, settler: UsageSettler, checks: AdmittedChecks | None = None) -> None:
+    def __init__(
+        self,
+        settler: UsageSettler,
+        checks: AdmittedChecks | None = None,
+        spans: UsageSpans | None = None,
+    ) -> None:
+        """Args:
+        spans: with tracing on, a span per settlement under the request's trace.
+        """
         self._settler = settler
         self._checks = checks
+        self._spans = spans
         self._pending: set[asyncio.Future[Any]] = set()
         self._counts: Counter[str] = Counter()
 
@@ -176,7 +188,10 @@ class AccessLogServicer:
             if finished is None:
                 self._counts["not_charged"] += 1
                 continue
-            settlements.append(self._settle_safely(finished))
+            if self._spans is None:
+                settlements.append(self._settle_safely(finished))
+            else:
+                settlements.append(self._settle_traced(finished, entry.request.request_headers))
         if not settlements:
             return None
         batch = asyncio.gather(*settlements)
@@ -194,6 +209,11 @@ class AccessLogServicer:
             self._counts["settle_errors"] += 1
             log.exception("access log: settling request %s on key %s failed; its lease "
                           "will expire", finished.admitted.request_id, finished.admitted.key_id)
+
+    async def _settle_traced(self, finished: FinishedRequest, logged: Any) -> None:
+        assert self._spans is not None
+        with self._spans.settling(logged, finished.admitted.key_id, finished.status):
+            await self._settle_safely(finished)
 
     async def drain(self, timeout_s: float = SETTLE_DRAIN_S) -> None:
         """Wait (bounded) for settlements still running, e.g. before shutdown."""

@@ -72,15 +72,20 @@ def upstream() -> Iterator[MockUpstream]:
 
 
 async def open_gateway(
-    redis_url: str, upstream: MockUpstream, workdir: Path, **settings: object
+    redis_url: str,
+    upstream: MockUpstream,
+    workdir: Path,
+    envoy_config: Callable[[int, int], str] = render_shipped_config,
+    **settings: object,
 ) -> Gateway:
+    """``envoy_config(sidecar_port, upstream_port)``: Envoy's config (the shipped one)."""
     sidecar = await start(
         Settings(
             listen="127.0.0.1:0", redis_url=redis_url, key_prefix=f"e2e{next(_prefixes)}",
             data_dir=workdir, shutdown_grace_s=0.5, **settings,  # type: ignore[arg-type]
         )
     )
-    envoy = EnvoyProcess(render_shipped_config(sidecar.port, upstream.port), workdir / "envoy")
+    envoy = EnvoyProcess(envoy_config(sidecar.port, upstream.port), workdir / "envoy")
     try:
         envoy.start()
     except Exception:

@@ -22,6 +22,7 @@ from pathlib import Path
 from tests.servers import REPO
 
 SHIPPED_CONFIG = REPO / "clients" / "envoy" / "envoy.yaml"
+OTEL_CONFIG = REPO / "clients" / "envoy" / "envoy-otel.yaml"
 
 
 def envoy_binary() -> str:
@@ -46,7 +47,23 @@ def _replace_once(text: str, old: str, new: str) -> str:
 
 def render_shipped_config(sidecar_port: int, upstream_port: int) -> str:
     """clients/envoy/envoy.yaml as shipped, with loopback addresses and test ports."""
-    text = SHIPPED_CONFIG.read_text()
+    return render_config(SHIPPED_CONFIG.read_text(), sidecar_port, upstream_port)
+
+
+def render_otel_config(sidecar_port: int, upstream_port: int, collector_port: int) -> str:
+    """clients/envoy/envoy-otel.yaml (tracing on) with test ports; Envoy exports each
+    span at once (min_flush_spans 1) instead of every 5 s."""
+    text = render_config(OTEL_CONFIG.read_text(), sidecar_port, upstream_port)
+    text = _replace_once(text, "port_value: 4317}", f"port_value: {collector_port}}}")
+    return text + (
+        "layered_runtime:\n  layers:\n  - name: test\n    static_layer:\n"
+        "      tracing.opentelemetry.min_flush_spans: 1\n"
+        "      tracing.opentelemetry.flush_interval_ms: 100\n"
+    )
+
+
+def render_config(text: str, sidecar_port: int, upstream_port: int) -> str:
+    """A shipped config's listener, admin, sidecar and upstream on loopback test ports."""
     text = _replace_once(text, "port_value: 9901}", "port_value: 0}")
     text = _replace_once(
         text, "{address: 0.0.0.0, port_value: 10000}", "{address: 127.0.0.1, port_value: 0}"

@@ -1,0 +1,387 @@
+"""OpenTelemetry tracing: opt-in (``--otel-endpoint``), spans exported over OTLP.
+
+Imported by the composition root only when tracing is on, so a sidecar without
+``--otel-endpoint`` never loads the SDK, installs no interceptor and wraps no
+store: tracing off costs nothing per call.
+
+Spans, all under the caller's trace when the call carries one:
+
+* one ``SERVER`` span per RPC (Authorize, Check, RecordUsage, ReleaseReservation,
+  each KeyManagement RPC), named ``<package>.<Service>/<Method>`` as OpenTelemetry's
+  RPC conventions say; its parent is read from the call's gRPC metadata (Envoy
+  sends its ext_authz span there), else, for a Check, from the HTTP request's
+  headers that Envoy forwarded (W3C ``traceparent``, B3 ``b3`` / ``x-b3-*``);
+* one ``CLIENT`` span per store round trip (``store authorize``,
+  ``store record_usage``, ...), a child of the RPC's span;
+* on the usage path, one ``settle usage`` span per finished request Envoy logs,
+  its parent read from the ``traceparent`` Envoy logged with the entry.
+
+Attributes: the key id, workspace, project, decision, deny reason, model and
+token counts. Never a secret: the key's secret and its hash are not read here,
+and an RPC's attributes come only from named, non-secret fields.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.propagators.b3 import B3MultiFormat, B3SingleFormat
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from aigw_sidecar import __version__
+from aigw_sidecar.admission.decision import Decision, UsageReport, UsageResult
+from aigw_sidecar.server.metrics.interceptor import EXT_AUTHZ_CHECK
+from aigw_sidecar.server.metrics.measured_store import MeasurableStore
+from aigw_sidecar.settings import OtelEndpoint, Settings, parse_otel_endpoint
+
+Handler = Callable[[Any, Any], Awaitable[Any]]
+# B3 first and W3C last: where a call carries both, traceparent wins.
+PROPAGATOR = CompositePropagator(
+    [B3SingleFormat(), B3MultiFormat(), TraceContextTextMapPropagator()]
+)
+# The headers a parent is read from (lower case, as gRPC metadata and Envoy send them).
+TRACE_HEADERS = frozenset(
+    {"traceparent", "tracestate", "b3", "x-b3-traceid", "x-b3-spanid",
+     "x-b3-parentspanid", "x-b3-sampled", "x-b3-flags"}
+)
+# The only request and response fields an RPC span reads (never a secret, never a hash).
+_IDENTITY_FIELDS = ("key_id", "workspace", "project")
+SETTLE_SPAN = "settle usage"
+
+
+def exporter_for(endpoint: OtelEndpoint) -> SpanExporter:
+    """The OTLP exporter for ``endpoint``; headers, certificates and timeouts come
+    from the standard ``OTEL_EXPORTER_OTLP_*`` variables, which both exporters read."""
+    if endpoint.protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcExporter,
+        )
+        return GrpcExporter(endpoint=endpoint.target, insecure=endpoint.insecure)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HttpExporter,
+    )
+    return HttpExporter(endpoint=endpoint.target)
+
+
+class Tracing:
+    """One process's tracer provider, and the pieces the composition root installs."""
+
+    def __init__(self, settings: Settings, exporter: SpanExporter | None = None) -> None:
+        resource = Resource.create({
+            "service.name": settings.otel_service_name,
+            "service.version": __version__,
+        })
+        # A trace the caller (Envoy) sampled or dropped keeps that choice; a trace
+        # that starts here is recorded at --otel-sample-ratio.
+        sampler = ParentBased(TraceIdRatioBased(settings.otel_sample_ratio))
+        self.provider = TracerProvider(resource=resource, sampler=sampler)
+        self.provider.add_span_processor(BatchSpanProcessor(
+            exporter if exporter is not None
+            else exporter_for(parse_otel_endpoint(settings.otel_endpoint))
+        ))
+        self.tracer: Tracer = self.provider.get_tracer("aigw_sidecar", __version__)
+
+    def interceptor(self) -> TracingInterceptor:
+        return TracingInterceptor(self.tracer)
+
+    def store(self, store: MeasurableStore) -> TracedStore:
+        return TracedStore(store, self.tracer)
+
+    def key_store(self, store: Any) -> Any:
+        """The key store under KeyManagement, with each of its calls a CLIENT span."""
+        return TracedKeyStore(store, self.tracer)
+
+    def usage_spans(self) -> UsageSpans:
+        return UsageSpans(self.tracer)
+
+    async def shutdown(self) -> None:
+        """Export what is still queued (bounded by the exporter's timeout), then stop."""
+        await asyncio.to_thread(self.provider.shutdown)
+
+
+def parent_context(headers: Mapping[str, str]) -> otel_context.Context | None:
+    """The remote parent named by ``headers`` (traceparent, b3, x-b3-*), or None."""
+    carrier = {name: value for name, value in headers.items() if name in TRACE_HEADERS}
+    if not carrier:
+        return None
+    found = PROPAGATOR.extract(carrier, context=otel_context.Context())
+    if not trace.get_current_span(found).get_span_context().is_valid:
+        return None
+    return found
+
+
+def _metadata_headers(context: Any) -> dict[str, str]:
+    return {key: value for key, value in (context.invocation_metadata() or ())
+            if isinstance(value, str)}
+
+
+def _check_headers(request: Any) -> Mapping[str, str]:
+    return request.attributes.request.http.headers  # type: ignore[no-any-return]
+
+
+def _identity(message: Any, span: Span, prefix: str = "aigw.") -> None:
+    """key_id, workspace, project from ``message`` (and its ``key``/``overview``), if set."""
+    for holder in (message, getattr(message, "key", None), getattr(message, "overview", None)):
+        if holder is None or not hasattr(holder, "DESCRIPTOR"):
+            continue
+        fields = holder.DESCRIPTOR.fields_by_name
+        for name in _IDENTITY_FIELDS:
+            if name in fields:
+                value = getattr(holder, name)
+                if isinstance(value, str) and value:
+                    span.set_attribute(prefix + name, value)
+
+
+def _check_attributes(response: Any, span: Span) -> None:
+    """A Check's outcome, from the dynamic metadata the sidecar answers Envoy with."""
+    fields = response.dynamic_metadata.fields
+    for name in ("key_id", "workspace", "project", "model"):
+        if name in fields and fields[name].string_value:
+            span.set_attribute("aigw." + name, fields[name].string_value)
+    if response.status.code == 0:
+        span.set_attribute("aigw.decision", "fail_open" if "fail_open" in fields else "allowed")
+    else:
+        span.set_attribute("aigw.decision", "denied")
+        if response.HasField("denied_response"):
+            span.set_attribute("http.response.status_code", response.denied_response.status.code)
+        if "deny_reason" in fields:
+            span.set_attribute("aigw.deny_reason", fields["deny_reason"].string_value)
+
+
+class TracingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """A SERVER span around every unary RPC but grpc's own (health, reflection)."""
+
+    def __init__(self, tracer: Tracer) -> None:
+        self._tracer = tracer
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
+
+    async def intercept_service(
+        self, continuation: Callable[[Any], Awaitable[Any]], details: Any
+    ) -> Any:
+        handler = await continuation(details)
+        if handler is None or handler.unary_unary is None or details.method.startswith("/grpc."):
+            return handler
+        cached = self._wrapped.get(details.method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = handler._replace(unary_unary=self._wrap(details.method, handler.unary_unary))
+        self._wrapped[details.method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, method: str, inner: Handler) -> Handler:
+        tracer = self._tracer
+        service, _, rpc = method.lstrip("/").rpartition("/")
+        name = f"{service}/{rpc}"
+        check = method == EXT_AUTHZ_CHECK
+        base = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": rpc}
+
+        async def traced(request: Any, context: Any) -> Any:
+            parent = parent_context(_metadata_headers(context))
+            if parent is None and check:
+                parent = parent_context(_check_headers(request))
+            with tracer.start_as_current_span(
+                name, context=parent, kind=SpanKind.SERVER, attributes=base,
+                record_exception=False, set_status_on_exception=False,
+            ) as span:
+                recording = span.is_recording()
+                if recording and not check:
+                    _identity(request, span)
+                try:
+                    response = await inner(request, context)
+                except BaseException:
+                    code = context.code()
+                    span.set_attribute("rpc.grpc.status_code",
+                                       code.value[0] if code is not None else 2)
+                    # The code's name only: a message may quote what the caller sent.
+                    span.set_status(Status(StatusCode.ERROR, code.name if code else "UNKNOWN"))
+                    raise
+                if recording:
+                    span.set_attribute("rpc.grpc.status_code", 0)
+                    if check:
+                        _check_attributes(response, span)
+                    else:
+                        _identity(response, span)
+                        _response_attributes(response, span)
+                return response
+
+        return traced
+
+
+def _response_attributes(response: Any, span: Span) -> None:
+    """Authorize's decision and RecordUsage's charge, where the response has them."""
+    fields = response.DESCRIPTOR.fields_by_name
+    if "allowed" in fields:
+        span.set_attribute("aigw.decision", "allowed" if response.allowed else "denied")
+        if not response.allowed and "deny_reason" in fields:
+            reason = fields["deny_reason"].enum_type.values_by_number.get(response.deny_reason)
+            if reason is not None:
+                span.set_attribute("aigw.deny_reason", reason.name.lower().removeprefix(
+                    "deny_reason_"))
+    if "counted" in fields:
+        span.set_attribute("aigw.usage.counted", response.counted)
+        span.set_attribute("aigw.cost_micro_usd", response.cost_micro_usd)
+
+
+def _decision_attributes(decision: Decision, span: Span) -> None:
+    span.set_attribute("aigw.decision", "allowed" if decision.allowed else "denied")
+    if decision.deny_reason is not None:
+        span.set_attribute("aigw.deny_reason", decision.deny_reason.value)
+    for name in _IDENTITY_FIELDS:
+        value = getattr(decision, name)
+        if value:
+            span.set_attribute("aigw." + name, value)
+    if decision.model:
+        span.set_attribute("gen_ai.request.model", decision.model)
+    if decision.reservation is not None:
+        span.set_attribute("aigw.reserved_tokens", decision.reservation.tokens)
+        span.set_attribute("aigw.reserved_cost_micro_usd", decision.reservation.cost_micro_usd)
+
+
+def _report_attributes(report: UsageReport, span: Span) -> None:
+    span.set_attribute("aigw.key_id", report.key_id)
+    if report.model:
+        span.set_attribute("gen_ai.response.model", report.model)
+    span.set_attribute("gen_ai.usage.input_tokens", report.prompt_tokens)
+    span.set_attribute("gen_ai.usage.output_tokens", report.completion_tokens)
+
+
+class TracedStore:
+    """A ``MeasurableStore`` whose round trips are CLIENT spans under the current one."""
+
+    def __init__(self, store: MeasurableStore, tracer: Tracer) -> None:
+        self._store = store
+        self._tracer = tracer
+
+    @contextmanager
+    def _span(self, op: str) -> Iterator[Span]:
+        with self._tracer.start_as_current_span(
+            f"store {op}", kind=SpanKind.CLIENT,
+            attributes={"db.system.name": "redis", "db.operation.name": op},
+            record_exception=False, set_status_on_exception=False,
+        ) as span:
+            try:
+                yield span
+            except BaseException as exc:
+                # The error's type only: store errors may name a key or an address.
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                raise
+
+    async def authorize(
+        self,
+        key_id: str,
+        key_hash: str,
+        request_id: str = "",
+        tokens: int | None = None,
+        cost_micro_usd: int | None = None,
+        model: str = "",
+        model_unpriced: bool = False,
+    ) -> Decision:
+        with self._span("authorize") as span:
+            decision = await self._store.authorize(
+                key_id, key_hash, request_id, tokens, cost_micro_usd, model, model_unpriced
+            )
+            if span.is_recording():
+                _decision_attributes(decision, span)
+                if tokens is not None:
+                    span.set_attribute("aigw.estimated_tokens", tokens)
+            return decision
+
+    async def resolve_legacy(self, key_hash: str) -> str | None:
+        with self._span("resolve_legacy"):
+            return await self._store.resolve_legacy(key_hash)
+
+    async def record_usage(self, report: UsageReport) -> UsageResult:
+        with self._span("record_usage") as span:
+            result = await self._store.record_usage(report)
+            if span.is_recording():
+                _report_attributes(report, span)
+                span.set_attribute("aigw.usage.counted", result.counted)
+                span.set_attribute("aigw.cost_micro_usd", result.cost_micro_usd)
+                for name in ("workspace", "project"):
+                    value = getattr(result, name)
+                    if value:
+                        span.set_attribute("aigw." + name, value)
+            return result
+
+    async def release_reservation(self, key_id: str, request_id: str) -> bool:
+        with self._span("release_reservation") as span:
+            span.set_attribute("aigw.key_id", key_id)
+            return await self._store.release_reservation(key_id, request_id)
+
+    async def ping(self) -> bool:
+        # The health watcher's ping, once a second: not traced (it is no one's request).
+        return await self._store.ping()
+
+
+class TracedKeyStore:
+    """Any store: each coroutine method it has becomes ``store <method>``, a CLIENT span.
+
+    KeyManagement's store has many methods and none on a hot path: wrapped by name,
+    when first used, rather than one by one. The arguments are never recorded.
+    """
+
+    def __init__(self, store: Any, tracer: Tracer) -> None:
+        self._store = store
+        self._tracer = tracer
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._store, name)
+        if not inspect.iscoroutinefunction(attribute):
+            return attribute
+        tracer = self._tracer
+
+        @functools.wraps(attribute)
+        async def traced(*args: Any, **kwargs: Any) -> Any:
+            with tracer.start_as_current_span(
+                f"store {name}", kind=SpanKind.CLIENT,
+                attributes={"db.system.name": "redis", "db.operation.name": name},
+                record_exception=False, set_status_on_exception=False,
+            ) as span:
+                try:
+                    return await attribute(*args, **kwargs)
+                except BaseException as exc:
+                    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                    raise
+
+        setattr(self, name, traced)  # built once per method
+        return traced
+
+
+class UsageSpans:
+    """The usage path's spans: one per finished request Envoy's access log settles."""
+
+    def __init__(self, tracer: Tracer) -> None:
+        self._tracer = tracer
+
+    @contextmanager
+    def settling(
+        self, logged_headers: Mapping[str, str], key_id: str, status: int | None,
+    ) -> Iterator[Span]:
+        """A span around one settlement, under the request's trace when Envoy logged it."""
+        with self._tracer.start_as_current_span(
+            SETTLE_SPAN, context=parent_context(logged_headers), kind=SpanKind.INTERNAL,
+            record_exception=False, set_status_on_exception=False,
+        ) as span:
+            if span.is_recording():
+                span.set_attribute("aigw.key_id", key_id)
+                if status is not None:
+                    span.set_attribute("http.response.status_code", status)
+            try:
+                yield span
+            except BaseException as exc:
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                raise

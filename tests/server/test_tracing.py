@@ -1,0 +1,339 @@
+"""OpenTelemetry tracing (--otel-endpoint), against a real OTLP receiver on loopback.
+
+An in-process sidecar on the session's Valkey exports to tests/otlp_receiver.py,
+over OTLP/gRPC and OTLP/HTTP. The trace through real Envoy is
+tests/e2e/test_tracing_envoy.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+from aigw_sidecar.api.v1 import admission_pb2 as adm_pb
+from aigw_sidecar.api.v1 import admission_pb2_grpc, keys_pb2, keys_pb2_grpc
+from aigw_sidecar.bootstrap import Sidecar, start, start_tracing
+from aigw_sidecar.settings import Settings, config_text, parse_otel_endpoint, parse_settings
+from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
+from tests.server.test_ext_authz_servicer import check_request, check_stub
+from tests.servers import REPO
+
+SERVICE = "aigw-sidecar-test"
+AUTHORIZE = "aigw.v1.Admission/Authorize"
+RECORD = "aigw.v1.Admission/RecordUsage"
+CHECK = "envoy.service.auth.v3.Authorization/Check"
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_ID = "00f067aa0ba902b7"
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[OtlpReceiver]:
+    with OtlpReceiver() as running:
+        yield running
+
+
+@dataclass
+class Traced:
+    sidecar: Sidecar
+    channel: grpc.aio.Channel
+    receiver: OtlpReceiver
+
+    @property
+    def keys(self) -> keys_pb2_grpc.KeyManagementStub:
+        return keys_pb2_grpc.KeyManagementStub(self.channel)
+
+    @property
+    def admission(self) -> admission_pb2_grpc.AdmissionStub:
+        return admission_pb2_grpc.AdmissionStub(self.channel)
+
+    async def spans(self, count_of: dict[str, int]) -> list[ReceivedSpan]:
+        """The spans received once each name in ``count_of`` arrived that many times."""
+        def enough(spans: list[ReceivedSpan]) -> bool:
+            return all(sum(s.name == name for s in spans) >= n for name, n in count_of.items())
+        # In a thread: the sidecar runs on this test's event loop.
+        return await asyncio.to_thread(self.receiver.wait_for, enough, 10.0)
+
+    async def create_key(self, **limits: int) -> keys_pb2.CreateKeyResponse:
+        reply: keys_pb2.CreateKeyResponse = await self.keys.CreateKey(keys_pb2.CreateKeyRequest(
+            name=f"t-{uuid.uuid4().hex[:10]}", project="proj", limits=keys_pb2.Limits(**limits)
+        ))
+        return reply
+
+
+async def open_traced(
+    valkey_url: str, key_prefix: str, workdir: Path, endpoint: str, **settings: object
+) -> Traced:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")  # export every 50 ms (default: 5 s)
+        sidecar = await start(Settings(
+            listen="127.0.0.1:0", redis_url=valkey_url, key_prefix=key_prefix, data_dir=workdir,
+            shutdown_grace_s=0.5, otel_endpoint=endpoint, otel_service_name=SERVICE,
+            **settings,  # type: ignore[arg-type]
+        ))
+    return Traced(sidecar, grpc.aio.insecure_channel(f"127.0.0.1:{sidecar.port}"), None)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=["grpc", "http"])
+async def traced(
+    request: pytest.FixtureRequest, receiver: OtlpReceiver, valkey_url: str, key_prefix: str,
+    tmp_path: Path,
+) -> AsyncIterator[Traced]:
+    endpoint = receiver.grpc_endpoint if request.param == "grpc" else receiver.http_endpoint
+    opened = await open_traced(valkey_url, key_prefix, tmp_path, endpoint)
+    opened.receiver = receiver
+    receiver.clear()
+    yield opened
+    await opened.channel.close()
+    await opened.sidecar.stop()
+
+
+def one(spans: list[ReceivedSpan], name: str) -> ReceivedSpan:
+    found = [s for s in spans if s.name == name]
+    assert len(found) == 1, f"{name}: {len(found)} spans in {[s.name for s in spans]}"
+    return found[0]
+
+
+async def test_authorize_and_record_usage_are_spans_with_the_store_round_trip_as_a_child(
+    traced: Traced,
+) -> None:
+    created = await traced.create_key(tokens_per_minute=10_000)
+    traced.receiver.clear()
+    decision = await traced.admission.Authorize(adm_pb.AuthorizeRequest(
+        secret=created.secret, request_id="r1", model="gpt-4o-mini",
+    ))
+    assert decision.allowed
+    await traced.admission.RecordUsage(adm_pb.RecordUsageRequest(
+        key_id=created.key.key_id, request_id="r1", prompt_tokens=12, completion_tokens=34,
+        model="gpt-4o-mini",
+    ))
+    spans = await traced.spans({AUTHORIZE: 1, RECORD: 1, "store authorize": 1,
+                                "store record_usage": 1})
+    authorize, store = one(spans, AUTHORIZE), one(spans, "store authorize")
+    assert authorize.service == SERVICE
+    assert authorize.is_root and authorize.kind == 2  # SERVER
+    assert store.parent_span_id == authorize.span_id and store.kind == 3  # CLIENT
+    assert store.trace_id == authorize.trace_id
+    assert authorize.attributes["rpc.system"] == "grpc"
+    assert authorize.attributes["rpc.method"] == "Authorize"
+    assert authorize.attributes["rpc.grpc.status_code"] == 0
+    assert authorize.attributes["aigw.decision"] == "allowed"
+    assert authorize.attributes["aigw.key_id"] == created.key.key_id
+    assert authorize.attributes["aigw.workspace"] == created.key.workspace
+    assert authorize.attributes["aigw.project"] == "proj"
+    assert store.attributes["db.system.name"] == "redis"
+    assert store.attributes["gen_ai.request.model"] == "gpt-4o-mini"
+    record, stored = one(spans, RECORD), one(spans, "store record_usage")
+    assert stored.parent_span_id == record.span_id
+    assert record.attributes["aigw.key_id"] == created.key.key_id
+    assert record.attributes["aigw.usage.counted"] is True
+    assert stored.attributes["gen_ai.usage.input_tokens"] == 12
+    assert stored.attributes["gen_ai.usage.output_tokens"] == 34
+    assert stored.attributes["gen_ai.response.model"] == "gpt-4o-mini"
+    assert_no_secret(spans, created.secret)
+
+
+def assert_no_secret(spans: list[ReceivedSpan], secret: str) -> None:
+    for span in spans:
+        text = repr((span.name, span.attributes))
+        assert secret not in text
+        assert secret[-10:] not in text
+
+
+async def test_a_denial_carries_its_reason_and_never_the_secret(traced: Traced) -> None:
+    created = await traced.create_key(requests_per_minute=1)
+    await traced.admission.Authorize(adm_pb.AuthorizeRequest(secret=created.secret))
+    denied = await traced.admission.Authorize(adm_pb.AuthorizeRequest(secret=created.secret))
+    assert not denied.allowed
+    wrong = created.secret[:-4] + "abcd"
+    await traced.admission.Authorize(adm_pb.AuthorizeRequest(secret=wrong))
+    spans = await traced.spans({AUTHORIZE: 3})
+    reasons = sorted(str(s.attributes.get("aigw.deny_reason")) for s in spans
+                     if s.name == AUTHORIZE and s.attributes.get("aigw.decision") == "denied")
+    # A changed character fails the secret's checksum: malformed, before any lookup.
+    assert reasons == ["key_malformed", "requests_per_minute"]
+    assert_no_secret(spans, created.secret)
+    assert_no_secret(spans, wrong)
+
+
+@pytest.mark.parametrize("headers", [
+    {"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"},
+    {"b3": f"{TRACE_ID}-{PARENT_ID}-1"},
+    {"x-b3-traceid": TRACE_ID, "x-b3-spanid": PARENT_ID, "x-b3-sampled": "1"},
+], ids=["w3c", "b3-single", "b3-multi"])
+async def test_a_call_continues_the_trace_its_metadata_names(
+    traced: Traced, headers: dict[str, str]
+) -> None:
+    created = await traced.create_key()
+    traced.receiver.clear()
+    await traced.admission.Authorize(
+        adm_pb.AuthorizeRequest(secret=created.secret), metadata=tuple(headers.items())
+    )
+    spans = await traced.spans({AUTHORIZE: 1, "store authorize": 1})
+    authorize = one(spans, AUTHORIZE)
+    assert (authorize.trace_id, authorize.parent_span_id) == (TRACE_ID, PARENT_ID)
+    assert one(spans, "store authorize").trace_id == TRACE_ID
+
+
+async def test_a_check_continues_the_http_requests_trace_from_its_headers(
+    traced: Traced,
+) -> None:
+    """Envoy without its own tracer: the client's traceparent, forwarded in the Check."""
+    created = await traced.create_key()
+    traced.receiver.clear()
+    request = check_request(
+        authorization=f"Bearer {created.secret}", traceparent=f"00-{TRACE_ID}-{PARENT_ID}-01",
+    )
+    reply = await check_stub(traced.channel)(request)
+    assert reply.status.code == 0
+    spans = await traced.spans({CHECK: 1})
+    check = one(spans, CHECK)
+    assert (check.trace_id, check.parent_span_id) == (TRACE_ID, PARENT_ID)
+    assert check.attributes["aigw.decision"] == "allowed"
+    assert check.attributes["aigw.key_id"] == created.key.key_id
+
+
+async def test_the_metadata_parent_wins_over_the_http_headers(traced: Traced) -> None:
+    """Envoy's ext_authz span (gRPC metadata) is the parent, not the client's header."""
+    created = await traced.create_key()
+    traced.receiver.clear()
+    other = "11111111111111111111111111111111"
+    request = check_request(
+        authorization=f"Bearer {created.secret}", traceparent=f"00-{other}-{PARENT_ID}-01",
+    )
+    await check_stub(traced.channel)(
+        request, metadata=(("traceparent", f"00-{TRACE_ID}-{PARENT_ID}-01"),)
+    )
+    check = one(await traced.spans({CHECK: 1}), CHECK)
+    assert check.trace_id == TRACE_ID
+
+
+async def test_key_management_rpcs_are_spans_with_their_store_calls(traced: Traced) -> None:
+    created = await traced.create_key()
+    await traced.keys.GetKey(keys_pb2.GetKeyRequest(key_id=created.key.key_id))
+    spans = await traced.spans({"aigw.v1.KeyManagement/CreateKey": 1,
+                                "aigw.v1.KeyManagement/GetKey": 1})
+    get = one(spans, "aigw.v1.KeyManagement/GetKey")
+    assert get.attributes["aigw.key_id"] == created.key.key_id
+    children = [s for s in spans if s.parent_span_id == get.span_id]
+    assert children and all(s.name.startswith("store ") for s in children)
+    assert_no_secret(spans, created.secret)
+
+
+async def test_a_failed_rpc_is_an_error_span_with_its_code(traced: Traced) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await traced.keys.GetKey(keys_pb2.GetKeyRequest(key_id="key_" + "0" * 20))
+    assert failed.value.code() == grpc.StatusCode.NOT_FOUND
+    get = one(await traced.spans({"aigw.v1.KeyManagement/GetKey": 1}),
+              "aigw.v1.KeyManagement/GetKey")
+    assert get.status_code == 2  # ERROR
+    assert get.attributes["rpc.grpc.status_code"] == grpc.StatusCode.NOT_FOUND.value[0]
+
+
+async def test_a_ratio_of_zero_records_no_trace_started_here_but_keeps_a_callers_choice(
+    receiver: OtlpReceiver, valkey_url: str, key_prefix: str, tmp_path: Path,
+) -> None:
+    opened = await open_traced(valkey_url, key_prefix, tmp_path, receiver.grpc_endpoint,
+                               otel_sample_ratio=0.0)
+    opened.receiver = receiver
+    try:
+        created = await opened.create_key()
+        receiver.clear()
+        await opened.admission.Authorize(adm_pb.AuthorizeRequest(secret=created.secret))
+        await opened.admission.Authorize(
+            adm_pb.AuthorizeRequest(secret=created.secret),
+            metadata=(("traceparent", f"00-{TRACE_ID}-{PARENT_ID}-01"),),
+        )
+        await opened.admission.Authorize(
+            adm_pb.AuthorizeRequest(secret=created.secret),
+            metadata=(("traceparent", f"00-{'2' * 32}-{PARENT_ID}-00"),),
+        )
+        spans = await opened.spans({AUTHORIZE: 1})
+        await asyncio.sleep(0.3)
+        authorizes = [s for s in receiver.spans if s.name == AUTHORIZE]
+        assert [s.trace_id for s in authorizes] == [TRACE_ID]
+        del spans
+    finally:
+        await opened.channel.close()
+        await opened.sidecar.stop()
+
+
+async def test_stopping_exports_the_spans_still_queued(
+    receiver: OtlpReceiver, valkey_url: str, key_prefix: str, tmp_path: Path,
+) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OTEL_BSP_SCHEDULE_DELAY", "60000")  # nothing leaves before stop
+        sidecar = await start(Settings(
+            listen="127.0.0.1:0", redis_url=valkey_url, key_prefix=key_prefix, data_dir=tmp_path,
+            shutdown_grace_s=0.5, otel_endpoint=receiver.grpc_endpoint,
+            otel_service_name="flushed-at-stop",
+        ))
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{sidecar.port}") as channel:
+        await admission_pb2_grpc.AdmissionStub(channel).Authorize(
+            adm_pb.AuthorizeRequest(secret="not-a-key")
+        )
+    await asyncio.sleep(0.2)
+    assert not [s for s in receiver.spans if s.service == "flushed-at-stop"]
+    await sidecar.stop()
+    assert AUTHORIZE in [s.name for s in receiver.spans if s.service == "flushed-at-stop"]
+
+
+def test_tracing_off_loads_no_tracing_sdk_and_wraps_nothing() -> None:
+    """(redis-py imports OpenTelemetry's metrics API for its own, unused, observability.)"""
+    assert start_tracing(Settings()) is None
+    code = (
+        "import sys\n"
+        "from aigw_sidecar import bootstrap, cli\n"
+        "from aigw_sidecar.settings import parse_settings\n"
+        "bootstrap.start_tracing(parse_settings([]))\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('opentelemetry.sdk.trace',"
+        " 'opentelemetry.exporter', 'opentelemetry.propagators', 'aigw_sidecar.server.tracing'"
+        "))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize(("text", "protocol", "target"), [
+    ("grpc://collector:4317", "grpc", "collector:4317"),
+    ("grpcs://collector.example:4317", "grpc", "collector.example:4317"),
+    ("http://collector:4318", "http", "http://collector:4318/v1/traces"),
+    ("https://otlp.example/custom/path", "http", "https://otlp.example/custom/path"),
+])
+def test_the_endpoints_scheme_picks_the_protocol(text: str, protocol: str, target: str) -> None:
+    endpoint = parse_otel_endpoint(text)
+    assert (endpoint.protocol, endpoint.target) == (protocol, target)
+    assert endpoint.insecure == (text.startswith(("grpc://", "http://")))
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--otel-endpoint", "collector:4317"], "--otel-endpoint"),
+    (["--otel-endpoint", "grpc://collector"], "--otel-endpoint"),
+    (["--otel-endpoint", "grpc://collector:4317/v1/traces"], "no path"),
+    (["--otel-endpoint", "ftp://collector:21"], "scheme"),
+    (["--otel-sample-ratio", "1.5"], "--otel-sample-ratio"),
+    (["--otel-sample-ratio", "nan"], "--otel-sample-ratio"),
+])
+def test_bad_tracing_settings_are_usage_errors_naming_the_flag(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse_settings(argv, env={})
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_print_config_masks_a_password_in_the_endpoint() -> None:
+    settings = parse_settings(["--otel-endpoint", "https://user:hunter2@otlp.example/v1/traces"],
+                              env={})
+    text = config_text(settings)
+    assert "hunter2" not in text
+    assert "otel-endpoint: https://user:****@otlp.example/v1/traces" in text
