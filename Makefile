@@ -118,10 +118,12 @@ bench-compare: $(STAMP) bench-tools
 	$(PY) -m tests.bench.compare_revisions --rev $(or $(REV),HEAD~1) $(BENCH_ARGS)
 
 ## The Performance table: floors, Authorize, RecordUsage, Envoy, store memory; then
-## the price lookup + quote micro-benchmark (budget 5 us).
+## the price lookup + quote micro-benchmark (budget 5 us); then what tracing costs per
+## Authorize (off, every trace recorded, 1 % recorded; writes bench-tracing-results.json).
 bench: $(STAMP) bench-tools
 	$(PY) -m tests.bench.bench $(BENCH_ARGS)
 	$(PY) -m tests.bench.pricing_lookup
+	$(PY) -m tests.bench.tracing_overhead --json bench-tracing-results.json
 
 clean:
-	rm -rf $(VENV) aigw-data bench-results.json bench-envoy-results.json bench-faults-results.json bench-list-results.json .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) aigw-data bench-results.json bench-envoy-results.json bench-faults-results.json bench-list-results.json bench-tracing-results.json .pytest_cache .mypy_cache .ruff_cache

@@ -28,7 +28,7 @@ import functools
 import inspect
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from opentelemetry import context as otel_context
@@ -49,6 +49,7 @@ from aigw_sidecar.server.metrics.measured_store import MeasurableStore
 from aigw_sidecar.settings import OtelEndpoint, Settings, parse_otel_endpoint
 
 Handler = Callable[[Any, Any], Awaitable[Any]]
+T = TypeVar("T")
 # B3 first and W3C last: where a call carries both, traceparent wins.
 PROPAGATOR = CompositePropagator(
     [B3SingleFormat(), B3MultiFormat(), TraceContextTextMapPropagator()]
@@ -126,7 +127,7 @@ def parent_context(headers: Mapping[str, str]) -> otel_context.Context | None:
 
 def _metadata_headers(context: Any) -> dict[str, str]:
     return {key: value for key, value in (context.invocation_metadata() or ())
-            if isinstance(value, str)}
+            if key in TRACE_HEADERS and isinstance(value, str)}
 
 
 def _check_headers(request: Any) -> Mapping[str, str]:
@@ -193,30 +194,33 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             parent = parent_context(_metadata_headers(context))
             if parent is None and check:
                 parent = parent_context(_check_headers(request))
-            with tracer.start_as_current_span(
-                name, context=parent, kind=SpanKind.SERVER, attributes=base,
-                record_exception=False, set_status_on_exception=False,
-            ) as span:
-                recording = span.is_recording()
-                if recording and not check:
+            span = tracer.start_span(name, context=parent, kind=SpanKind.SERVER, attributes=base)
+            if not span.is_recording():
+                # Sampled out: nothing here or under it is recorded (TracedStore makes
+                # no span under one that does not record), so none is made current.
+                return await inner(request, context)
+            token = otel_context.attach(trace.set_span_in_context(span, parent))
+            try:
+                if not check:
                     _identity(request, span)
-                try:
-                    response = await inner(request, context)
-                except BaseException:
-                    code = context.code()
-                    span.set_attribute("rpc.grpc.status_code",
-                                       code.value[0] if code is not None else 2)
-                    # The code's name only: a message may quote what the caller sent.
-                    span.set_status(Status(StatusCode.ERROR, code.name if code else "UNKNOWN"))
-                    raise
-                if recording:
-                    span.set_attribute("rpc.grpc.status_code", 0)
-                    if check:
-                        _check_attributes(response, span)
-                    else:
-                        _identity(response, span)
-                        _response_attributes(response, span)
+                response = await inner(request, context)
+                span.set_attribute("rpc.grpc.status_code", 0)
+                if check:
+                    _check_attributes(response, span)
+                else:
+                    _identity(response, span)
+                    _response_attributes(response, span)
                 return response
+            except BaseException:
+                code = context.code()
+                span.set_attribute("rpc.grpc.status_code",
+                                   code.value[0] if code is not None else 2)
+                # The code's name only: a message may quote what the caller sent.
+                span.set_status(Status(StatusCode.ERROR, code.name if code else "UNKNOWN"))
+                raise
+            finally:
+                otel_context.detach(token)
+                span.end()
 
         return traced
 
@@ -260,25 +264,41 @@ def _report_attributes(report: UsageReport, span: Span) -> None:
 
 
 class TracedStore:
-    """A ``MeasurableStore`` whose round trips are CLIENT spans under the current one."""
+    """A ``MeasurableStore`` whose round trips are CLIENT spans under the current span.
+
+    Under a span that does not record (no RPC span, or one sampled out) it makes
+    none: such a child would not be recorded either.
+    """
 
     def __init__(self, store: MeasurableStore, tracer: Tracer) -> None:
         self._store = store
         self._tracer = tracer
 
-    @contextmanager
-    def _span(self, op: str) -> Iterator[Span]:
-        with self._tracer.start_as_current_span(
+    def _span(self, op: str) -> Span | None:
+        if not trace.get_current_span().is_recording():
+            return None
+        return self._tracer.start_span(
             f"store {op}", kind=SpanKind.CLIENT,
             attributes={"db.system.name": "redis", "db.operation.name": op},
-            record_exception=False, set_status_on_exception=False,
-        ) as span:
-            try:
-                yield span
-            except BaseException as exc:
-                # The error's type only: store errors may name a key or an address.
-                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-                raise
+        )
+
+    async def _traced(
+        self, op: str, call: Awaitable[T], annotate: Callable[[T, Span], None] | None = None
+    ) -> T:
+        span = self._span(op)
+        if span is None:
+            return await call
+        try:
+            result = await call
+            if annotate is not None:
+                annotate(result, span)
+            return result
+        except BaseException as exc:
+            # The error's type only: store errors may name a key or an address.
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            raise
+        finally:
+            span.end()
 
     async def authorize(
         self,
@@ -290,37 +310,36 @@ class TracedStore:
         model: str = "",
         model_unpriced: bool = False,
     ) -> Decision:
-        with self._span("authorize") as span:
-            decision = await self._store.authorize(
-                key_id, key_hash, request_id, tokens, cost_micro_usd, model, model_unpriced
-            )
-            if span.is_recording():
-                _decision_attributes(decision, span)
-                if tokens is not None:
-                    span.set_attribute("aigw.estimated_tokens", tokens)
-            return decision
+        def annotate(decision: Decision, span: Span) -> None:
+            _decision_attributes(decision, span)
+            if tokens is not None:
+                span.set_attribute("aigw.estimated_tokens", tokens)
+
+        return await self._traced("authorize", self._store.authorize(
+            key_id, key_hash, request_id, tokens, cost_micro_usd, model, model_unpriced
+        ), annotate)
 
     async def resolve_legacy(self, key_hash: str) -> str | None:
-        with self._span("resolve_legacy"):
-            return await self._store.resolve_legacy(key_hash)
+        return await self._traced("resolve_legacy", self._store.resolve_legacy(key_hash))
 
     async def record_usage(self, report: UsageReport) -> UsageResult:
-        with self._span("record_usage") as span:
-            result = await self._store.record_usage(report)
-            if span.is_recording():
-                _report_attributes(report, span)
-                span.set_attribute("aigw.usage.counted", result.counted)
-                span.set_attribute("aigw.cost_micro_usd", result.cost_micro_usd)
-                for name in ("workspace", "project"):
-                    value = getattr(result, name)
-                    if value:
-                        span.set_attribute("aigw." + name, value)
-            return result
+        def annotate(result: UsageResult, span: Span) -> None:
+            _report_attributes(report, span)
+            span.set_attribute("aigw.usage.counted", result.counted)
+            span.set_attribute("aigw.cost_micro_usd", result.cost_micro_usd)
+            for name in ("workspace", "project"):
+                value = getattr(result, name)
+                if value:
+                    span.set_attribute("aigw." + name, value)
+
+        return await self._traced("record_usage", self._store.record_usage(report), annotate)
 
     async def release_reservation(self, key_id: str, request_id: str) -> bool:
-        with self._span("release_reservation") as span:
+        def annotate(_released: bool, span: Span) -> None:
             span.set_attribute("aigw.key_id", key_id)
-            return await self._store.release_reservation(key_id, request_id)
+
+        return await self._traced("release_reservation",
+                                  self._store.release_reservation(key_id, request_id), annotate)
 
     async def ping(self) -> bool:
         # The health watcher's ping, once a second: not traced (it is no one's request).
@@ -346,16 +365,19 @@ class TracedKeyStore:
 
         @functools.wraps(attribute)
         async def traced(*args: Any, **kwargs: Any) -> Any:
-            with tracer.start_as_current_span(
+            if not trace.get_current_span().is_recording():
+                return await attribute(*args, **kwargs)
+            span = tracer.start_span(
                 f"store {name}", kind=SpanKind.CLIENT,
                 attributes={"db.system.name": "redis", "db.operation.name": name},
-                record_exception=False, set_status_on_exception=False,
-            ) as span:
-                try:
-                    return await attribute(*args, **kwargs)
-                except BaseException as exc:
-                    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-                    raise
+            )
+            try:
+                return await attribute(*args, **kwargs)
+            except BaseException as exc:
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                raise
+            finally:
+                span.end()
 
         setattr(self, name, traced)  # built once per method
         return traced
@@ -370,18 +392,22 @@ class UsageSpans:
     @contextmanager
     def settling(
         self, logged_headers: Mapping[str, str], key_id: str, status: int | None,
-    ) -> Iterator[Span]:
+    ) -> Iterator[None]:
         """A span around one settlement, under the request's trace when Envoy logged it."""
-        with self._tracer.start_as_current_span(
-            SETTLE_SPAN, context=parent_context(logged_headers), kind=SpanKind.INTERNAL,
-            record_exception=False, set_status_on_exception=False,
-        ) as span:
-            if span.is_recording():
-                span.set_attribute("aigw.key_id", key_id)
-                if status is not None:
-                    span.set_attribute("http.response.status_code", status)
-            try:
-                yield span
-            except BaseException as exc:
-                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-                raise
+        parent = parent_context(logged_headers)
+        span = self._tracer.start_span(SETTLE_SPAN, context=parent, kind=SpanKind.INTERNAL)
+        if not span.is_recording():
+            yield
+            return
+        span.set_attribute("aigw.key_id", key_id)
+        if status is not None:
+            span.set_attribute("http.response.status_code", status)
+        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        try:
+            yield
+        except BaseException as exc:
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            raise
+        finally:
+            otel_context.detach(token)
+            span.end()
