@@ -26,6 +26,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import os
+import socket
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -85,6 +87,8 @@ class Tracing:
         resource = Resource.create({
             "service.name": settings.otel_service_name,
             "service.version": __version__,
+            # Replicas and --workers processes apart.
+            "service.instance.id": f"{socket.gethostname()}-{os.getpid()}",
         })
         # A trace the caller (Envoy) sampled or dropped keeps that choice; a trace
         # that starts here is recorded at --otel-sample-ratio.
