@@ -15,7 +15,7 @@ PROTOS  = $(wildcard protos/aigw_sidecar/api/v1/*.proto) \
 DESC_PROTOS = $(wildcard protos/aigw_sidecar/api/v1/*.proto)
 DESC        = aigw_sidecar/api/v1/aigw_api.desc
 
-.PHONY: install run bench-tools test test-cluster lint typecheck proto proto-check bench bench-compare bench-profile bench-envoy bench-overshoot bench-store-restart bench-faults bench-rolling-restart bench-list clean
+.PHONY: install run bench-tools test test-cluster lint typecheck proto proto-check bench bench-compare bench-profile bench-envoy bench-overshoot bench-store-restart bench-faults bench-rolling-restart bench-list clean k8s-manifests
 
 ## What serving needs (make run): the package, its runtime dependencies, the client.
 $(RUNTIME): pyproject.toml clients/python/pyproject.toml
@@ -127,3 +127,10 @@ bench: $(STAMP) bench-tools
 
 clean:
 	rm -rf $(VENV) aigw-data bench-results.json bench-envoy-results.json bench-faults-results.json bench-list-results.json bench-tracing-results.json .pytest_cache .mypy_cache .ruff_cache
+
+## Write clients/kubernetes/base's copies of the shipped files: envoy.yaml rendered for the
+## pod (render_envoy.py) and the example pricing file (tests/clients/test_kubernetes.py
+## fails while a committed copy differs).
+k8s-manifests: $(RUNTIME)
+	$(PY) clients/kubernetes/render_envoy.py -o clients/kubernetes/base/envoy.yaml
+	cp clients/pricing/example-pricing.yaml clients/kubernetes/base/pricing.yaml
