@@ -158,7 +158,8 @@ image-tools:
 image: image-tools
 	$(PODMAN_ENV) BASE_IMAGE=$(BASE_IMAGE) FORCE=$(FORCE_BASE) clients/container/make-base.sh
 	$(PODMAN_ENV) podman build --network=host --secret id=pip-ca,src=$(PIP_CA) \
-	  --build-arg BASE_IMAGE=$(BASE_IMAGE) -t $(IMAGE) -f Containerfile .
+	  --build-arg BASE_IMAGE=$(BASE_IMAGE) --label io.aigw.source-digest=$$(clients/container/source-digest.sh) \
+	  -t $(IMAGE) -f Containerfile .
 	@$(PODMAN_ENV) podman image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' $(IMAGE)
 
 ## The container smoke test alone (skipped, with the reason, where containers cannot run).
