@@ -11,7 +11,8 @@ Skipped, with the reason, where podman is missing or cannot run a container, and
 image is missing or was built from other sources than this tree (its label
 io.aigw.source-digest against clients/container/source-digest.sh): the test never builds
 it (`make image` does). podman runs with clients/container/containers.conf unless
-CONTAINERS_CONF is set; AIGW_TEST_IMAGE names another image.
+CONTAINERS_CONF is set; AIGW_TEST_IMAGE names another image; with
+AIGW_TEST_CONTAINER_REQUIRED set, what would skip fails instead.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ MESSAGES: list[ChatCompletionUserMessageParam] = [{"role": "user", "content": "S
 
 def podman(*args: str, timeout: float = 60, env: dict[str, str] | None = None,
            ) -> subprocess.CompletedProcess[str]:
+    # CONTAINERS_CONF set, even empty (the system's settings), wins over the repo's file.
     podman_env = {"CONTAINERS_CONF": str(CONTAINERS_CONF), **os.environ, **(env or {})}
     return subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout,
                           env=podman_env, stdin=subprocess.DEVNULL)
@@ -129,6 +131,8 @@ def _wait_until_serving(container: Container, timeout_s: float = 30) -> None:
 @pytest.fixture(scope="module")
 def container() -> Iterator[Container]:
     reason = why_the_image_cannot_run()
+    if reason and os.environ.get("AIGW_TEST_CONTAINER_REQUIRED"):
+        pytest.fail(reason)  # .ci/run checked that containers run here and built the image
     if reason:
         pytest.skip(reason)
     box = Container(f"aigw-test-{uuid.uuid4().hex[:8]}", free_port(), free_port(),
