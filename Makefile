@@ -157,8 +157,9 @@ image-can-run: image-tools
 	@$(PODMAN_ENV) clients/container/can-run.sh
 
 ## $(IMAGE): the package and its runtime dependencies in /opt/aigw, uid 10001, on the
-## base (made first if missing). Not part of make test; tests/process/test_container_image.py
-## (marker `container`) runs the Envoy smoke against it: make test-container.
+## base (made first if missing). make test never builds it; tests/process/test_container_image.py
+## (marker `container`, make test-container) runs the Envoy smoke against it when it is
+## current (its io.aigw.source-digest label matches the tree), else skips saying why.
 image: image-tools
 	$(PODMAN_ENV) BASE_IMAGE=$(BASE_IMAGE) FORCE=$(FORCE_BASE) clients/container/make-base.sh
 	$(PODMAN_ENV) podman build --network=host --secret id=pip-ca,src=$(PIP_CA) \
