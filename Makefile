@@ -15,7 +15,20 @@ PROTOS  = $(wildcard protos/aigw_sidecar/api/v1/*.proto) \
 DESC_PROTOS = $(wildcard protos/aigw_sidecar/api/v1/*.proto)
 DESC        = aigw_sidecar/api/v1/aigw_api.desc
 
-.PHONY: install run bench-tools test test-cluster lint typecheck proto proto-check bench bench-compare bench-profile bench-envoy bench-overshoot bench-store-restart bench-faults bench-rolling-restart bench-list clean k8s-manifests
+## The container image (docs/container.md). No image registry is needed: the base is a
+## debootstrapped Debian made here once (clients/container/make-base.sh) and kept in
+## podman's storage; FORCE_BASE=1 makes it again.
+IMAGE      ?= localhost/aigw-sidecar:latest
+BASE_IMAGE ?= localhost/aigw-base:bookworm
+# podman's settings for this project's machines (runc, cgroupfs, rlimits it may set, the
+# host's network; each reason is in the file). Empty: the system's (PODMAN_CONF=).
+PODMAN_CONF ?= clients/container/containers.conf
+PODMAN_ENV  = CONTAINERS_CONF=$(if $(PODMAN_CONF),$(abspath $(PODMAN_CONF)))
+# The CA bundle pip trusts inside the build, the host's: pip's own setting, else the
+# system bundle. A build secret, so it is in no layer; proxy variables pass through.
+PIP_CA     ?= $(or $(PIP_CERT),$(shell $(PYTHON) -m pip config get global.cert 2>/dev/null),/etc/ssl/certs/ca-certificates.crt)
+
+.PHONY: install run bench-tools test test-cluster lint typecheck proto proto-check bench bench-compare bench-profile bench-envoy bench-overshoot bench-store-restart bench-faults bench-rolling-restart bench-list image image-tools image-can-run test-container clean k8s-manifests
 
 ## What serving needs (make run): the package, its runtime dependencies, the client.
 $(RUNTIME): pyproject.toml clients/python/pyproject.toml
@@ -124,6 +137,42 @@ bench: $(STAMP) bench-tools
 	$(PY) -m tests.bench.bench $(BENCH_ARGS)
 	$(PY) -m tests.bench.pricing_lookup
 	$(PY) -m tests.bench.tracing_overhead --json bench-tracing-results.json
+
+## podman, debootstrap (and runc, which containers.conf names): installed with apt-get
+## when run as root, else the command is printed.
+image-tools:
+	@missing=""; \
+	command -v podman >/dev/null 2>&1 || missing="$$missing podman"; \
+	command -v debootstrap >/dev/null 2>&1 || missing="$$missing debootstrap"; \
+	if [ -n "$(PODMAN_CONF)" ]; then command -v runc >/dev/null 2>&1 || missing="$$missing runc"; fi; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing$$missing for the image"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "the image needs$$missing: sudo apt-get install -y$$missing" >&2; exit 1; \
+	  fi; \
+	fi
+
+## Exit 0 when podman can run a container here, else say why (.ci/run's guard).
+image-can-run: image-tools
+	@$(PODMAN_ENV) clients/container/can-run.sh
+
+## $(IMAGE): the package and its runtime dependencies in /opt/aigw, uid 10001, on the
+## base (made first if missing). make test never builds it; tests/process/test_container_image.py
+## (marker `container`, make test-container) runs the Envoy smoke against it when it is
+## current (its io.aigw.source-digest label matches the tree), else skips saying why.
+image: image-tools
+	$(PODMAN_ENV) BASE_IMAGE=$(BASE_IMAGE) FORCE=$(FORCE_BASE) clients/container/make-base.sh
+	$(PODMAN_ENV) podman build --network=host --secret id=pip-ca,src=$(PIP_CA) \
+	  --build-arg BASE_IMAGE=$(BASE_IMAGE) --label io.aigw.source-digest=$$(clients/container/source-digest.sh) \
+	  -t $(IMAGE) -f Containerfile .
+	@$(PODMAN_ENV) podman image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' $(IMAGE)
+
+## The container smoke test alone (skipped, with the reason, where containers cannot run;
+## AIGW_TEST_CONTAINER_REQUIRED=1 makes that a failure, as in .ci/run).
+test-container: $(STAMP)
+	$(PODMAN_ENV) $(PY) -m pytest -q -m container tests/process/test_container_image.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) aigw-data bench-results.json bench-envoy-results.json bench-faults-results.json bench-list-results.json bench-tracing-results.json .pytest_cache .mypy_cache .ruff_cache
