@@ -410,7 +410,7 @@ async def start(settings: Settings) -> Sidecar:
     watcher = StoreHealthWatcher(
         health_servicer, admission_store.ping, SERVICE_NAMES, settings.health_interval_s
     )
-    await watcher.check_once()
+    await watcher.start()
     admin_http = None
     if settings.admin_http_listen.lower() not in ADMIN_HTTP_OFF:
         # The same servicer, authenticator and certificate as the gRPC admin plane.
@@ -460,8 +460,10 @@ async def start(settings: Settings) -> Sidecar:
         sidecar.pricing = pricing
     if pricing is not None and pricing.path is not None:
         sidecar.start_task(_reload_pricing(pricing, settings.pricing_reload_s), "pricing reload")
-    host = settings.listen.rsplit(":", 1)[0]
-    log.info("listening on %s:%d", host, port)
+    if settings.listen.startswith(("unix:", "unix-abstract:")):
+        log.info("listening on %s", settings.listen)
+    else:
+        log.info("listening on %s:%d", settings.listen.rsplit(":", 1)[0], port)
     return sidecar
 
 

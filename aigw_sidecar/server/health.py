@@ -10,6 +10,11 @@ from grpc_health.v1 import health, health_pb2
 
 log = logging.getLogger(__name__)
 
+# A health service name that is SERVING from start until shutdown, whatever the store
+# does: for liveness probes (a store outage is no reason to restart the sidecar, but
+# a process that no longer answers gRPC is).
+LIVENESS_SERVICE = "liveness"
+
 
 class StoreHealthWatcher:
     """Pings the store every ``interval_s`` and mirrors the result into health."""
@@ -27,6 +32,11 @@ class StoreHealthWatcher:
         self._interval_s = interval_s
         self._serving: bool | None = None
         self._draining = False
+
+    async def start(self) -> None:
+        """Liveness SERVING, then the store's state as one ping finds it."""
+        await self._servicer.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        await self.check_once()
 
     async def set_serving(self, serving: bool) -> None:
         if serving == self._serving:

@@ -40,6 +40,7 @@ from aigw_sidecar.bootstrap import NOT_SERVING_NOTICE_S, UNKNOWN_OUTCOMES_DRAIN_
 from aigw_sidecar.pricing.loader import PricingFile
 from aigw_sidecar.server.access_log import SETTLE_DRAIN_S
 from aigw_sidecar.server.admin_auth import parse_token_file
+from aigw_sidecar.server.health import LIVENESS_SERVICE
 from aigw_sidecar.settings import Settings, parse_settings
 from tests.e2e.envoy_process import envoy_binary
 from tests.servers import REPO, free_port
@@ -319,9 +320,12 @@ def test_readiness_is_grpc_health_on_the_admin_listener(base: Rendered, tmp_path
     host, _, port = settings.admin_listen.rpartition(":")
     assert host == "0.0.0.0"  # the kubelet probes the pod's IP
     assert base.sidecar["readinessProbe"]["grpc"] == {"port": int(port)}
-    # Started and alive: the listener, not the store's health (an outage must not restart it).
+    # Started: the listener. Alive: gRPC health's `liveness` service, which the store's
+    # state does not change (an outage must not restart the sidecars).
     assert base.sidecar["startupProbe"]["tcpSocket"] == {"port": int(port)}
-    assert base.sidecar["livenessProbe"]["tcpSocket"] == {"port": int(port)}
+    assert base.sidecar["livenessProbe"]["grpc"] == {
+        "port": int(port), "service": LIVENESS_SERVICE,
+    }
 
 
 def test_envoy_readiness_is_its_keyless_health_route(base: Rendered) -> None:

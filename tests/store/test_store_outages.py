@@ -29,6 +29,7 @@ from aigw_sidecar.api.v1 import admission_pb2_grpc, keys_pb2_grpc
 from aigw_sidecar.api.v1 import keys_pb2 as kpb
 from aigw_sidecar.bootstrap import Sidecar, start
 from aigw_sidecar.server.ext_authz import CHECK_METHOD
+from aigw_sidecar.server.health import LIVENESS_SERVICE
 from aigw_sidecar.settings import Settings
 from tests.servers import StoreProcess, store_binaries
 
@@ -374,3 +375,15 @@ async def test_a_check_envoy_gives_up_on_holds_nothing_once_the_store_answers(ri
                 assert reply.denied_response.status.code == 503
         await asyncio.sleep(0.3)
     await _late_scripts_ran_and_hold_nothing(rig, created.key.key_id)
+
+
+async def test_liveness_stays_serving_while_the_store_is_down(rig: Rig) -> None:
+    """The `liveness` health service (Kubernetes' liveness probe) ignores the store."""
+    stub = health_pb2_grpc.HealthStub(rig.channel)
+    live = health_pb2.HealthCheckRequest(service=LIVENESS_SERVICE)
+    assert (await stub.Check(live, timeout=5)).status == SERVING
+    rig.store.stop(kill=True)
+    await _wait_for_health(rig, NOT_SERVING)
+    assert (await stub.Check(live, timeout=5)).status == SERVING
+    rig.restart_store()
+    await _wait_for_health(rig, SERVING)
