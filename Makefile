@@ -40,6 +40,9 @@ $(RUNTIME): pyproject.toml clients/python/pyproject.toml
 ## Everything the tests, linters and benchmarks need on top (make test, make lint, ...).
 $(STAMP): $(RUNTIME)
 	$(PIP) -e '.[dev]'
+	# xds-protos (test-only) ships an older copy of opentelemetry/proto over the one the
+	# OTLP exporters need: put opentelemetry-proto's own files back.
+	$(PIP) --force-reinstall --no-deps "opentelemetry-proto==$$($(PY) -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')"
 	touch $(STAMP)
 
 install: $(STAMP)
