@@ -38,7 +38,7 @@ from opentelemetry import trace
 from opentelemetry.propagators.b3 import B3MultiFormat, B3SingleFormat
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
@@ -64,6 +64,7 @@ TRACE_HEADERS = frozenset(
 # The only request and response fields an RPC span reads (never a secret, never a hash).
 _IDENTITY_FIELDS = ("key_id", "workspace", "project")
 SETTLE_SPAN = "settle usage"
+MAX_ATTRIBUTE_LENGTH = 256
 
 
 def exporter_for(endpoint: OtelEndpoint) -> SpanExporter:
@@ -93,7 +94,11 @@ class Tracing:
         # A trace the caller (Envoy) sampled or dropped keeps that choice; a trace
         # that starts here is recorded at --otel-sample-ratio.
         sampler = ParentBased(TraceIdRatioBased(settings.otel_sample_ratio))
-        self.provider = TracerProvider(resource=resource, sampler=sampler)
+        # A model name comes from the client's request: no attribute is longer than
+        # this, however long the name (OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT overrides).
+        limits = SpanLimits(max_span_attribute_length=int(
+            os.environ.get("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", MAX_ATTRIBUTE_LENGTH)))
+        self.provider = TracerProvider(resource=resource, sampler=sampler, span_limits=limits)
         self.provider.add_span_processor(BatchSpanProcessor(
             exporter if exporter is not None
             else exporter_for(parse_otel_endpoint(settings.otel_endpoint))

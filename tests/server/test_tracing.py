@@ -17,10 +17,12 @@ from pathlib import Path
 
 import grpc
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from aigw_sidecar.api.v1 import admission_pb2 as adm_pb
 from aigw_sidecar.api.v1 import admission_pb2_grpc, keys_pb2, keys_pb2_grpc
 from aigw_sidecar.bootstrap import Sidecar, start, start_tracing
+from aigw_sidecar.server.tracing import MAX_ATTRIBUTE_LENGTH, Tracing
 from aigw_sidecar.settings import Settings, config_text, parse_otel_endpoint, parse_settings
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.server.test_ext_authz_servicer import check_request, check_stub
@@ -337,3 +339,17 @@ def test_print_config_masks_a_password_in_the_endpoint() -> None:
     text = config_text(settings)
     assert "hunter2" not in text
     assert "otel-endpoint: https://user:****@otlp.example/v1/traces" in text
+
+
+def test_no_attribute_is_longer_than_the_cap() -> None:
+    """Defence in depth: attribute values come from requests (a model name is capped at
+    128 characters where it is read, but a span never trusts that)."""
+    exporter = InMemorySpanExporter()
+    tracing = Tracing(Settings(otel_endpoint="grpc://127.0.0.1:1"), exporter=exporter)
+    with tracing.tracer.start_as_current_span("x") as span:
+        span.set_attribute("gen_ai.request.model", "m" * 5000)
+    tracing.provider.force_flush()
+    (finished,) = exporter.get_finished_spans()
+    assert finished.attributes is not None
+    assert finished.attributes["gen_ai.request.model"] == "m" * MAX_ATTRIBUTE_LENGTH
+    tracing.provider.shutdown()
