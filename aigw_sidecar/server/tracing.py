@@ -159,9 +159,11 @@ def _identity(message: Any, span: Span, prefix: str = "aigw.") -> None:
 def _check_attributes(response: Any, span: Span) -> None:
     """A Check's outcome, from the dynamic metadata the sidecar answers Envoy with."""
     fields = response.dynamic_metadata.fields
-    for name in ("key_id", "workspace", "project", "model"):
+    for name in _IDENTITY_FIELDS:
         if name in fields and fields[name].string_value:
             span.set_attribute("aigw." + name, fields[name].string_value)
+    if "model" in fields and fields["model"].string_value:
+        span.set_attribute("gen_ai.request.model", fields["model"].string_value)
     if response.status.code == 0:
         span.set_attribute("aigw.decision", "fail_open" if "fail_open" in fields else "allowed")
     else:
@@ -212,6 +214,7 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             try:
                 if not check:
                     _identity(request, span)
+                    _request_model(request, span)
                 response = await inner(request, context)
                 span.set_attribute("rpc.grpc.status_code", 0)
                 if check:
@@ -249,16 +252,17 @@ def _response_attributes(response: Any, span: Span) -> None:
         span.set_attribute("aigw.cost_micro_usd", response.cost_micro_usd)
 
 
-def _decision_attributes(decision: Decision, span: Span) -> None:
-    span.set_attribute("aigw.decision", "allowed" if decision.allowed else "denied")
-    if decision.deny_reason is not None:
-        span.set_attribute("aigw.deny_reason", decision.deny_reason.value)
-    for name in _IDENTITY_FIELDS:
-        value = getattr(decision, name)
-        if value:
-            span.set_attribute("aigw." + name, value)
-    if decision.model:
-        span.set_attribute("gen_ai.request.model", decision.model)
+def _request_model(request: Any, span: Span) -> None:
+    """The model an Authorize names (its own field, else its estimate's)."""
+    model = getattr(request, "model", "")
+    if not model and request.DESCRIPTOR.fields_by_name.get("estimate") is not None:
+        model = request.estimate.model
+    if isinstance(model, str) and model:
+        span.set_attribute("gen_ai.request.model", model)
+
+
+def _reservation_attributes(decision: Decision, span: Span) -> None:
+    """What the store span adds to its call's span (which has the decision): the hold."""
     if decision.reservation is not None:
         span.set_attribute("aigw.reserved_tokens", decision.reservation.tokens)
         span.set_attribute("aigw.reserved_cost_micro_usd", decision.reservation.cost_micro_usd)
@@ -320,7 +324,7 @@ class TracedStore:
         model_unpriced: bool = False,
     ) -> Decision:
         def annotate(decision: Decision, span: Span) -> None:
-            _decision_attributes(decision, span)
+            _reservation_attributes(decision, span)
             if tokens is not None:
                 span.set_attribute("aigw.estimated_tokens", tokens)
 

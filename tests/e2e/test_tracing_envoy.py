@@ -119,7 +119,7 @@ async def test_one_request_is_one_trace_from_envoy_through_the_sidecar_to_the_st
     assert check.attributes["aigw.decision"] == "allowed"
     assert check.attributes["aigw.workspace"] == created.key.workspace
     assert check.attributes["aigw.project"] == "chat"
-    assert check.attributes["aigw.model"] == "gpt-4o-mini"
+    assert check.attributes["gen_ai.request.model"] == "gpt-4o-mini"
     assert record.attributes["gen_ai.usage.input_tokens"] > 0
     assert record.attributes["gen_ai.usage.output_tokens"] > 0
     assert settle.attributes["http.response.status_code"] == 200

@@ -131,7 +131,9 @@ async def test_authorize_and_record_usage_are_spans_with_the_store_round_trip_as
     assert authorize.attributes["aigw.workspace"] == created.key.workspace
     assert authorize.attributes["aigw.project"] == "proj"
     assert store.attributes["db.system.name"] == "redis"
-    assert store.attributes["gen_ai.request.model"] == "gpt-4o-mini"
+    assert authorize.attributes["gen_ai.request.model"] == "gpt-4o-mini"
+    # The store span adds only what the call's span has not: no identity twice.
+    assert "aigw.key_id" not in store.attributes
     record, stored = one(spans, RECORD), one(spans, "store record_usage")
     assert stored.parent_span_id == record.span_id
     assert record.attributes["aigw.key_id"] == created.key.key_id
