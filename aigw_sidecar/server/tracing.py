@@ -32,7 +32,6 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.propagators.b3 import B3MultiFormat, B3SingleFormat
@@ -48,9 +47,9 @@ from aigw_sidecar import __version__
 from aigw_sidecar.admission.decision import Decision, UsageReport, UsageResult
 from aigw_sidecar.server.metrics.interceptor import EXT_AUTHZ_CHECK
 from aigw_sidecar.server.metrics.measured_store import MeasurableStore
+from aigw_sidecar.server.wrapping import Handler, UnaryWrapper
 from aigw_sidecar.settings import OtelEndpoint, Settings, parse_otel_endpoint
 
-Handler = Callable[[Any, Any], Awaitable[Any]]
 T = TypeVar("T")
 # B3 first and W3C last: where a call carries both, traceparent wins.
 PROPAGATOR = CompositePropagator(
@@ -174,27 +173,14 @@ def _check_attributes(response: Any, span: Span) -> None:
             span.set_attribute("aigw.deny_reason", fields["deny_reason"].string_value)
 
 
-class TracingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class TracingInterceptor(UnaryWrapper):
     """A SERVER span around every unary RPC but grpc's own (health, reflection)."""
 
     def __init__(self, tracer: Tracer) -> None:
+        super().__init__()
         self._tracer = tracer
-        self._wrapped: dict[str, tuple[Any, Any]] = {}
 
-    async def intercept_service(
-        self, continuation: Callable[[Any], Awaitable[Any]], details: Any
-    ) -> Any:
-        handler = await continuation(details)
-        if handler is None or handler.unary_unary is None or details.method.startswith("/grpc."):
-            return handler
-        cached = self._wrapped.get(details.method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = handler._replace(unary_unary=self._wrap(details.method, handler.unary_unary))
-        self._wrapped[details.method] = (handler, wrapped)
-        return wrapped
-
-    def _wrap(self, method: str, inner: Handler) -> Handler:
+    def wrap(self, method: str, inner: Handler) -> Handler:
         tracer = self._tracer
         service, _, rpc = method.lstrip("/").rpartition("/")
         name = f"{service}/{rpc}"

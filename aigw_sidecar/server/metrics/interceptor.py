@@ -8,15 +8,13 @@ in pyproject.toml), so its handlers, requests and contexts are ``Any`` here.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
-
-import grpc
 
 from aigw_sidecar.logs import bind_request_id
 from aigw_sidecar.server.metrics.collectors import Metrics
+from aigw_sidecar.server.wrapping import Handler, UnaryWrapper
 
-Handler = Callable[[Any, Any], Awaitable[Any]]
 EXT_AUTHZ_CHECK = "/envoy.service.auth.v3.Authorization/Check"
 _perf = time.perf_counter
 
@@ -30,7 +28,7 @@ def _request_id_of(method: str) -> Callable[[Any], str]:
     return lambda request: str(getattr(request, "request_id", "") or "")
 
 
-class TelemetryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class TelemetryInterceptor(UnaryWrapper):
     """Binds each RPC's request id for the logs and, with metrics on, times the RPC.
 
     Install it last (innermost), so the handler it wraps is the registered one:
@@ -38,24 +36,10 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """
 
     def __init__(self, metrics: Metrics | None) -> None:
+        super().__init__()
         self._metrics = metrics
-        self._wrapped: dict[str, tuple[Any, Any]] = {}
 
-    async def intercept_service(
-        self, continuation: Callable[[Any], Awaitable[Any]], details: Any
-    ) -> Any:
-        handler = await continuation(details)
-        # Health and reflection are grpc's own plumbing: neither timed nor logged.
-        if handler is None or handler.unary_unary is None or details.method.startswith("/grpc."):
-            return handler
-        cached = self._wrapped.get(details.method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = handler._replace(unary_unary=self._wrap(details.method, handler.unary_unary))
-        self._wrapped[details.method] = (handler, wrapped)
-        return wrapped
-
-    def _wrap(self, method: str, inner: Handler) -> Handler:
+    def wrap(self, method: str, inner: Handler) -> Handler:
         rpc = method.rsplit("/", 1)[-1]
         request_id = _request_id_of(method)
         metrics = self._metrics
