@@ -27,6 +27,7 @@ import asyncio
 import functools
 import inspect
 import os
+import random
 import socket
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -39,7 +40,15 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import (
+    Decision as SamplingDecision,
+)
+from opentelemetry.sdk.trace.sampling import (
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -64,6 +73,8 @@ TRACE_HEADERS = frozenset(
 _IDENTITY_FIELDS = ("key_id", "workspace", "project")
 SETTLE_SPAN = "settle usage"
 MAX_ATTRIBUTE_LENGTH = 256
+# Marks a parent context read from an HTTP client's own headers.
+UNTRUSTED_PARENT = otel_context.create_key("aigw-untrusted-parent")
 
 
 def exporter_for(endpoint: OtelEndpoint) -> SpanExporter:
@@ -92,7 +103,7 @@ class Tracing:
         })
         # A trace the caller (Envoy) sampled or dropped keeps that choice; a trace
         # that starts here is recorded at --otel-sample-ratio.
-        sampler = ParentBased(TraceIdRatioBased(settings.otel_sample_ratio))
+        sampler = GatewaySampler(settings.otel_sample_ratio)
         # A model name comes from the client's request: no attribute is longer than
         # this, however long the name (OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT overrides).
         limits = SpanLimits(max_span_attribute_length=int(
@@ -122,15 +133,62 @@ class Tracing:
         await asyncio.to_thread(self.provider.shutdown)
 
 
-def parent_context(headers: Mapping[str, str]) -> otel_context.Context | None:
-    """The remote parent named by ``headers`` (traceparent, b3, x-b3-*), or None."""
+def parent_context(
+    headers: Mapping[str, str], untrusted: bool = False
+) -> otel_context.Context | None:
+    """The remote parent named by ``headers`` (traceparent, b3, x-b3-*), or None.
+
+    ``untrusted``: the headers are the HTTP client's own (a Check's request headers),
+    so its sampled flag is not obeyed (see ``GatewaySampler``).
+    """
     carrier = {name: value for name, value in headers.items() if name in TRACE_HEADERS}
     if not carrier:
         return None
     found = PROPAGATOR.extract(carrier, context=otel_context.Context())
     if not trace.get_current_span(found).get_span_context().is_valid:
         return None
-    return found
+    return otel_context.set_value(UNTRUSTED_PARENT, True, found) if untrusted else found
+
+
+class GatewaySampler(Sampler):
+    """Parent-based at ``ratio``, except for a parent an HTTP client named itself.
+
+    A caller of the sidecar (Envoy's tracer, an application's gRPC client) decides
+    for its trace: sampled or not, the sidecar follows, and a trace that starts here
+    is recorded at ``ratio``. A parent read from the HTTP request's own headers (a
+    Check without trace metadata) is joined, but its sampled flag is not obeyed: a
+    hostile client could set it on every request to have each one recorded, or pick
+    trace ids that a trace-id ratio always keeps. Those are sampled at ``ratio`` by a
+    random draw.
+    """
+
+    def __init__(self, ratio: float) -> None:
+        self._ratio = ratio
+        self._parent_based = ParentBased(TraceIdRatioBased(ratio))
+
+    def should_sample(
+        self,
+        parent_context: otel_context.Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Any = None,
+        links: Any = None,
+        trace_state: Any = None,
+    ) -> SamplingResult:
+        if parent_context is not None and parent_context.get(UNTRUSTED_PARENT):
+            parent = trace.get_current_span(parent_context).get_span_context()
+            # A draw, not the trace id the client chose.
+            if random.random() < self._ratio:
+                return SamplingResult(SamplingDecision.RECORD_AND_SAMPLE, attributes,
+                                      parent.trace_state)
+            return SamplingResult(SamplingDecision.DROP, None, parent.trace_state)
+        return self._parent_based.should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
+
+    def get_description(self) -> str:
+        return f"GatewaySampler{{{self._ratio}}}"
 
 
 def _metadata_headers(context: Any) -> dict[str, str]:
@@ -190,7 +248,7 @@ class TracingInterceptor(UnaryWrapper):
         async def traced(request: Any, context: Any) -> Any:
             parent = parent_context(_metadata_headers(context))
             if parent is None and check:
-                parent = parent_context(_check_headers(request))
+                parent = parent_context(_check_headers(request), untrusted=True)
             span = tracer.start_span(name, context=parent, kind=SpanKind.SERVER, attributes=base)
             if not span.is_recording():
                 # Sampled out: nothing here or under it is recorded (TracedStore makes

@@ -11,7 +11,9 @@ import asyncio
 import copy
 import functools
 import subprocess
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -194,3 +196,40 @@ def test_the_tracing_variant_validates() -> None:
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _unsampled_config(sidecar_port: int, upstream_port: int, collector_port: int) -> str:
+    """envoy-otel.yaml with Envoy sampling no request itself."""
+    text = render_otel_config(sidecar_port, upstream_port, collector_port)
+    return text.replace("random_sampling: {value: 100}", "random_sampling: {value: 0}")
+
+
+async def test_a_client_cannot_have_a_request_traced_that_envoy_did_not_sample(
+    valkey_url: str, upstream: MockUpstream, receiver: OtlpReceiver, tmp_path: Path,
+) -> None:
+    """A hostile client's sampled traceparent costs nobody a span: Envoy's sampling
+    decision, not the client's flag, goes to the sidecar, and the sidecar keeps it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+        gateway = await open_gateway(
+            valkey_url, upstream, tmp_path,
+            envoy_config=functools.partial(_unsampled_config, collector_port=receiver.grpc_port),
+            otel_endpoint=receiver.grpc_endpoint, otel_service_name=SIDECAR,
+        )
+    try:
+        created = await gateway.create_key()
+        trace_id = uuid.uuid4().hex
+        client = gateway.client(
+            created.secret, default_headers={"traceparent": f"00-{trace_id}-{'1' * 16}-01"}
+        )
+        await client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+        )
+        await asyncio.sleep(1.5)  # Envoy flushes every 100 ms here, the sidecar every 50 ms
+        assert [s for s in receiver.spans if s.trace_id == trace_id] == []
+        # (Only the key's creation, an admin call without a parent, was traced.)
+        assert [s.name for s in receiver.spans
+                if s.attributes.get("aigw.key_id") == created.key.key_id] == [
+                    "aigw.v1.KeyManagement/CreateKey"]
+    finally:
+        await close_gateway(gateway)

@@ -355,3 +355,29 @@ def test_no_attribute_is_longer_than_the_cap() -> None:
     assert finished.attributes is not None
     assert finished.attributes["gen_ai.request.model"] == "m" * MAX_ATTRIBUTE_LENGTH
     tracing.provider.shutdown()
+
+
+async def test_a_clients_own_sampled_flag_is_not_obeyed_but_envoys_is(
+    receiver: OtlpReceiver, valkey_url: str, key_prefix: str, tmp_path: Path,
+) -> None:
+    """At ratio 0: a sampled traceparent in the HTTP request's headers (the client's
+    own) records nothing; the same in the Check's gRPC metadata (Envoy's) is obeyed."""
+    opened = await open_traced(valkey_url, key_prefix, tmp_path, receiver.grpc_endpoint,
+                               otel_sample_ratio=0.0)
+    opened.receiver = receiver
+    try:
+        created = await opened.create_key()
+        sampled = f"00-{TRACE_ID}-{PARENT_ID}-01"
+        from_client = "22222222222222222222222222222222"
+        check = check_stub(opened.channel)
+        await check(check_request(authorization=f"Bearer {created.secret}",
+                                  traceparent=f"00-{from_client}-{PARENT_ID}-01"))
+        await check(check_request(authorization=f"Bearer {created.secret}"),
+                    metadata=(("traceparent", sampled),))
+        await opened.spans({CHECK: 1})
+        await asyncio.sleep(0.3)
+        checks = [s for s in receiver.spans if s.name == CHECK]
+        assert [s.trace_id for s in checks] == [TRACE_ID]
+    finally:
+        await opened.channel.close()
+        await opened.sidecar.stop()
