@@ -126,6 +126,8 @@ def admin_authenticator(settings: Settings) -> AdminAuthenticator:
 NOT_SERVING_NOTICE_S = 0.05
 # Long enough for the second release of an unknown outcome (recovery.CONFIRM_S).
 UNKNOWN_OUTCOMES_DRAIN_S = 2.5
+# At most this long on stop to export the last spans (tracing on).
+TRACING_SHUTDOWN_S = 5.0
 
 
 @dataclass
@@ -187,7 +189,7 @@ class Sidecar:
         if self.embedded is not None:
             self.embedded.stop()
         if self.tracing is not None:  # the last spans, the shutdown's included
-            await self.tracing.shutdown()
+            await self.tracing.shutdown(TRACING_SHUTDOWN_S)
         log.info("stopped")
 
 

@@ -32,6 +32,7 @@ class ReceivedSpan:
     kind: int
     attributes: dict[str, Any]
     status_code: int
+    links: tuple[tuple[str, str], ...] = ()  # (trace id, span id) of each link
 
     @property
     def is_root(self) -> bool:
@@ -56,6 +57,7 @@ def spans_of(request: trace_service_pb2.ExportTraceServiceRequest) -> list[Recei
                     kind=span.kind,
                     attributes={a.key: _value(a.value) for a in span.attributes},
                     status_code=span.status.code,
+                    links=tuple((link.trace_id.hex(), link.span_id.hex()) for link in span.links),
                 ))
     return found
 

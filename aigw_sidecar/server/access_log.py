@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = "envoy.service.accesslog.v3.AccessLogService"
 EXT_AUTHZ_NAMESPACE = "envoy.filters.http.ext_authz"
 USAGE_NAMESPACE = "aigw.usage"  # written by the shipped config's Lua filter
+TRACE_FIELD = "trace"  # a traced Check's context (server/tracing.py puts it there)
 SETTLE_DRAIN_S = 2.0
 Ctx = Any  # grpc.aio.ServicerContext; grpc ships no type information
 
@@ -140,6 +141,14 @@ def finished_request(
     )
 
 
+def _trace_of(entry: pb.HTTPAccessLogEntry) -> str:
+    """The traced Check's context the sidecar put in ext_authz's metadata, or ""."""
+    namespaces = entry.common_properties.metadata.filter_metadata
+    if EXT_AUTHZ_NAMESPACE not in namespaces:
+        return ""
+    return _text(namespaces[EXT_AUTHZ_NAMESPACE].fields, TRACE_FIELD)
+
+
 class AccessLogServicer:
     """``AccessLogService/StreamAccessLogs``: settle each finished request once."""
 
@@ -191,7 +200,7 @@ class AccessLogServicer:
             if self._spans is None:
                 settlements.append(self._settle_safely(finished))
             else:
-                settlements.append(self._settle_traced(finished, entry.request.request_headers))
+                settlements.append(self._settle_traced(finished, _trace_of(entry)))
         if not settlements:
             return None
         batch = asyncio.gather(*settlements)
@@ -210,9 +219,9 @@ class AccessLogServicer:
             log.exception("access log: settling request %s on key %s failed; its lease "
                           "will expire", finished.admitted.request_id, finished.admitted.key_id)
 
-    async def _settle_traced(self, finished: FinishedRequest, logged: Any) -> None:
+    async def _settle_traced(self, finished: FinishedRequest, traceparent: str) -> None:
         assert self._spans is not None
-        with self._spans.settling(logged, finished.admitted.key_id, finished.status):
+        with self._spans.settling(traceparent, finished.admitted.key_id, finished.status):
             await self._settle_safely(finished)
 
     async def drain(self, timeout_s: float = SETTLE_DRAIN_S) -> None:

@@ -27,8 +27,9 @@ import asyncio
 import functools
 import inspect
 import os
-import random
 import socket
+import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -41,19 +42,15 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import (
-    Decision as SamplingDecision,
-)
-from opentelemetry.sdk.trace.sampling import (
     ParentBased,
-    Sampler,
-    SamplingResult,
     TraceIdRatioBased,
 )
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from aigw_sidecar import __version__
 from aigw_sidecar.admission.decision import Decision, UsageReport, UsageResult
+from aigw_sidecar.server.access_log import TRACE_FIELD
 from aigw_sidecar.server.metrics.interceptor import EXT_AUTHZ_CHECK
 from aigw_sidecar.server.metrics.measured_store import MeasurableStore
 from aigw_sidecar.server.wrapping import Handler, UnaryWrapper
@@ -72,9 +69,9 @@ TRACE_HEADERS = frozenset(
 # The only request and response fields an RPC span reads (never a secret, never a hash).
 _IDENTITY_FIELDS = ("key_id", "workspace", "project")
 SETTLE_SPAN = "settle usage"
+
 MAX_ATTRIBUTE_LENGTH = 256
-# Marks a parent context read from an HTTP client's own headers.
-UNTRUSTED_PARENT = otel_context.create_key("aigw-untrusted-parent")
+
 
 
 def exporter_for(endpoint: OtelEndpoint) -> SpanExporter:
@@ -103,11 +100,10 @@ class Tracing:
         })
         # A trace the caller (Envoy) sampled or dropped keeps that choice; a trace
         # that starts here is recorded at --otel-sample-ratio.
-        sampler = GatewaySampler(settings.otel_sample_ratio)
+        sampler = ParentBased(TraceIdRatioBased(settings.otel_sample_ratio))
         # A model name comes from the client's request: no attribute is longer than
-        # this, however long the name (OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT overrides).
-        limits = SpanLimits(max_span_attribute_length=int(
-            os.environ.get("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", MAX_ATTRIBUTE_LENGTH)))
+        # this, however long the name.
+        limits = SpanLimits(max_span_attribute_length=MAX_ATTRIBUTE_LENGTH)
         self.provider = TracerProvider(resource=resource, sampler=sampler, span_limits=limits)
         self.provider.add_span_processor(BatchSpanProcessor(
             exporter if exporter is not None
@@ -128,76 +124,48 @@ class Tracing:
     def usage_spans(self) -> UsageSpans:
         return UsageSpans(self.tracer)
 
-    async def shutdown(self) -> None:
-        """Export what is still queued (bounded by the exporter's timeout), then stop."""
-        await asyncio.to_thread(self.provider.shutdown)
+    async def shutdown(self, timeout_s: float) -> None:
+        """Export what is still queued, then stop; waits at most ``timeout_s`` (a
+        collector that does not answer must not hold the sidecar's exit)."""
+        # A daemon thread: one still blocked in an export does not keep the process.
+        worker = threading.Thread(target=self.provider.shutdown, name="otel shutdown",
+                                  daemon=True)
+        worker.start()
+        deadline = time.monotonic() + timeout_s
+        while worker.is_alive() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
 
 
-def parent_context(
-    headers: Mapping[str, str], untrusted: bool = False
-) -> otel_context.Context | None:
-    """The remote parent named by ``headers`` (traceparent, b3, x-b3-*), or None.
-
-    ``untrusted``: the headers are the HTTP client's own (a Check's request headers),
-    so its sampled flag is not obeyed (see ``GatewaySampler``).
-    """
+def parent_context(headers: Mapping[str, str]) -> otel_context.Context | None:
+    """The remote parent named by ``headers`` (traceparent, b3, x-b3-*), or None."""
     carrier = {name: value for name, value in headers.items() if name in TRACE_HEADERS}
     if not carrier:
         return None
     found = PROPAGATOR.extract(carrier, context=otel_context.Context())
     if not trace.get_current_span(found).get_span_context().is_valid:
         return None
-    return otel_context.set_value(UNTRUSTED_PARENT, True, found) if untrusted else found
+    return found
 
 
-class GatewaySampler(Sampler):
-    """Parent-based at ``ratio``, except for a parent an HTTP client named itself.
+def client_link(request: Any) -> list[Link]:
+    """A Check's link to the trace the HTTP client named in its own headers, if any.
 
-    A caller of the sidecar (Envoy's tracer, an application's gRPC client) decides
-    for its trace: sampled or not, the sidecar follows, and a trace that starts here
-    is recorded at ``ratio``. A parent read from the HTTP request's own headers (a
-    Check without trace metadata) is joined, but its sampled flag is not obeyed: a
-    hostile client could set it on every request to have each one recorded, or pick
-    trace ids that a trace-id ratio always keeps. Those are sampled at ``ratio`` by a
-    random draw.
+    Linked, not joined: a parent decides its children's sampling and trace id, and a
+    hostile client would use that to have each of its requests recorded (a sampled
+    flag, or trace ids a ratio sampler always keeps) or to write into other traces.
+    The Check starts a trace of its own, sampled at --otel-sample-ratio, that points
+    at the client's; its trace state is not copied.
     """
-
-    def __init__(self, ratio: float) -> None:
-        self._ratio = ratio
-        self._parent_based = ParentBased(TraceIdRatioBased(ratio))
-
-    def should_sample(
-        self,
-        parent_context: otel_context.Context | None,
-        trace_id: int,
-        name: str,
-        kind: SpanKind | None = None,
-        attributes: Any = None,
-        links: Any = None,
-        trace_state: Any = None,
-    ) -> SamplingResult:
-        if parent_context is not None and parent_context.get(UNTRUSTED_PARENT):
-            parent = trace.get_current_span(parent_context).get_span_context()
-            # A draw, not the trace id the client chose.
-            if random.random() < self._ratio:
-                return SamplingResult(SamplingDecision.RECORD_AND_SAMPLE, attributes,
-                                      parent.trace_state)
-            return SamplingResult(SamplingDecision.DROP, None, parent.trace_state)
-        return self._parent_based.should_sample(
-            parent_context, trace_id, name, kind, attributes, links, trace_state
-        )
-
-    def get_description(self) -> str:
-        return f"GatewaySampler{{{self._ratio}}}"
+    found = parent_context(request.attributes.request.http.headers)
+    if found is None:
+        return []
+    context = trace.get_current_span(found).get_span_context()
+    return [Link(trace.SpanContext(context.trace_id, context.span_id, is_remote=True))]
 
 
 def _metadata_headers(context: Any) -> dict[str, str]:
     return {key: value for key, value in (context.invocation_metadata() or ())
             if key in TRACE_HEADERS and isinstance(value, str)}
-
-
-def _check_headers(request: Any) -> Mapping[str, str]:
-    return request.attributes.request.http.headers  # type: ignore[no-any-return]
 
 
 def _identity(message: Any, span: Span, prefix: str = "aigw.") -> None:
@@ -231,6 +199,21 @@ def _check_attributes(response: Any, span: Span) -> None:
             span.set_attribute("aigw.deny_reason", fields["deny_reason"].string_value)
 
 
+def _carry_trace(response: Any, span: Span) -> None:
+    """An admitted request carries its Check span's context to its settlement.
+
+    In ext_authz's dynamic metadata, which Envoy's access log entry brings back: the
+    settlement's span is then a child of the Check's (in Envoy's trace), and only a
+    recorded Check has one. The client cannot set or see it.
+    """
+    fields = response.dynamic_metadata.fields
+    if response.status.code == 0 and "key_id" in fields:
+        context = span.get_span_context()
+        response.dynamic_metadata.update(
+            {TRACE_FIELD: f"00-{context.trace_id:032x}-{context.span_id:016x}-01"}
+        )
+
+
 class TracingInterceptor(UnaryWrapper):
     """A SERVER span around every unary RPC but grpc's own (health, reflection)."""
 
@@ -247,9 +230,9 @@ class TracingInterceptor(UnaryWrapper):
 
         async def traced(request: Any, context: Any) -> Any:
             parent = parent_context(_metadata_headers(context))
-            if parent is None and check:
-                parent = parent_context(_check_headers(request), untrusted=True)
-            span = tracer.start_span(name, context=parent, kind=SpanKind.SERVER, attributes=base)
+            links = client_link(request) if parent is None and check else None
+            span = tracer.start_span(name, context=parent, kind=SpanKind.SERVER,
+                                     attributes=base, links=links)
             if not span.is_recording():
                 # Sampled out: nothing here or under it is recorded (TracedStore makes
                 # no span under one that does not record), so none is made current.
@@ -263,6 +246,7 @@ class TracingInterceptor(UnaryWrapper):
                 span.set_attribute("rpc.grpc.status_code", 0)
                 if check:
                     _check_attributes(response, span)
+                    _carry_trace(response, span)
                 else:
                     _identity(response, span)
                     _response_attributes(response, span)
@@ -447,11 +431,13 @@ class UsageSpans:
         self._tracer = tracer
 
     @contextmanager
-    def settling(
-        self, logged_headers: Mapping[str, str], key_id: str, status: int | None,
-    ) -> Iterator[None]:
-        """A span around one settlement, under the request's trace when Envoy logged it."""
-        parent = parent_context(logged_headers)
+    def settling(self, traceparent: str, key_id: str, status: int | None) -> Iterator[None]:
+        """A span around one settlement, a child of the Check that admitted the request
+        (``traceparent``, carried in ext_authz's metadata); none where it was not traced."""
+        parent = parent_context({"traceparent": traceparent}) if traceparent else None
+        if parent is None:
+            yield
+            return
         span = self._tracer.start_span(SETTLE_SPAN, context=parent, kind=SpanKind.INTERNAL)
         if not span.is_recording():
             yield

@@ -2,7 +2,8 @@
 
 grpc.aio asks every interceptor for each call's handler. A subclass says how to
 wrap one method's handler (``wrap``); this builds that wrapper once per method and
-hands the same one back while the handler beneath stays the same object. grpc's
+hands the same one back while the handler beneath stays the same object (under an
+interceptor that makes a handler per call, such as admin auth, it wraps per call). grpc's
 own services (health, reflection) and streaming RPCs are passed through untouched.
 grpc ships no type hints, so handlers, requests and contexts are ``Any`` here.
 """

@@ -21,6 +21,7 @@ import pytest
 import pytest_asyncio
 import yaml
 
+from aigw_sidecar.api.v1.admission_pb2 import AuthorizeRequest
 from tests.e2e.conftest import Gateway, close_gateway, open_gateway
 from tests.e2e.envoy_process import (
     OTEL_CONFIG,
@@ -111,9 +112,9 @@ async def test_one_request_is_one_trace_from_envoy_through_the_sidecar_to_the_st
     store = _by_name(trace, SIDECAR, "store authorize")
     assert store.parent_span_id == check.span_id
     assert store.kind == 3  # CLIENT
-    # After the response, the usage path settles under the same request.
+    # After the response, the usage path settles under the Check that admitted it.
     settle = _by_name(trace, SIDECAR, "settle usage")
-    assert settle.parent_span_id == ingress.span_id
+    assert settle.parent_span_id == check.span_id
     record = _by_name(trace, SIDECAR, "store record_usage")
     assert record.parent_span_id == settle.span_id
 
@@ -177,8 +178,6 @@ def _without_tracing(config: dict[str, Any]) -> dict[str, Any]:
     resources = config["static_resources"]
     hcm = resources["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     del hcm["tracing"]
-    for log in hcm["access_log"]:
-        log["typed_config"].pop("additional_request_headers_to_log", None)
     resources["clusters"] = [c for c in resources["clusters"] if c["name"] != "otel_collector"]
     return config
 
@@ -219,17 +218,26 @@ async def test_a_client_cannot_have_a_request_traced_that_envoy_did_not_sample(
     try:
         created = await gateway.create_key()
         trace_id = uuid.uuid4().hex
-        client = gateway.client(
-            created.secret, default_headers={"traceparent": f"00-{trace_id}-{'1' * 16}-01"}
-        )
+        # A sampled traceparent, and the header Envoy's client_sampling would obey.
+        client = gateway.client(created.secret, default_headers={
+            "traceparent": f"00-{trace_id}-{'1' * 16}-01", "x-client-trace-id": trace_id,
+        })
         await client.chat.completions.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
         )
-        await asyncio.sleep(1.5)  # Envoy flushes every 100 ms here, the sidecar every 50 ms
+        # A traced call after it: once its span is in, the sidecar's earlier ones would
+        # be (one exporter, in order); Envoy's flush every 100 ms gets half a second more.
+        marker = uuid.uuid4().hex
+        await gateway.admission.Authorize(
+            AuthorizeRequest(secret=created.secret),
+            metadata=(("traceparent", f"00-{marker}-{'2' * 16}-01"),),
+        )
+        await _wait(receiver, lambda got: any(s.trace_id == marker for s in got))
+        await asyncio.sleep(0.5)
         assert [s for s in receiver.spans if s.trace_id == trace_id] == []
-        # (Only the key's creation, an admin call without a parent, was traced.)
-        assert [s.name for s in receiver.spans
-                if s.attributes.get("aigw.key_id") == created.key.key_id] == [
-                    "aigw.v1.KeyManagement/CreateKey"]
+        # Only the key's creation (an admin call without a parent) and the marker.
+        assert sorted(s.name for s in receiver.spans
+                      if s.attributes.get("aigw.key_id") == created.key.key_id) == [
+                          "aigw.v1.Admission/Authorize", "aigw.v1.KeyManagement/CreateKey"]
     finally:
         await close_gateway(gateway)

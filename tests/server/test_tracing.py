@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from aigw_sidecar.api.v1 import admission_pb2 as adm_pb
 from aigw_sidecar.api.v1 import admission_pb2_grpc, keys_pb2, keys_pb2_grpc
 from aigw_sidecar.bootstrap import Sidecar, start, start_tracing
+from aigw_sidecar.keys.secrets import hash_secret
 from aigw_sidecar.server.tracing import MAX_ATTRIBUTE_LENGTH, Tracing
 from aigw_sidecar.settings import Settings, config_text, parse_otel_endpoint, parse_settings
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
@@ -145,10 +146,13 @@ async def test_authorize_and_record_usage_are_spans_with_the_store_round_trip_as
 
 
 def assert_no_secret(spans: list[ReceivedSpan], secret: str) -> None:
+    """Neither the secret, nor a piece of it, nor its stored hash."""
+    digest = hash_secret(secret)
     for span in spans:
         text = repr((span.name, span.attributes))
         assert secret not in text
         assert secret[-10:] not in text
+        assert digest not in text and digest[:16] not in text
 
 
 async def test_a_denial_carries_its_reason_and_never_the_secret(traced: Traced) -> None:
@@ -186,20 +190,23 @@ async def test_a_call_continues_the_trace_its_metadata_names(
     assert one(spans, "store authorize").trace_id == TRACE_ID
 
 
-async def test_a_check_continues_the_http_requests_trace_from_its_headers(
+async def test_a_check_links_to_the_trace_the_client_named_but_does_not_join_it(
     traced: Traced,
 ) -> None:
-    """Envoy without its own tracer: the client's traceparent, forwarded in the Check."""
+    """Envoy without its own tracer: the client's traceparent (forwarded in the Check's
+    HTTP headers) is a link of a trace of the sidecar's own, not its parent."""
     created = await traced.create_key()
     traced.receiver.clear()
     request = check_request(
-        authorization=f"Bearer {created.secret}", traceparent=f"00-{TRACE_ID}-{PARENT_ID}-01",
+        authorization=f"Bearer {created.secret}",
+        traceparent=f"00-{TRACE_ID}-{PARENT_ID}-01", tracestate="vendor=" + "x" * 200,
     )
     reply = await check_stub(traced.channel)(request)
     assert reply.status.code == 0
     spans = await traced.spans({CHECK: 1})
     check = one(spans, CHECK)
-    assert (check.trace_id, check.parent_span_id) == (TRACE_ID, PARENT_ID)
+    assert check.trace_id != TRACE_ID and check.is_root
+    assert check.links == ((TRACE_ID, PARENT_ID),)
     assert check.attributes["aigw.decision"] == "allowed"
     assert check.attributes["aigw.key_id"] == created.key.key_id
 
@@ -253,17 +260,16 @@ async def test_a_ratio_of_zero_records_no_trace_started_here_but_keeps_a_callers
         await opened.admission.Authorize(adm_pb.AuthorizeRequest(secret=created.secret))
         await opened.admission.Authorize(
             adm_pb.AuthorizeRequest(secret=created.secret),
-            metadata=(("traceparent", f"00-{TRACE_ID}-{PARENT_ID}-01"),),
-        )
-        await opened.admission.Authorize(
-            adm_pb.AuthorizeRequest(secret=created.secret),
             metadata=(("traceparent", f"00-{'2' * 32}-{PARENT_ID}-00"),),
         )
-        spans = await opened.spans({AUTHORIZE: 1})
-        await asyncio.sleep(0.3)
+        # The sampled call goes last: once its spans are in, the ones before would be.
+        await opened.admission.Authorize(
+            adm_pb.AuthorizeRequest(secret=created.secret),
+            metadata=(("traceparent", f"00-{TRACE_ID}-{PARENT_ID}-01"),),
+        )
+        await opened.spans({AUTHORIZE: 1, "store authorize": 1})
         authorizes = [s for s in receiver.spans if s.name == AUTHORIZE]
         assert [s.trace_id for s in authorizes] == [TRACE_ID]
-        del spans
     finally:
         await opened.channel.close()
         await opened.sidecar.stop()
@@ -289,7 +295,7 @@ async def test_stopping_exports_the_spans_still_queued(
     assert AUTHORIZE in [s.name for s in receiver.spans if s.service == "flushed-at-stop"]
 
 
-def test_tracing_off_loads_no_tracing_sdk_and_wraps_nothing() -> None:
+def test_tracing_off_loads_no_tracing_sdk() -> None:
     """(redis-py imports OpenTelemetry's metrics API for its own, unused, observability.)"""
     assert start_tracing(Settings()) is None
     code = (
@@ -372,12 +378,39 @@ async def test_a_clients_own_sampled_flag_is_not_obeyed_but_envoys_is(
         check = check_stub(opened.channel)
         await check(check_request(authorization=f"Bearer {created.secret}",
                                   traceparent=f"00-{from_client}-{PARENT_ID}-01"))
+        # The sampled call goes last: once its span is in, the one before it would be.
         await check(check_request(authorization=f"Bearer {created.secret}"),
                     metadata=(("traceparent", sampled),))
         await opened.spans({CHECK: 1})
-        await asyncio.sleep(0.3)
         checks = [s for s in receiver.spans if s.name == CHECK]
         assert [s.trace_id for s in checks] == [TRACE_ID]
     finally:
         await opened.channel.close()
         await opened.sidecar.stop()
+
+
+async def test_a_collector_that_never_answers_does_not_hold_the_stop(
+    valkey_url: str, key_prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A listener that accepts and never replies: the exporter would wait its 10 s
+    timeout (and retry); the stop waits TRACING_SHUTDOWN_S at most."""
+    import socket
+    import time
+
+    from aigw_sidecar import bootstrap
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    monkeypatch.setattr(bootstrap, "TRACING_SHUTDOWN_S", 0.5)
+    try:
+        opened = await open_traced(valkey_url, key_prefix, tmp_path,
+                                   f"grpc://127.0.0.1:{silent.getsockname()[1]}")
+        await opened.admission.Authorize(adm_pb.AuthorizeRequest(secret="not-a-key"))
+        await opened.channel.close()
+        started = time.monotonic()
+        await opened.sidecar.stop()
+        # NOT_SERVING notice + a 0.5 s grace at most for calls, 0.5 s for spans.
+        assert time.monotonic() - started < 3.0
+    finally:
+        silent.close()

@@ -93,21 +93,12 @@ class ResponseFlags(_message.Message):
     def __init__(self, upstream_request_timeout: _Optional[bool] = ..., local_reset: _Optional[bool] = ..., upstream_remote_reset: _Optional[bool] = ..., upstream_connection_failure: _Optional[bool] = ..., upstream_connection_termination: _Optional[bool] = ..., downstream_connection_termination: _Optional[bool] = ..., stream_idle_timeout: _Optional[bool] = ..., downstream_remote_reset: _Optional[bool] = ...) -> None: ...
 
 class HTTPRequestProperties(_message.Message):
-    __slots__ = ("path", "request_id", "request_headers")
-    class RequestHeadersEntry(_message.Message):
-        __slots__ = ("key", "value")
-        KEY_FIELD_NUMBER: _ClassVar[int]
-        VALUE_FIELD_NUMBER: _ClassVar[int]
-        key: str
-        value: str
-        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    __slots__ = ("path", "request_id")
     PATH_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
-    REQUEST_HEADERS_FIELD_NUMBER: _ClassVar[int]
     path: str
     request_id: str
-    request_headers: _containers.ScalarMap[str, str]
-    def __init__(self, path: _Optional[str] = ..., request_id: _Optional[str] = ..., request_headers: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    def __init__(self, path: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class HTTPResponseProperties(_message.Message):
     __slots__ = ("response_code", "response_code_details")
