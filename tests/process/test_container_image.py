@@ -139,7 +139,8 @@ def container() -> Iterator[Container]:
                     secrets.token_urlsafe(24))
     started = podman(
         "run", "--detach", "--name", box.name,
-        "--network=host", "--user", f"{UID}:{UID}",
+        # No --user: the image's own USER must be the non-root one.
+        "--network=host",
         "--read-only", "--read-only-tmpfs=false",
         "--tmpfs", "/tmp:rw,mode=1777",
         "--tmpfs", f"{DATA_DIR}:rw,mode=0700,U",  # U: owned by the container's user
@@ -209,6 +210,16 @@ for pid in filter(str.isdigit, os.listdir("/proc")):
         fields = dict(line.split(":", 1) for line in status if ":" in line)
     print(fields["Name"].strip(), *fields["Uid"].split())
 """
+
+
+def test_the_images_user_is_uid_10001() -> None:
+    reason = why_the_image_cannot_run()
+    if reason and os.environ.get("AIGW_TEST_CONTAINER_REQUIRED"):
+        pytest.fail(reason)
+    if reason:
+        pytest.skip(reason)
+    config = podman("image", "inspect", "--format", "{{.Config.User}}", IMAGE)
+    assert config.stdout.strip() == f"{UID}:{UID}"
 
 
 def test_every_process_in_the_container_runs_as_uid_10001(container: Container) -> None:
