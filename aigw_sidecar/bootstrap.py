@@ -422,6 +422,7 @@ async def start(settings: Settings) -> Sidecar:
             cert_file=settings.admin_tls_cert_file or settings.tls_cert_file,
             key_file=settings.admin_tls_key_file or settings.tls_key_file,
             reuse_port=settings.reuse_port,
+            shutdown_timeout_s=settings.shutdown_grace_s,
         )
         scheme = "https" if settings.admin_tls_cert_file or settings.tls_cert_file else "http"
         host = settings.admin_http_listen.rpartition(":")[0] or "0.0.0.0"  # noqa: S104

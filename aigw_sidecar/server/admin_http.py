@@ -105,13 +105,16 @@ class AdminHttp:
         cert_file: str = "",
         key_file: str = "",
         reuse_port: bool = False,
+        shutdown_timeout_s: float = 10.0,
     ) -> AdminHttp:
         host, port = parse_address(address)
         context = None
         if cert_file:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(cert_file, key_file or None)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # stop() waits this long at most for open connections (aiohttp's default: 60 s).
+        runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                               shutdown_timeout=shutdown_timeout_s)
         await runner.setup()
         site = web.TCPSite(runner, host, port, ssl_context=context, reuse_port=reuse_port)
         try:

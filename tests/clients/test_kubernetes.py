@@ -44,7 +44,11 @@ from redis.connection import parse_url
 from redis.exceptions import AuthenticationError, BusyLoadingError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from aigw_sidecar.bootstrap import NOT_SERVING_NOTICE_S, UNKNOWN_OUTCOMES_DRAIN_S
+from aigw_sidecar.bootstrap import (
+    NOT_SERVING_NOTICE_S,
+    TRACING_SHUTDOWN_S,
+    UNKNOWN_OUTCOMES_DRAIN_S,
+)
 from aigw_sidecar.pricing.loader import PricingFile
 from aigw_sidecar.server.access_log import SETTLE_DRAIN_S
 from aigw_sidecar.server.admin_auth import parse_token_file
@@ -66,10 +70,6 @@ DOCS = REPO / "docs" / "kubernetes.md"
 KUBERNETES_VERSION = "1.30"
 # Sidecar.stop waits at most this long for its background tasks (bootstrap.py).
 TASKS_WAIT_S = 2.0
-# Sidecar.stop's last step, tracing.shutdown(): the final span export, bounded in the
-# server by aigw_sidecar.bootstrap.TRACING_SHUTDOWN_S (not on this branch yet: switch
-# this literal to that constant once it is).
-TRACING_SHUTDOWN_S = 5.0
 # Time left for Envoy and the sidecar to exit after the bounded steps (processes, kubelet).
 MARGIN_S = 5.0
 # What the tests put in the Secrets the manifests reference (a hex password, as the docs'
@@ -423,12 +423,13 @@ def test_envoy_drains_its_listener_before_it_is_stopped(base: Rendered) -> None:
     assert int(args[args.index("--drain-time-s") + 1]) < sleep_s
 
 
-def admin_http_shutdown_timeout_s() -> float:
+def admin_http_shutdown_timeout_s(grace_s: float) -> float:
     """How long AdminHttp.stop() may wait for open connections: its aiohttp runner's
-    shutdown timeout (aiohttp's default, 60 s, unless admin_http.py sets one)."""
+    shutdown timeout, as bootstrap.start sets it (--shutdown-grace-s)."""
 
     async def started() -> float:
-        admin_http = await AdminHttp.start("127.0.0.1:0", web.Application())
+        admin_http = await AdminHttp.start("127.0.0.1:0", web.Application(),
+                                           shutdown_timeout_s=grace_s)
         try:
             # aiohttp's BaseRunner keeps it there (AppRunner(shutdown_timeout=...)).
             timeout: float = admin_http.runner._shutdown_timeout
@@ -448,7 +449,7 @@ def test_envoy_drain_and_sidecar_shutdown_fit_the_termination_grace_period(
     # (admin_http.stop()), each gRPC listener's grace (admin, then data), the last
     # settlements, the unknown outcomes, the background tasks, the last trace export
     # (tracing.shutdown(), with --otel-endpoint set).
-    admin_http_s = admin_http_shutdown_timeout_s()
+    admin_http_s = admin_http_shutdown_timeout_s(settings.shutdown_grace_s)
     sidecar_stop_s = (
         NOT_SERVING_NOTICE_S + admin_http_s + 2 * settings.shutdown_grace_s + SETTLE_DRAIN_S
         + UNKNOWN_OUTCOMES_DRAIN_S + TASKS_WAIT_S + TRACING_SHUTDOWN_S
