@@ -24,8 +24,9 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import grpc
 from google.protobuf.struct_pb2 import Struct
@@ -35,9 +36,6 @@ from aigw_sidecar.admission.decision import Estimate, Reservation
 from aigw_sidecar.admission.recovery import AdmittedChecks
 from aigw_sidecar.admission.settlement import AdmittedRequest, UsageSettler, proxy_request_id
 from aigw_sidecar.api.envoy.v3 import access_log_pb2 as pb
-
-if TYPE_CHECKING:  # tracing (and OpenTelemetry) is imported only when it is on
-    from aigw_sidecar.server.tracing import UsageSpans
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +139,14 @@ def finished_request(
     )
 
 
+class SettlementSpans(Protocol):
+    """Tracing's usage path (server/tracing.py ``UsageSpans``, only when tracing is on)."""
+
+    def settling(
+        self, traceparent: str, key_id: str, status: int | None
+    ) -> AbstractContextManager[None]: ...
+
+
 def _trace_of(entry: pb.HTTPAccessLogEntry) -> str:
     """The traced Check's context the sidecar put in ext_authz's metadata, or ""."""
     namespaces = entry.common_properties.metadata.filter_metadata
@@ -156,7 +162,7 @@ class AccessLogServicer:
         self,
         settler: UsageSettler,
         checks: AdmittedChecks | None = None,
-        spans: UsageSpans | None = None,
+        spans: SettlementSpans | None = None,
     ) -> None:
         """Args:
         spans: with tracing on, a span per settlement under the request's trace.
