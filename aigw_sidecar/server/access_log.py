@@ -206,7 +206,9 @@ class AccessLogServicer:
             if self._spans is None:
                 settlements.append(self._settle_safely(finished))
             else:
-                settlements.append(self._settle_traced(finished, _trace_of(entry)))
+                settlements.append(
+                    self._settle_traced(self._spans, finished, _trace_of(entry))
+                )
         if not settlements:
             return None
         batch = asyncio.gather(*settlements)
@@ -225,9 +227,10 @@ class AccessLogServicer:
             log.exception("access log: settling request %s on key %s failed; its lease "
                           "will expire", finished.admitted.request_id, finished.admitted.key_id)
 
-    async def _settle_traced(self, finished: FinishedRequest, traceparent: str) -> None:
-        assert self._spans is not None
-        with self._spans.settling(traceparent, finished.admitted.key_id, finished.status):
+    async def _settle_traced(
+        self, spans: SettlementSpans, finished: FinishedRequest, traceparent: str
+    ) -> None:
+        with spans.settling(traceparent, finished.admitted.key_id, finished.status):
             await self._settle_safely(finished)
 
     async def drain(self, timeout_s: float = SETTLE_DRAIN_S) -> None:

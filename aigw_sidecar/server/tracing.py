@@ -4,17 +4,18 @@ Imported by the composition root only when tracing is on, so a sidecar without
 ``--otel-endpoint`` never loads the SDK, installs no interceptor and wraps no
 store: tracing off costs nothing per call.
 
-Spans, all under the caller's trace when the call carries one:
+Spans:
 
 * one ``SERVER`` span per RPC (Authorize, Check, RecordUsage, ReleaseReservation,
   each KeyManagement RPC), named ``<package>.<Service>/<Method>`` as OpenTelemetry's
-  RPC conventions say; its parent is read from the call's gRPC metadata (Envoy
-  sends its ext_authz span there), else, for a Check, from the HTTP request's
-  headers that Envoy forwarded (W3C ``traceparent``, B3 ``b3`` / ``x-b3-*``);
+  RPC conventions say, under the trace the call's gRPC metadata names (Envoy sends
+  its ext_authz span there); a Check whose HTTP client named a trace only in its own
+  headers links to it instead (``client_link``);
 * one ``CLIENT`` span per store round trip (``store authorize``,
   ``store record_usage``, ...), a child of the RPC's span;
-* on the usage path, one ``settle usage`` span per finished request Envoy logs,
-  its parent read from the ``traceparent`` Envoy logged with the entry.
+* on the usage path, one ``settle usage`` span per finished request Envoy logs, a
+  child of the traced Check that admitted it (its context rides in ext_authz's
+  dynamic metadata).
 
 Attributes: the key id, workspace, project, decision, deny reason, model and
 token counts. Never a secret: the key's secret and its hash are not read here,
@@ -41,10 +42,7 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from opentelemetry.sdk.trace.sampling import (
-    ParentBased,
-    TraceIdRatioBased,
-)
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -69,9 +67,7 @@ TRACE_HEADERS = frozenset(
 # The only request and response fields an RPC span reads (never a secret, never a hash).
 _IDENTITY_FIELDS = ("key_id", "workspace", "project")
 SETTLE_SPAN = "settle usage"
-
 MAX_ATTRIBUTE_LENGTH = 256
-
 
 
 def exporter_for(endpoint: OtelEndpoint) -> SpanExporter:
@@ -168,7 +164,7 @@ def _metadata_headers(context: Any) -> dict[str, str]:
             if key in TRACE_HEADERS and isinstance(value, str)}
 
 
-def _identity(message: Any, span: Span, prefix: str = "aigw.") -> None:
+def _identity(message: Any, span: Span) -> None:
     """key_id, workspace, project from ``message`` (and its ``key``/``overview``), if set."""
     for holder in (message, getattr(message, "key", None), getattr(message, "overview", None)):
         if holder is None or not hasattr(holder, "DESCRIPTOR"):
@@ -178,7 +174,7 @@ def _identity(message: Any, span: Span, prefix: str = "aigw.") -> None:
             if name in fields:
                 value = getattr(holder, name)
                 if isinstance(value, str) and value:
-                    span.set_attribute(prefix + name, value)
+                    span.set_attribute("aigw." + name, value)
 
 
 def _check_attributes(response: Any, span: Span) -> None:
@@ -304,6 +300,31 @@ def _report_attributes(report: UsageReport, span: Span) -> None:
     span.set_attribute("gen_ai.usage.output_tokens", report.completion_tokens)
 
 
+async def in_store_span(
+    tracer: Tracer, op: str, call: Awaitable[T],
+    annotate: Callable[[T, Span], None] | None = None,
+) -> T:
+    """Await ``call`` inside a CLIENT span ``store <op>`` under the current span; with
+    no recording span current, none (such a child would not be recorded either)."""
+    if not trace.get_current_span().is_recording():
+        return await call
+    span = tracer.start_span(
+        f"store {op}", kind=SpanKind.CLIENT,
+        attributes={"db.system.name": "redis", "db.operation.name": op},
+    )
+    try:
+        result = await call
+        if annotate is not None:
+            annotate(result, span)
+        return result
+    except BaseException as exc:
+        # The error's type only: store errors may name a key or an address.
+        span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+        raise
+    finally:
+        span.end()
+
+
 class TracedStore:
     """A ``MeasurableStore`` whose round trips are CLIENT spans under the current span.
 
@@ -314,32 +335,6 @@ class TracedStore:
     def __init__(self, store: MeasurableStore, tracer: Tracer) -> None:
         self._store = store
         self._tracer = tracer
-
-    def _span(self, op: str) -> Span | None:
-        if not trace.get_current_span().is_recording():
-            return None
-        return self._tracer.start_span(
-            f"store {op}", kind=SpanKind.CLIENT,
-            attributes={"db.system.name": "redis", "db.operation.name": op},
-        )
-
-    async def _traced(
-        self, op: str, call: Awaitable[T], annotate: Callable[[T, Span], None] | None = None
-    ) -> T:
-        span = self._span(op)
-        if span is None:
-            return await call
-        try:
-            result = await call
-            if annotate is not None:
-                annotate(result, span)
-            return result
-        except BaseException as exc:
-            # The error's type only: store errors may name a key or an address.
-            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-            raise
-        finally:
-            span.end()
 
     async def authorize(
         self,
@@ -356,12 +351,13 @@ class TracedStore:
             if tokens is not None:
                 span.set_attribute("aigw.estimated_tokens", tokens)
 
-        return await self._traced("authorize", self._store.authorize(
+        return await in_store_span(self._tracer, "authorize", self._store.authorize(
             key_id, key_hash, request_id, tokens, cost_micro_usd, model, model_unpriced
         ), annotate)
 
     async def resolve_legacy(self, key_hash: str) -> str | None:
-        return await self._traced("resolve_legacy", self._store.resolve_legacy(key_hash))
+        return await in_store_span(self._tracer, "resolve_legacy",
+                                   self._store.resolve_legacy(key_hash))
 
     async def record_usage(self, report: UsageReport) -> UsageResult:
         def annotate(result: UsageResult, span: Span) -> None:
@@ -373,14 +369,15 @@ class TracedStore:
                 if value:
                     span.set_attribute("aigw." + name, value)
 
-        return await self._traced("record_usage", self._store.record_usage(report), annotate)
+        return await in_store_span(self._tracer, "record_usage",
+                                   self._store.record_usage(report), annotate)
 
     async def release_reservation(self, key_id: str, request_id: str) -> bool:
         def annotate(_released: bool, span: Span) -> None:
             span.set_attribute("aigw.key_id", key_id)
 
-        return await self._traced("release_reservation",
-                                  self._store.release_reservation(key_id, request_id), annotate)
+        return await in_store_span(self._tracer, "release_reservation",
+                                   self._store.release_reservation(key_id, request_id), annotate)
 
     async def ping(self) -> bool:
         # The health watcher's ping, once a second: not traced (it is no one's request).
@@ -406,19 +403,7 @@ class TracedKeyStore:
 
         @functools.wraps(attribute)
         async def traced(*args: Any, **kwargs: Any) -> Any:
-            if not trace.get_current_span().is_recording():
-                return await attribute(*args, **kwargs)
-            span = tracer.start_span(
-                f"store {name}", kind=SpanKind.CLIENT,
-                attributes={"db.system.name": "redis", "db.operation.name": name},
-            )
-            try:
-                return await attribute(*args, **kwargs)
-            except BaseException as exc:
-                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-                raise
-            finally:
-                span.end()
+            return await in_store_span(tracer, name, attribute(*args, **kwargs))
 
         setattr(self, name, traced)  # built once per method
         return traced
