@@ -233,20 +233,21 @@ class OtelEndpoint:
 
 def parse_otel_endpoint(text: str) -> OtelEndpoint:
     """``grpc://h:p``, ``grpcs://h:p``, ``http(s)://h:p[/path]`` (default path /v1/traces)."""
+    shown = repr(masked_url(text))  # an error never shows a password in the URL
     scheme, sep, rest = text.partition("://")
     host = rest.split("/", 1)[0]
     if not sep or not host or (":" not in host.strip("[]") and scheme.startswith("grpc")):
-        raise ValueError(f"{text!r} is not grpc://host:port, grpcs://host:port or an"
+        raise ValueError(f"{shown} is not grpc://host:port, grpcs://host:port or an"
                          " http(s):// URL")
     if scheme in ("grpc", "grpcs"):
         if rest != host:
-            raise ValueError(f"{text!r}: an OTLP/gRPC endpoint has no path")
+            raise ValueError(f"{shown}: an OTLP/gRPC endpoint has no path")
         return OtelEndpoint("grpc", host, insecure=scheme == "grpc")
     if scheme in ("http", "https"):
         path = rest[len(host):]
         url = text if path not in ("", "/") else f"{scheme}://{host}/v1/traces"
         return OtelEndpoint("http", url, insecure=scheme == "http")
-    raise ValueError(f"{text!r}: the scheme must be grpc, grpcs, http or https")
+    raise ValueError(f"{shown}: the scheme must be grpc, grpcs, http or https")
 
 
 def parse_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Settings:

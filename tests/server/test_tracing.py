@@ -414,3 +414,12 @@ async def test_a_collector_that_never_answers_does_not_hold_the_stop(
         assert time.monotonic() - started < 3.0
     finally:
         silent.close()
+
+
+def test_a_bad_endpoint_is_named_without_its_password(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        parse_settings(["--otel-endpoint", "ftp://user:hunter2@collector:21"], env={})
+    err = capsys.readouterr().err
+    assert "scheme" in err and "hunter2" not in err
