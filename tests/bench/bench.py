@@ -384,7 +384,7 @@ def _sanity_call(target: str, path: str, body: bytes) -> bytes:
     return reply
 
 
-def _lifetime_requests(target: str, key_id: str) -> int:
+def lifetime_requests(target: str, key_id: str) -> int:
     with grpc.insecure_channel(target) as channel:
         overview = keys_pb2_grpc.KeyManagementStub(channel).GetKeyOverview(
             keys_pb2.GetKeyOverviewRequest(key_id=key_id)
@@ -428,12 +428,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
             def h2(name: str, path: str, body: bytes, **kw: Any) -> Row:
                 """An h2load phase, checked: h2load counts any HTTP 200 as a success."""
-                before = _lifetime_requests(target, key_id) if path == AUTHORIZE else 0
+                before = lifetime_requests(target, key_id) if path == AUTHORIZE else 0
                 got = h2load(name, target, path, body, workdir, seconds=seconds, **kw)
                 row = got.row
                 if path == AUTHORIZE:
                     # Every call that ended (warm-up run included) must be in the store.
-                    admitted = _lifetime_requests(target, key_id) - before
+                    admitted = lifetime_requests(target, key_id) - before
                     row.errors += max(0, got.done - admitted)
                 else:
                     # Each OK reply carries one response message; an error, none.
@@ -451,7 +451,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             def at_rate(name: str, path: str, body: bytes, rate: float) -> tuple[Row, float]:
                 """One checked steady run, and the CPU other tenants used meanwhile
                 (% of one CPU; loopback softirq counts there too)."""
-                before = _lifetime_requests(target, key_id) if path == AUTHORIZE else 0
+                before = lifetime_requests(target, key_id) if path == AUTHORIZE else 0
                 cpu0, machine0, gen0 = read_cpu(ours), machine_cpu()[0], _children_cpu_s()
                 start = time.monotonic()
                 row, scheduled = steady_row(name, target, path, body, rate=rate,
@@ -461,7 +461,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 used = (cpu_delta(cpu0, read_cpu(ours)) or 0.0) + _children_cpu_s() - gen0
                 others = 100 * max(0.0, machine_cpu()[0] - machine0 - used) / wall
                 if path == AUTHORIZE:
-                    admitted = _lifetime_requests(target, key_id) - before
+                    admitted = lifetime_requests(target, key_id) - before
                     if admitted != scheduled:
                         raise RuntimeError(f"{name}: {scheduled} calls sent, the store "
                                            f"counted {admitted}")

@@ -34,7 +34,7 @@ import grpc
 
 from aigw_sidecar.api.v1 import admission_pb2, keys_pb2, keys_pb2_grpc
 from aigw_sidecar.store.embedded import find_server_binary
-from tests.bench.bench import AUTHORIZE, _lifetime_requests, h2load
+from tests.bench.bench import AUTHORIZE, lifetime_requests, h2load
 from tests.otlp_receiver import OtlpReceiver
 from tests.servers import SidecarProcess, StoreProcess
 
@@ -81,12 +81,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 for name in VARIANTS:
                     target, (secret, key_id) = sidecars[name].target, keys[name]
                     body = admission_pb2.AuthorizeRequest(secret=secret).SerializeToString()
-                    before = _lifetime_requests(target, key_id)
+                    before = lifetime_requests(target, key_id)
                     peak = h2load(f"{name}-{number}", target, AUTHORIZE, body, workdir,
                                   connections=8, streams=8, seconds=args.seconds)
                     one = h2load(f"{name}-{number}-1", target, AUTHORIZE, body, workdir,
                                  connections=1, streams=1, seconds=args.seconds / 2)
-                    admitted = _lifetime_requests(target, key_id) - before
+                    admitted = lifetime_requests(target, key_id) - before
                     # (A call h2load's -D deadline cut can still reach the store.)
                     if admitted < peak.done + one.done:
                         raise RuntimeError(f"{name}: h2load saw {peak.done + one.done} calls "
