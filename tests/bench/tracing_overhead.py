@@ -34,7 +34,7 @@ import grpc
 
 from aigw_sidecar.api.v1 import admission_pb2, keys_pb2, keys_pb2_grpc
 from aigw_sidecar.store.embedded import find_server_binary
-from tests.bench.bench import AUTHORIZE, lifetime_requests, h2load
+from tests.bench.bench import AUTHORIZE, h2load, lifetime_requests
 from tests.otlp_receiver import OtlpReceiver
 from tests.servers import SidecarProcess, StoreProcess
 
