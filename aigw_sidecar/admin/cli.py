@@ -38,6 +38,7 @@ from aigw_sidecar.admin.commands import (
 )
 from aigw_sidecar.api.v1 import keys_pb2 as keys_pb
 from aigw_sidecar.keys import secrets
+from aigw_sidecar.server.admin_auth import AUTH_NOTICE
 
 PROG = "aigw-admin"
 SERVICE = keys_pb.DESCRIPTOR.services_by_name["KeyManagement"]
@@ -67,9 +68,8 @@ _HINTS = {
 }
 
 
-# Trailing metadata of a call the sidecar served without checking the token sent
-# (it has none configured); see aigw_sidecar/server/admin_auth.py.
-AUTH_NOTICE = ("aigw-admin-auth", "none")
+# Shown when AUTH_NOTICE (admin_auth's trailing metadata) says the sidecar served the
+# call without checking the token sent: it has none configured.
 AUTH_NOTICE_WARNING = (
     "warning: the sidecar has no admin token configured: the token sent was ignored and "
     "the call ran as anonymous (any local caller can manage keys; set AIGW_ADMIN_TOKEN "

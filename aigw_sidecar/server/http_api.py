@@ -179,17 +179,13 @@ def set_query(message: Message, query: Mapping[str, list[str]]) -> None:
                     grpc.StatusCode.INVALID_ARGUMENT, f"{shown_name(name)}: unknown parameter"
                 )
             if i < len(parts) - 1:
-                if field.type != FieldDescriptor.TYPE_MESSAGE or _is_repeated(field):
+                if field.type != FieldDescriptor.TYPE_MESSAGE or field.is_repeated:
                     raise ApiError(
                         grpc.StatusCode.INVALID_ARGUMENT, f"{shown_name(name)}: unknown parameter"
                     )
                 target = getattr(target, field.name)
                 continue
             _set_scalar(target, field, name, values)
-
-
-def _is_repeated(field: FieldDescriptor) -> bool:
-    return bool(field.is_repeated)
 
 
 def _set_scalar(message: Message, field: FieldDescriptor, name: str, values: list[str]) -> None:
@@ -202,7 +198,7 @@ def _set_scalar(message: Message, field: FieldDescriptor, name: str, values: lis
     if field.type == FieldDescriptor.TYPE_MESSAGE:
         raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"{name}: set it in the body")
     converted = [_scalar(field, name, value) for value in values]
-    if _is_repeated(field):
+    if field.is_repeated:
         getattr(message, field.name).extend(converted)
     elif len(converted) != 1:
         raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"{name}: given more than once")

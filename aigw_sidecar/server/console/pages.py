@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from aigw_sidecar.admin.render import SECRET_WARNING, count, usd
 from aigw_sidecar.api.v1 import keys_pb2 as keys_pb
 from aigw_sidecar.limits.kinds import LIMIT_KINDS, LimitKind, Unit
-from aigw_sidecar.server.console.calls import DayUsage, KeyPage
+from aigw_sidecar.server.console.calls import KeyPage
 from aigw_sidecar.server.console.charts import (
     amount,
     cents,
@@ -353,7 +353,7 @@ def replace_after(viewer: Viewer, legacy: keys_pb.ApiKey) -> Markup:
 
 
 def overview(
-    viewer: Viewer, ov: keys_pb.KeyOverview, history: dict[int, list[DayUsage]] | None
+    viewer: Viewer, ov: keys_pb.KeyOverview, history: dict[int, list[keys_pb.DailyUsage]] | None
 ) -> Markup:
     key = ov.key
     rows = []
@@ -464,16 +464,20 @@ def _key_facts(key: keys_pb.ApiKey) -> Markup:
     )
 
 
-def _history(history: dict[int, list[DayUsage]]) -> Markup:
+def _day_s(day: keys_pb.DailyUsage) -> int:
+    return day.day.seconds  # the UTC day's start
+
+
+def _history(history: dict[int, list[keys_pb.DailyUsage]]) -> Markup:
     sections = []
     for days, usage in sorted(history.items()):
         sections.append(el(
             "div",
             el("h3", f"Last {days} days"),
             el("div",
-               daily_chart("Cost per day", [(d.day_s, d.cost_micro_usd) for d in usage], cents),
-               daily_chart("Tokens per day", [(d.day_s, d.tokens) for d in usage], count),
-               daily_chart("Requests per day", [(d.day_s, d.requests) for d in usage], count),
+               daily_chart("Cost per day", [(_day_s(d), d.cost_micro_usd) for d in usage], cents),
+               daily_chart("Tokens per day", [(_day_s(d), d.tokens) for d in usage], count),
+               daily_chart("Requests per day", [(_day_s(d), d.requests) for d in usage], count),
                class_="charts"),
         ))
     return el("section", el("h2", "Usage history (UTC days)"), sections)

@@ -26,7 +26,7 @@ from aiohttp import web
 from aigw_sidecar.api.v1 import keys_pb2 as keys_pb
 from aigw_sidecar.server.admin_auth import ANONYMOUS, AdminAuthenticator
 from aigw_sidecar.server.console import pages
-from aigw_sidecar.server.console.calls import KeyCalls, list_keys_with_usage, usage_history
+from aigw_sidecar.server.console.calls import KeyCalls, list_keys_with_usage
 from aigw_sidecar.server.console.forms import KeyForm, create_request, form_of_key
 from aigw_sidecar.server.console.layout import CSRF_FIELD, PREFIX, STATIC, Viewer, key_path, page
 from aigw_sidecar.server.console.markup import Markup
@@ -384,13 +384,14 @@ class Console:
         history = {}
         for days in HISTORY_DAYS:
             try:
-                found = await usage_history(self._calls, key_id, days, self._principal(request))
+                found = await self._call(
+                    request, "GetKeyUsageHistory",
+                    keys_pb.GetKeyUsageHistoryRequest(key_id=key_id, days=days),
+                )
             except ApiError as exc:
                 log.warning("console: no usage history for %s: %s", key_id, exc.message)
                 break
-            if found is None:
-                break
-            history[days] = found
+            history[days] = list(found.days)
         body = pages.overview(self._viewer(request), reply.overview, history or None)
         return self._html(request, reply.overview.key.name, body, section="keys")
 
