@@ -67,11 +67,6 @@ def usage_bar(kind: LimitKind, usage: keys_pb.LimitUsage, *, compact: bool = Fal
     )
 
 
-def cents(micro_usd: int) -> str:
-    """A chart's money, to the cent."""
-    return usd(round(micro_usd, -4))
-
-
 def day_text(day_s: int) -> str:
     return datetime.fromtimestamp(day_s, UTC).strftime("%Y-%m-%d")
 

@@ -15,7 +15,6 @@ from aigw_sidecar.limits.kinds import LIMIT_KINDS, LimitKind, Unit
 from aigw_sidecar.server.console.calls import KeyPage
 from aigw_sidecar.server.console.charts import (
     amount,
-    cents,
     counted,
     daily_chart,
     percent,
@@ -475,7 +474,7 @@ def _history(history: dict[int, list[keys_pb.DailyUsage]]) -> Markup:
             "div",
             el("h3", f"Last {days} days"),
             el("div",
-               daily_chart("Cost per day", [(_day_s(d), d.cost_micro_usd) for d in usage], cents),
+               daily_chart("Cost per day", [(_day_s(d), d.cost_micro_usd) for d in usage], usd),
                daily_chart("Tokens per day", [(_day_s(d), d.tokens) for d in usage], count),
                daily_chart("Requests per day", [(_day_s(d), d.requests) for d in usage], count),
                class_="charts"),
