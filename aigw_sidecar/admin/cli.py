@@ -421,8 +421,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(redact(_one_line(str(exc))), file=sys.stderr)
         return 2
-    except KeyNotResolved as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+    except KeyNotResolved as exc:  # it quotes --workspace: a pasted secret is cut too
+        print(redact(f"{PROG}: error: {exc}"), file=sys.stderr)
         return 1
     except grpc.RpcError as exc:
         code = exc.code().name if hasattr(exc, "code") else "UNKNOWN"
