@@ -3,7 +3,8 @@
 -- into the scripts once per limit kind, in the table's order, when it loads
 -- them (so a script runs straight-line code: no table of kinds, no dispatch and
 -- no closures are built on each call). A snippet starts with '--@ <window>.<part>';
--- in it $name, $field, $reason, $unit, $budget and $window_s are the kind's,
+-- in it $name, $field, $reason, $unit, $budget, $window_s and $aux (its extra
+-- record field, for a window that keeps one) are the kind's,
 -- and lim_$name (its limit, nil for none), used_$name, reset_$name, win_$name
 -- and aux_$name (its extra record field) are the kind's own locals.
 -- Parts, and where a script expands them ('--@each <part>'):
@@ -158,7 +159,7 @@ used[#used + 1] = slots_held(KEYS[7], now_ms)
 
 --@ fixed_requests.read
 -- Requests admitted in the current fixed window of $window_s s aligned to the
--- epoch (86400: the UTC day), in the record field aux_$name ('n:<field>').
+-- epoch (86400: the UTC day), in the record field $aux (read into aux_$name).
 -- Counted while the key has the limit (like tokens per minute), so a key
 -- without it pays nothing; a limit set mid-window starts from zero.
 used_$name, reset_$name = fixed_window(aux_$name, now_ms, $window_s)
@@ -168,10 +169,10 @@ if used_$name >= lim_$name then
 end
 --@ fixed_requests.admit
 used_$name = used_$name + 1
-rec_sets[#rec_sets + 1] = 'n:$field'
+rec_sets[#rec_sets + 1] = '$aux'
 rec_sets[#rec_sets + 1] = fixed_value(now_ms, $window_s, used_$name)
 --@ fixed_requests.report
 state('$name', lim_$name, remaining(lim_$name, used_$name), reset_$name)
 --@ fixed_requests.overview
 used[#used + 1] = '$name'
-used[#used + 1] = (fixed_window(fields['n:$field'], now_ms, $window_s))
+used[#used + 1] = (fixed_window(fields['$aux'], now_ms, $window_s))
