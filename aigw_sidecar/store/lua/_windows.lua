@@ -21,6 +21,8 @@
 -- (now - 60 s), request_id, lease_ms, reserving, est_<unit>, period_<unit>,
 -- reserved_<unit> (units: tokens, micro_usd), earliest_lease, budget_reset_ms,
 -- seq, rec_sets, slot_held, admitted, refused (the name of the refusing kind).
+-- record_usage's (settle): add_tokens (the report's), total_<unit> (the
+-- period's, the report counted), with_alerts, threshold_alerts, charged_window.
 -- Invariant: read and refuse write nothing, so a denied request changes no counter.
 
 --@ period.read
@@ -121,7 +123,7 @@ used[#used + 1] = window_tokens(KEYS[1], KEYS[6], now_us) + reserved_$unit
 --@ rolling_tokens.settle
 -- The actual tokens enter the token window now; the estimate left with the lease.
 if not charged_window then
-  charge_token_window(KEYS[1], KEYS[6], now_us, total_reported)
+  charge_token_window(KEYS[1], KEYS[6], now_us, add_tokens)
   charged_window = true
 end
 
