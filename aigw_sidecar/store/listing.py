@@ -68,14 +68,12 @@ class KeyListing:
         self, key_filter: KeyFilter, page_size: int, page_token: str
     ) -> tuple[list[ApiKey], str]:
         """A page of keys, and the next page's token ("" after the last)."""
-        if not key_filter.narrows:
-            async with store_errors():
-                now_ms = await self._now_ms()
-                found, token = await self._scan(key_filter, page_size, page_token, None, now_ms)
-            return [decode_key(record, now_ms) for _kid, record in found], token
-        ids, token = await self.list_key_ids(key_filter, page_size, page_token)
         async with store_errors():
             now_ms = await self._now_ms()
+            if not key_filter.narrows:
+                found, token = await self._scan(key_filter, page_size, page_token, None, now_ms)
+                return [decode_key(record, now_ms) for _kid, record in found], token
+            ids, token = await self._key_ids(key_filter, page_size, page_token, now_ms)
             pipe = self._redis.pipeline(transaction=False)
             for kid in ids:
                 pipe.hgetall(self._ks.record(kid))
@@ -88,12 +86,17 @@ class KeyListing:
         self, key_filter: KeyFilter, page_size: int, page_token: str
     ) -> tuple[list[str], str]:
         """The key ids of a page, and the next page's token, reading only what the filter reads."""
+        async with store_errors():
+            now_ms = await self._now_ms() if key_filter.status is not None else 0
+            return await self._key_ids(key_filter, page_size, page_token, now_ms)
+
+    async def _key_ids(
+        self, key_filter: KeyFilter, page_size: int, page_token: str, now_ms: int
+    ) -> tuple[list[str], str]:
         # The key id too: a record without one is gone (a key deleted, or one being
         # created, between its index entry and its record).
         fields = ("kid", *filter_fields(key_filter))
-        async with store_errors():
-            now_ms = await self._now_ms() if key_filter.status is not None else 0
-            found, token = await self._scan(key_filter, page_size, page_token, fields, now_ms)
+        found, token = await self._scan(key_filter, page_size, page_token, fields, now_ms)
         return [kid for kid, _record in found], token
 
     async def _scan(

@@ -42,6 +42,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
 from aigw_sidecar.keys.model import HISTORY_DAYS
+from aigw_sidecar.limits.alerts import Budget
 from aigw_sidecar.limits.kinds import LIMIT_KINDS, DenyReason, LimitKind, Unit, Window
 from aigw_sidecar.store.client import StoreClient
 from aigw_sidecar.store.replies import AuthorizeStatus, ScriptCode
@@ -64,7 +65,7 @@ _ROLLING_WINDOW_S = 60
 # Windows that keep an extra record field per kind, by its prefix.
 _AUX_PREFIX = {Window.FIXED_REQUESTS: "n:"}
 # The budget name (limits.alerts.Budget) a period kind's alerts carry, by unit.
-_BUDGET_OF_UNIT = {Unit.MICRO_USD: "cost", Unit.TOKENS: "tokens"}
+_BUDGET_OF_UNIT = {Unit.MICRO_USD: Budget.COST, Unit.TOKENS: Budget.TOKENS}
 _GUARDS = {
     "limited": ("if lim_$name then\n", "end\n"),
     "unlimited": ("if not lim_$name then\n", "end\n"),
@@ -100,30 +101,32 @@ def _names(kind: LimitKind) -> dict[str, str]:
     return {
         "name": kind.name, "field": kind.record_field, "reason": kind.deny_reason.value,
         "unit": kind.unit.value, "window_s": str(kind.window_s),
-        "budget": _BUDGET_OF_UNIT.get(kind.unit, ""),
+        "budget": _BUDGET_OF_UNIT.get(kind.unit, ""), "aux": _aux_field(kind) or "",
     }
+
+
+def _aux_field(kind: LimitKind) -> str | None:
+    """The kind's extra record field, when its window keeps one."""
+    prefix = _AUX_PREFIX.get(kind.window)
+    return None if prefix is None else prefix + kind.record_field
 
 
 def _record_fields() -> list[str]:
     fields = [kind.record_field for kind in LIMIT_KINDS]
-    fields += [
-        _AUX_PREFIX[kind.window] + kind.record_field
-        for kind in LIMIT_KINDS if kind.window in _AUX_PREFIX
-    ]
-    return fields
+    return fields + [aux for kind in LIMIT_KINDS if (aux := _aux_field(kind))]
 
 
-def _declare(indent: str) -> str:
+def _declare() -> str:
     fields = _record_fields()
     lines = []
     for kind in LIMIT_KINDS:
         name = kind.name
         lines.append(f"local lim_{name} = tonumber(rec[{fields.index(kind.record_field) + 1}])")
-        if kind.window in _AUX_PREFIX:
-            aux = fields.index(_AUX_PREFIX[kind.window] + kind.record_field) + 1
-            lines.append(f"local aux_{name} = rec[{aux}]")
+        aux = _aux_field(kind)
+        if aux is not None:
+            lines.append(f"local aux_{name} = rec[{fields.index(aux) + 1}]")
         lines.append(f"local used_{name}, reset_{name}, win_{name}")
-    return "".join(f"{indent}{line}\n" for line in lines)
+    return "".join(f"{line}\n" for line in lines)
 
 
 def _any_limited(units: list[str]) -> str:
@@ -163,7 +166,7 @@ def expand(text: str) -> str:
     text = text.replace("@FIXED@", str(len(fields) + 1))
     text = text.replace("@HISTORY_DAYS@", str(HISTORY_DAYS))
     text = _ANY_LIMITED.sub(lambda m: _any_limited(m.group(1).split(",")), text)
-    text = _DECLARE.sub(lambda m: _declare(""), text)
+    text = _DECLARE.sub(lambda m: _declare(), text)
     text = _EACH.sub(lambda m: _each(m.group(2), m.group(3), m.group(1)), text)
     return _CONSTANT.sub(_constant, text)
 

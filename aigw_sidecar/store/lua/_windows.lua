@@ -3,7 +3,8 @@
 -- into the scripts once per limit kind, in the table's order, when it loads
 -- them (so a script runs straight-line code: no table of kinds, no dispatch and
 -- no closures are built on each call). A snippet starts with '--@ <window>.<part>';
--- in it $name, $field, $reason, $unit, $budget and $window_s are the kind's,
+-- in it $name, $field, $reason, $unit, $budget, $window_s and $aux (its extra
+-- record field, for a window that keeps one) are the kind's,
 -- and lim_$name (its limit, nil for none), used_$name, reset_$name, win_$name
 -- and aux_$name (its extra record field) are the kind's own locals.
 -- Parts, and where a script expands them ('--@each <part>'):
@@ -20,6 +21,8 @@
 -- (now - 60 s), request_id, lease_ms, reserving, est_<unit>, period_<unit>,
 -- reserved_<unit> (units: tokens, micro_usd), earliest_lease, budget_reset_ms,
 -- seq, rec_sets, slot_held, admitted, refused (the name of the refusing kind).
+-- record_usage's (settle): add_tokens (the report's), total_<unit> (the
+-- period's, the report counted), with_alerts, threshold_alerts, charged_window.
 -- Invariant: read and refuse write nothing, so a denied request changes no counter.
 
 --@ period.read
@@ -120,7 +123,7 @@ used[#used + 1] = window_tokens(KEYS[1], KEYS[6], now_us) + reserved_$unit
 --@ rolling_tokens.settle
 -- The actual tokens enter the token window now; the estimate left with the lease.
 if not charged_window then
-  charge_token_window(KEYS[1], KEYS[6], now_us, total_reported)
+  charge_token_window(KEYS[1], KEYS[6], now_us, add_tokens)
   charged_window = true
 end
 
@@ -158,7 +161,7 @@ used[#used + 1] = slots_held(KEYS[7], now_ms)
 
 --@ fixed_requests.read
 -- Requests admitted in the current fixed window of $window_s s aligned to the
--- epoch (86400: the UTC day), in the record field aux_$name ('n:<field>').
+-- epoch (86400: the UTC day), in the record field $aux (read into aux_$name).
 -- Counted while the key has the limit (like tokens per minute), so a key
 -- without it pays nothing; a limit set mid-window starts from zero.
 used_$name, reset_$name = fixed_window(aux_$name, now_ms, $window_s)
@@ -168,10 +171,10 @@ if used_$name >= lim_$name then
 end
 --@ fixed_requests.admit
 used_$name = used_$name + 1
-rec_sets[#rec_sets + 1] = 'n:$field'
+rec_sets[#rec_sets + 1] = '$aux'
 rec_sets[#rec_sets + 1] = fixed_value(now_ms, $window_s, used_$name)
 --@ fixed_requests.report
 state('$name', lim_$name, remaining(lim_$name, used_$name), reset_$name)
 --@ fixed_requests.overview
 used[#used + 1] = '$name'
-used[#used + 1] = (fixed_window(fields['n:$field'], now_ms, $window_s))
+used[#used + 1] = (fixed_window(fields['$aux'], now_ms, $window_s))

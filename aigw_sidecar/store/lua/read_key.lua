@@ -23,12 +23,11 @@ local now_us = clock_us(ARGV[1])
 local now_ms = floor_div(now_us, 1000)
 local start_ms, end_ms = period_bounds(fields['period'], now_ms)
 local pid = period_id(fields['epoch'], start_ms)
-local tokens, cost, requests, pt, ct = period_usage(KEYS[3], pid)
-local rsv_tok, rsv_cost, rsv_count = open_reservations(KEYS[1], KEYS[4], KEYS[5], now_ms)
+local period_tokens, period_micro_usd, requests, pt, ct = period_usage(KEYS[3], pid)
+local reserved_tokens, reserved_micro_usd, rsv_count = open_reservations(KEYS[1], KEYS[4],
+  KEYS[5], now_ms)
 -- What every limit kind counts now, whether or not the key has the limit.
 local now_s, since_us = floor_div(now_ms, 1000), now_us - WINDOW_US
-local period_tokens, period_micro_usd = tokens, cost
-local reserved_tokens, reserved_micro_usd = rsv_tok, rsv_cost
 local used = {}
 --@each overview all
 
@@ -54,7 +53,8 @@ if redis.call('HGET', KEYS[3], 'pid') == pid then
   end
 end
 return {rec, 'now_ms', now_ms, 'period_start_ms', start_ms, 'period_end_ms', end_ms,
-  'period_tokens', tokens, 'period_cost', cost, 'period_requests', requests,
+  'period_tokens', period_tokens, 'period_cost', period_micro_usd, 'period_requests', requests,
   'period_prompt_tokens', pt, 'period_completion_tokens', ct,
-  'reserved_tokens', rsv_tok, 'reserved_cost', rsv_cost, 'open_reservations', rsv_count,
+  'reserved_tokens', reserved_tokens, 'reserved_cost', reserved_micro_usd,
+  'open_reservations', rsv_count,
   'unpriced_requests', unpriced, 'per_model', per_model, 'used', used}

@@ -74,7 +74,7 @@ free_slot(KEYS[7], ARGV[1], now_ms)
 
 open_period(KEYS[2], pid, end_ms, now_ms, current)
 local total = add_tokens
-local total_reported, charged_window = total, false
+local charged_window = false
 local tokens = redis.call('HINCRBY', KEYS[2], 'tokens', fmt(total))
 local cost = redis.call('HINCRBY', KEYS[2], 'cost', ARGV[4])
 redis.call('HINCRBY', KEYS[2], 'pt', ARGV[2])
