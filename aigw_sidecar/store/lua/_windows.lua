@@ -163,7 +163,8 @@ used[#used + 1] = slots_held(KEYS[7], now_ms)
 -- Requests admitted in the current fixed window of $window_s s aligned to the
 -- epoch (86400: the UTC day), in the record field $aux (read into aux_$name).
 -- Counted while the key has the limit (like tokens per minute), so a key
--- without it pays nothing; a limit set mid-window starts from zero.
+-- without it pays nothing; a limit first set mid-window starts from zero (one
+-- removed and set again in the same window goes on from what it had counted).
 used_$name, reset_$name = fixed_window(aux_$name, now_ms, $window_s)
 --@ fixed_requests.refuse
 if used_$name >= lim_$name then
