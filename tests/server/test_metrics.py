@@ -31,7 +31,7 @@ from tests.process.test_workers import (
     workers_of,
 )
 from tests.server.test_ext_authz_servicer import check_request, check_stub
-from tests.servers import SidecarProcess, free_port
+from tests.servers import SidecarProcess, free_port, replicas
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -141,14 +141,11 @@ async def test_two_processes_sharing_a_multiprocess_folder_are_scraped_as_one(
     try:
         await asyncio.to_thread(serving.start)
         await asyncio.to_thread(other.start)
-        async with (
-            grpc.aio.insecure_channel(serving.target) as one,
-            grpc.aio.insecure_channel(other.target) as two,
-        ):
-            created = await keys_pb2_grpc.KeyManagementStub(one).CreateKey(
+        async with replicas(serving, other) as (one, two):
+            created = await one.keys.CreateKey(
                 kpb.CreateKeyRequest(name="shared", limits=kpb.Limits(requests_per_minute=10)),
                 timeout=10)
-            stubs = [admission_pb2_grpc.AdmissionStub(one), admission_pb2_grpc.AdmissionStub(two)]
+            stubs = [one.admission, two.admission]
             request = adm.AuthorizeRequest(secret=created.secret)
             await asyncio.gather(*(stubs[i % 2].Authorize(request, timeout=30)
                                    for i in range(30)))
