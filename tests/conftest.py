@@ -28,14 +28,19 @@ import pytest
 from redis.asyncio import Redis
 
 from aigw_sidecar.admission.service import AdmissionService
-from aigw_sidecar.api.v1 import admission_pb2_grpc, keys_pb2_grpc
 from aigw_sidecar.bootstrap import Sidecar, start
 from aigw_sidecar.keys.service import KeyService
 from aigw_sidecar.settings import Settings
 from aigw_sidecar.store.client import StoreClient, connect
 from aigw_sidecar.store.keyspace import Keyspace
 from aigw_sidecar.store.redis_store import RedisKeyStore
-from tests.servers import ClusterProcess, SidecarProcess, StoreProcess, store_binaries
+from tests.servers import (
+    ChannelStubs,
+    ClusterProcess,
+    SidecarProcess,
+    StoreProcess,
+    store_binaries,
+)
 
 _prefixes = itertools.count()
 CLUSTER = "cluster"
@@ -180,11 +185,9 @@ def admission(store: RedisKeyStore) -> AdmissionService:
 
 
 @dataclass
-class Stubs:
+class Stubs(ChannelStubs):
     target: str
     channel: grpc.aio.Channel
-    keys: keys_pb2_grpc.KeyManagementStub
-    admission: admission_pb2_grpc.AdmissionStub
     sidecar: Sidecar
 
 
@@ -198,13 +201,7 @@ async def grpc_stubs(valkey_url: str, key_prefix: str, tmp_path: Path) -> AsyncI
     sidecar = await start(settings)
     target = f"127.0.0.1:{sidecar.port}"
     channel = grpc.aio.insecure_channel(target)
-    yield Stubs(
-        target,
-        channel,
-        keys_pb2_grpc.KeyManagementStub(channel),
-        admission_pb2_grpc.AdmissionStub(channel),
-        sidecar,
-    )
+    yield Stubs(target, channel, sidecar)
     await channel.close()
     await sidecar.stop()
 

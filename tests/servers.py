@@ -1,4 +1,4 @@
-"""Real store and sidecar processes for tests, each on a free loopback port."""
+"""Real store and sidecar processes for tests, each on a free loopback port, and stubs on them."""
 
 from __future__ import annotations
 
@@ -8,11 +8,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 import redis
 
+from aigw_sidecar.api.v1 import admission_pb2_grpc, keys_pb2_grpc
 from aigw_sidecar.store.embedded import find_server_binary, server_args
 
 REPO = Path(__file__).resolve().parent.parent
@@ -88,7 +92,6 @@ class SidecarProcess:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> SidecarProcess:
-        import grpc
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
         cmd = [
@@ -134,6 +137,37 @@ class SidecarProcess:
                 self.process.kill()
                 self.process.wait()
         return self.process.returncode if self.process else None
+
+
+class ChannelStubs:
+    """The ``keys`` and ``admission`` stubs on a dataclass's ``channel`` field."""
+
+    channel: grpc.aio.Channel
+
+    @property
+    def keys(self) -> keys_pb2_grpc.KeyManagementStub:
+        return keys_pb2_grpc.KeyManagementStub(self.channel)
+
+    @property
+    def admission(self) -> admission_pb2_grpc.AdmissionStub:
+        return admission_pb2_grpc.AdmissionStub(self.channel)
+
+
+@dataclass
+class Replica(ChannelStubs):
+    """An async channel to one of several sidecar processes on one store."""
+
+    channel: grpc.aio.Channel
+
+
+@asynccontextmanager
+async def replicas(*sidecars: SidecarProcess) -> AsyncIterator[list[Replica]]:
+    """An async channel to each of ``sidecars``, in order, closed on the way out."""
+    async with AsyncExitStack() as stack:
+        yield [
+            Replica(await stack.enter_async_context(grpc.aio.insecure_channel(s.target)))
+            for s in sidecars
+        ]
 
 
 @dataclass

@@ -13,14 +13,13 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 from redis.asyncio import Redis
 
 from aigw_sidecar.admission.decision import DenyReason, Estimate, Reservation, UsageReport
 from aigw_sidecar.admission.service import AdmissionService
 from aigw_sidecar.api.v1 import admission_pb2 as adm
-from aigw_sidecar.api.v1 import admission_pb2_grpc, keys_pb2_grpc
+from aigw_sidecar.api.v1 import admission_pb2_grpc
 from aigw_sidecar.api.v1 import keys_pb2 as kpb
 from aigw_sidecar.keys.model import KeySpec, Limits, ModelUsage
 from aigw_sidecar.keys.service import KeyService
@@ -29,7 +28,7 @@ from aigw_sidecar.pricing.table import ModelPrice, PriceTable, UnknownModelPolic
 from aigw_sidecar.store.keyspace import Keyspace
 from aigw_sidecar.store.redis_store import DEFAULT_LEASE_MS, RedisKeyStore
 from tests.conftest import Clock, Stubs
-from tests.servers import REPO, SidecarProcess
+from tests.servers import REPO, SidecarProcess, replicas
 from tests.snapshots import key_names, snapshot
 
 NOW_MS = 1_900_000_000_000
@@ -547,24 +546,20 @@ def two_priced_sidecars(
 async def test_two_processes_pricing_estimates_never_push_settled_usage_past_the_limits(
     two_priced_sidecars: tuple[SidecarProcess, SidecarProcess],
 ) -> None:
-    first, second = two_priced_sidecars
     cost_budget = 5_000  # micro-USD: about nine gpt-4o estimates of up to 160 tokens
-    async with (
-        grpc.aio.insecure_channel(first.target) as one,
-        grpc.aio.insecure_channel(second.target) as two,
-    ):
-        created = await keys_pb2_grpc.KeyManagementStub(one).CreateKey(kpb.CreateKeyRequest(
+    async with replicas(*two_priced_sidecars) as (one, two):
+        created = await one.keys.CreateKey(kpb.CreateKeyRequest(
             name="shared-burst",
             limits=kpb.Limits(token_limit=TOKEN_BUDGET, cost_limit_micro_usd=cost_budget),
         ), timeout=10)
-        stubs = [admission_pb2_grpc.AdmissionStub(one), admission_pb2_grpc.AdmissionStub(two)]
+        stubs = [one.admission, two.admission]
         rng = random.Random(11)
         admitted = await asyncio.gather(*(
             _grpc_request(stubs[i % 2], created.secret, created.key.key_id, rng, f"p{i}",
                           model="gpt-4o")
             for i in range(100)
         ))
-        reply = await keys_pb2_grpc.KeyManagementStub(two).GetKeyOverview(
+        reply = await two.keys.GetKeyOverview(
             kpb.GetKeyOverviewRequest(key_id=created.key.key_id), timeout=10
         )
     ov = reply.overview

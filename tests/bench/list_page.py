@@ -52,7 +52,6 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from redis.asyncio import Redis
-from redis.asyncio.connection import Connection
 
 from aigw_sidecar.admission.decision import UsageReport
 from aigw_sidecar.admission.service import AdmissionService
@@ -64,6 +63,7 @@ from aigw_sidecar.store.embedded import find_server_binary
 from aigw_sidecar.store.keyspace import Keyspace
 from aigw_sidecar.store.redis_store import RedisKeyStore
 from tests.servers import SidecarProcess, StoreProcess, free_port
+from tests.store_calls import CountingConnection
 
 PREFIX = "benchlist"
 WORKSPACES = ("acme", "globex", "initech", "umbrella")
@@ -79,21 +79,6 @@ LIMITS = (
 MODELS = ("gpt-4o-mini", "claude-3-5-haiku")
 TARGET_SERVER_MS = 30.0
 _SUM_RE = re.compile(r'^aigw_rpc_duration_seconds_sum\{rpc="ListKeys"\} (\S+)$', re.M)
-
-
-class _CountingConnection(Connection):
-    """A redis-py connection that counts its writes (round trips) and commands."""
-
-    writes = 0
-    commands = 0
-
-    def pack_command(self, *args: Any) -> Any:
-        type(self).commands += 1
-        return super().pack_command(*args)
-
-    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        type(self).writes += 1
-        await super().send_packed_command(command, check_health)
 
 
 async def _populate(url: str, n: int, concurrency: int) -> None:
@@ -135,7 +120,7 @@ async def _store_cost(
     url: str, cases: list[Case], page_size: int, samples: int
 ) -> dict[str, dict[str, Any]]:
     """Round trips, commands and store time of each case and view, read by this process."""
-    client = Redis.from_url(url, decode_responses=True, connection_class=_CountingConnection)
+    client = Redis.from_url(url, decode_responses=True, connection_class=CountingConnection)
     admin = Redis.from_url(url, decode_responses=True)
     keys = KeyService(RedisKeyStore(client, Keyspace(PREFIX)))
     found: dict[str, dict[str, Any]] = {}
@@ -145,11 +130,11 @@ async def _store_cost(
             token = case.request.get("page_token", "")
             for view in KeyView:
                 await keys.list(key_filter, page_size, token, view)  # connected, script loaded
-                writes, commands = _CountingConnection.writes, _CountingConnection.commands
+                writes, commands = CountingConnection.writes, CountingConnection.commands
                 page = await keys.list(key_filter, page_size, token, view)
                 row = found[f"{case.name}/{view.value}"] = {
-                    "round_trips": _CountingConnection.writes - writes,
-                    "commands": _CountingConnection.commands - commands,
+                    "round_trips": CountingConnection.writes - writes,
+                    "commands": CountingConnection.commands - commands,
                     "keys": len(page.keys),
                 }
                 await admin.config_resetstat()

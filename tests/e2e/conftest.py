@@ -17,17 +17,18 @@ import openai
 import pytest
 import pytest_asyncio
 
-from aigw_sidecar.api.v1 import admission_pb2_grpc, keys_pb2, keys_pb2_grpc
+from aigw_sidecar.api.v1 import keys_pb2
 from aigw_sidecar.bootstrap import Sidecar, start
 from aigw_sidecar.settings import Settings
 from tests.e2e.envoy_process import EnvoyProcess, render_shipped_config
 from tests.e2e.upstream import MockUpstream
+from tests.servers import ChannelStubs
 
 _prefixes = itertools.count()
 
 
 @dataclass
-class Gateway:
+class Gateway(ChannelStubs):
     """Envoy in front of the mock upstream, checking keys with a sidecar."""
 
     envoy: EnvoyProcess
@@ -38,14 +39,6 @@ class Gateway:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.envoy.ports['llm_gateway']}"
-
-    @property
-    def keys(self) -> keys_pb2_grpc.KeyManagementStub:
-        return keys_pb2_grpc.KeyManagementStub(self.channel)
-
-    @property
-    def admission(self) -> admission_pb2_grpc.AdmissionStub:
-        return admission_pb2_grpc.AdmissionStub(self.channel)
 
     def client(self, secret: str, **kwargs: object) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(

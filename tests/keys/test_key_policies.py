@@ -20,7 +20,6 @@ from aigw_sidecar.admission.decision import Decision, DenyReason, Estimate, Limi
 from aigw_sidecar.admission.service import AdmissionService
 from aigw_sidecar.api.envoy.v3 import ext_authz_pb2 as pb
 from aigw_sidecar.api.v1 import admission_pb2 as adm
-from aigw_sidecar.api.v1 import admission_pb2_grpc, keys_pb2_grpc
 from aigw_sidecar.api.v1 import keys_pb2 as kpb
 from aigw_sidecar.errors import FailedPrecondition, InvalidArgument, NotFound
 from aigw_sidecar.keys.model import KeySpec, KeyUpdate, Limits, model_allowed
@@ -29,7 +28,7 @@ from aigw_sidecar.server.status import http_denial, rate_limit_headers, shown_in
 from aigw_sidecar.store.redis_store import DEFAULT_LEASE_MS
 from tests.conftest import Clock, Stubs
 from tests.server.test_ext_authz_servicer import check_stub
-from tests.servers import SidecarProcess
+from tests.servers import SidecarProcess, replicas
 from tests.snapshots import snapshot
 
 T0_MS = 1_900_000_000_000  # a fixed store time, so every wait is exact
@@ -617,21 +616,15 @@ def test_new_deny_reasons_map_to_their_http_status(reason: DenyReason, status: i
 # --- two processes -----------------------------------------------------------------
 
 
-
-
 async def test_max_parallel_5_admits_exactly_5_of_40_across_two_processes_until_released(
     two_sidecars: tuple[SidecarProcess, SidecarProcess],
 ) -> None:
-    first, second = two_sidecars
-    async with (
-        grpc.aio.insecure_channel(first.target) as one,
-        grpc.aio.insecure_channel(second.target) as two,
-    ):
-        created = await keys_pb2_grpc.KeyManagementStub(one).CreateKey(
+    async with replicas(*two_sidecars) as (one, two):
+        created = await one.keys.CreateKey(
             kpb.CreateKeyRequest(name="parallel", limits=kpb.Limits(max_parallel_requests=5)),
             timeout=10,
         )
-        stubs = [admission_pb2_grpc.AdmissionStub(one), admission_pb2_grpc.AdmissionStub(two)]
+        stubs = [one.admission, two.admission]
         request = adm.AuthorizeRequest(secret=created.secret)
 
         async def burst(n: int) -> list[adm.AuthorizeResponse]:
@@ -655,16 +648,12 @@ async def test_max_parallel_5_admits_exactly_5_of_40_across_two_processes_until_
 async def test_tokens_per_minute_admits_exactly_what_fits_across_two_processes(
     two_sidecars: tuple[SidecarProcess, SidecarProcess],
 ) -> None:
-    first, second = two_sidecars
-    async with (
-        grpc.aio.insecure_channel(first.target) as one,
-        grpc.aio.insecure_channel(second.target) as two,
-    ):
-        created = await keys_pb2_grpc.KeyManagementStub(one).CreateKey(
+    async with replicas(*two_sidecars) as (one, two):
+        created = await one.keys.CreateKey(
             kpb.CreateKeyRequest(name="tpm", limits=kpb.Limits(tokens_per_minute=1000)),
             timeout=10,
         )
-        stubs = [admission_pb2_grpc.AdmissionStub(one), admission_pb2_grpc.AdmissionStub(two)]
+        stubs = [one.admission, two.admission]
         replies = await asyncio.gather(*(
             stubs[i % 2].Authorize(adm.AuthorizeRequest(
                 secret=created.secret, request_id=f"r{i}",

@@ -29,7 +29,7 @@ from aigw_sidecar.server.webhook import SIGNATURE_HEADER, verify
 from aigw_sidecar.settings import Settings
 from aigw_sidecar.store.redis_store import RedisKeyStore
 from tests.conftest import Clock
-from tests.servers import REPO, SidecarProcess, free_port
+from tests.servers import REPO, SidecarProcess, free_port, replicas
 
 WEBHOOK_SECRET = "whsec-test-0123456789abcdef"
 
@@ -104,23 +104,17 @@ async def test_bad_alert_settings_are_refused(keys: KeyService, alerts: KeyAlert
 # --- across replicas, over gRPC ---------------------------------------------------------
 
 
-
-
 async def test_a_threshold_crossed_by_concurrent_reports_on_two_replicas_is_one_event(
     two_sidecars: tuple[SidecarProcess, SidecarProcess],
 ) -> None:
-    first, second = two_sidecars
-    async with (
-        grpc.aio.insecure_channel(first.target) as one,
-        grpc.aio.insecure_channel(second.target) as two,
-    ):
-        admin = keys_pb2_grpc.KeyManagementStub(one)
+    async with replicas(*two_sidecars) as (one, two):
+        admin = one.keys
         created = await admin.CreateKey(kpb.CreateKeyRequest(
             name="race", limits=kpb.Limits(token_limit=1000),
             alert_thresholds_percent=[50, 100],
         ), timeout=10)
         key_id = created.key.key_id
-        stubs = [admission_pb2_grpc.AdmissionStub(one), admission_pb2_grpc.AdmissionStub(two)]
+        stubs = [one.admission, two.admission]
         await asyncio.gather(*(
             stubs[i % 2].RecordUsage(adm.RecordUsageRequest(
                 key_id=key_id, request_id=f"r{i}", prompt_tokens=10), timeout=30)

@@ -5,15 +5,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import grpc
 import pytest
 
 from aigw_sidecar.api.v1 import admission_pb2 as adm
-from aigw_sidecar.api.v1 import admission_pb2_grpc, keys_pb2_grpc
 from aigw_sidecar.api.v1 import keys_pb2 as kpb
 from aigw_sidecar.bootstrap import start
 from aigw_sidecar.settings import Settings
-from tests.servers import SidecarProcess
+from tests.servers import SidecarProcess, replicas
 
 pytestmark = pytest.mark.cluster  # `make test-cluster` runs it on a Redis Cluster too
 
@@ -21,17 +19,13 @@ pytestmark = pytest.mark.cluster  # `make test-cluster` runs it on a Redis Clust
 async def test_two_processes_admit_exactly_50_of_200_concurrent_requests_in_total(
     two_sidecars: tuple[SidecarProcess, SidecarProcess],
 ) -> None:
-    first, second = two_sidecars
-    async with (
-        grpc.aio.insecure_channel(first.target) as one,
-        grpc.aio.insecure_channel(second.target) as two,
-    ):
-        created = await keys_pb2_grpc.KeyManagementStub(one).CreateKey(
+    async with replicas(*two_sidecars) as (one, two):
+        created = await one.keys.CreateKey(
             kpb.CreateKeyRequest(name="shared", limits=kpb.Limits(requests_per_minute=50)),
             timeout=10,
         )
         request = adm.AuthorizeRequest(secret=created.secret)
-        stubs = [admission_pb2_grpc.AdmissionStub(one), admission_pb2_grpc.AdmissionStub(two)]
+        stubs = [one.admission, two.admission]
         replies = await asyncio.gather(
             *(stubs[i % 2].Authorize(request, timeout=30) for i in range(200))
         )
@@ -44,15 +38,11 @@ async def test_two_processes_admit_exactly_50_of_200_concurrent_requests_in_tota
 async def test_a_key_disabled_through_one_process_is_refused_by_the_other(
     two_sidecars: tuple[SidecarProcess, SidecarProcess],
 ) -> None:
-    first, second = two_sidecars
-    async with (
-        grpc.aio.insecure_channel(first.target) as one,
-        grpc.aio.insecure_channel(second.target) as two,
-    ):
-        keys = keys_pb2_grpc.KeyManagementStub(one)
+    async with replicas(*two_sidecars) as (one, two):
+        keys = one.keys
         created = await keys.CreateKey(kpb.CreateKeyRequest(name="disabled"), timeout=10)
         await keys.DisableKey(kpb.DisableKeyRequest(key_id=created.key.key_id), timeout=10)
-        reply = await admission_pb2_grpc.AdmissionStub(two).Authorize(
+        reply = await two.admission.Authorize(
             adm.AuthorizeRequest(secret=created.secret), timeout=10
         )
     assert reply.deny_reason == adm.DENY_REASON_KEY_DISABLED
@@ -61,15 +51,11 @@ async def test_a_key_disabled_through_one_process_is_refused_by_the_other(
 async def test_two_processes_reserve_exactly_ten_100_token_estimates_of_a_1000_token_budget(
     two_sidecars: tuple[SidecarProcess, SidecarProcess],
 ) -> None:
-    first, second = two_sidecars
-    async with (
-        grpc.aio.insecure_channel(first.target) as one,
-        grpc.aio.insecure_channel(second.target) as two,
-    ):
-        created = await keys_pb2_grpc.KeyManagementStub(one).CreateKey(
+    async with replicas(*two_sidecars) as (one, two):
+        created = await one.keys.CreateKey(
             kpb.CreateKeyRequest(name="budget", limits=kpb.Limits(token_limit=1000)), timeout=10
         )
-        stubs = [admission_pb2_grpc.AdmissionStub(one), admission_pb2_grpc.AdmissionStub(two)]
+        stubs = [one.admission, two.admission]
         replies = await asyncio.gather(*(
             stubs[i % 2].Authorize(adm.AuthorizeRequest(
                 secret=created.secret, request_id=f"r{i}",
@@ -93,13 +79,9 @@ async def test_two_processes_reserve_exactly_ten_100_token_estimates_of_a_1000_t
 async def test_a_key_deleted_through_one_process_is_unknown_to_the_next_request_on_the_other(
     two_sidecars: tuple[SidecarProcess, SidecarProcess],
 ) -> None:
-    first, second = two_sidecars
-    async with (
-        grpc.aio.insecure_channel(first.target) as one,
-        grpc.aio.insecure_channel(second.target) as two,
-    ):
-        keys = keys_pb2_grpc.KeyManagementStub(one)
-        other = admission_pb2_grpc.AdmissionStub(two)
+    async with replicas(*two_sidecars) as (one, two):
+        keys = one.keys
+        other = two.admission
         created = await keys.CreateKey(kpb.CreateKeyRequest(name="deleted"), timeout=10)
         request = adm.AuthorizeRequest(secret=created.secret)
         assert (await other.Authorize(request, timeout=10)).allowed

@@ -42,6 +42,15 @@ def _settings(valkey_url: str, key_prefix: str, tmp_path: Path, **kw: object) ->
     return dataclasses.replace(base, **kw)  # type: ignore[arg-type]
 
 
+def _tls_settings(
+    valkey_url: str, key_prefix: str, tmp_path: Path, certs: Certs, **kw: object
+) -> Settings:
+    """An admin token, and every listener on TLS with the server certificate of ``certs``."""
+    return _settings(valkey_url, key_prefix, tmp_path, admin_token=TOKEN,
+                     tls_cert_file=str(certs.server_cert), tls_key_file=str(certs.server_key),
+                     **kw)
+
+
 @pytest.fixture
 async def secured(valkey_url: str, key_prefix: str, tmp_path: Path) -> AsyncIterator[Sidecar]:
     token_file = tmp_path / "admin-tokens"
@@ -271,9 +280,7 @@ async def test_reflection_lists_and_describes_envoys_services_too(
 async def test_tls_listeners_accept_a_client_that_trusts_the_ca(
     valkey_url: str, key_prefix: str, tmp_path: Path, certs: Certs
 ) -> None:
-    sidecar = await start(_settings(
-        valkey_url, key_prefix, tmp_path, admin_token=TOKEN,
-        tls_cert_file=str(certs.server_cert), tls_key_file=str(certs.server_key)))
+    sidecar = await start(_tls_settings(valkey_url, key_prefix, tmp_path, certs))
     try:
         creds = grpc.ssl_channel_credentials(certs.ca.read_bytes())
         async with grpc.aio.secure_channel(f"localhost:{sidecar.port}", creds) as channel:
@@ -292,10 +299,8 @@ async def test_tls_listeners_accept_a_client_that_trusts_the_ca(
 async def test_mtls_data_plane_requires_a_client_certificate(
     valkey_url: str, key_prefix: str, tmp_path: Path, certs: Certs
 ) -> None:
-    sidecar = await start(_settings(
-        valkey_url, key_prefix, tmp_path, admin_token=TOKEN,
-        tls_cert_file=str(certs.server_cert), tls_key_file=str(certs.server_key),
-        tls_client_ca_file=str(certs.ca)))
+    sidecar = await start(_tls_settings(valkey_url, key_prefix, tmp_path, certs,
+                                        tls_client_ca_file=str(certs.ca)))
     target = f"localhost:{sidecar.port}"
     try:
         with_cert = grpc.ssl_channel_credentials(

@@ -51,7 +51,19 @@ def _labels(n: int) -> dict[str, str]:
     return {f"k{i}": "v" for i in range(n)}
 
 
-CASES: list[tuple[str, str, Any, grpc.StatusCode, str]] = [
+Case = tuple[str, str, Any, grpc.StatusCode, str]  # name, rpc, request, code, field named
+
+
+def _each_case(cases: list[Case]) -> pytest.MarkDecorator:
+    """Parametrizes ``rpc, request_msg, code, field`` over ``cases``, each by its name."""
+    return pytest.mark.parametrize(
+        ("rpc", "request_msg", "code", "field"),
+        [case[1:] for case in cases],
+        ids=[case[0] for case in cases],
+    )
+
+
+CASES: list[Case] = [
     # --- KeyManagement.CreateKey
     ("empty-name", "CreateKey", kpb.CreateKeyRequest(name=""), INVALID, "name"),
     ("blank-name", "CreateKey", kpb.CreateKeyRequest(name="   "), INVALID, "name"),
@@ -278,11 +290,7 @@ def _with_key_id(request: Any, key_id: str) -> Any:
     return request
 
 
-@pytest.mark.parametrize(
-    ("rpc", "request_msg", "code", "field"),
-    [case[1:] for case in CASES],
-    ids=[case[0] for case in CASES],
-)
+@_each_case(CASES)
 async def test_bad_input_is_refused_with_a_status_naming_the_field_and_writes_nothing(
     grpc_stubs: Stubs,
     store_client: Redis,
@@ -375,7 +383,7 @@ def _usage(**fields: Any) -> adm.RecordUsageRequest:
     return adm.RecordUsageRequest(**{"key_id": EXISTING_ID, "request_id": "r1", **fields})
 
 
-USAGE_CASES: list[tuple[str, str, Any, grpc.StatusCode, str]] = [
+USAGE_CASES: list[Case] = [
     ("estimate-without-request-id", "Authorize", _authorize(""), INVALID, "request_id"),
     ("estimate-request-id-space", "Authorize", _authorize("a b"), INVALID, "request_id"),
     ("estimate-request-id-long", "Authorize", _authorize("x" * 129), INVALID, "request_id"),
@@ -438,11 +446,7 @@ def _for_key(request: Any, key_id: str, secret: str) -> Any:
     return copy
 
 
-@pytest.mark.parametrize(
-    ("rpc", "request_msg", "code", "field"),
-    [case[1:] for case in USAGE_CASES],
-    ids=[case[0] for case in USAGE_CASES],
-)
+@_each_case(USAGE_CASES)
 async def test_bad_usage_accounting_input_is_refused_naming_the_field_and_writes_nothing(
     grpc_stubs: Stubs,
     store_client: Redis,

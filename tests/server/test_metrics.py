@@ -9,7 +9,7 @@ import signal
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -20,7 +20,7 @@ from aigw_sidecar.admission.decision import Decision, DenyReason, UsageReport, U
 from aigw_sidecar.api.v1 import admission_pb2 as adm
 from aigw_sidecar.api.v1 import admission_pb2_grpc, keys_pb2_grpc
 from aigw_sidecar.api.v1 import keys_pb2 as kpb
-from aigw_sidecar.bootstrap import start
+from aigw_sidecar.bootstrap import Sidecar, start
 from aigw_sidecar.keys import secrets
 from aigw_sidecar.server.metrics import Metrics
 from aigw_sidecar.settings import Settings
@@ -31,7 +31,7 @@ from tests.process.test_workers import (
     workers_of,
 )
 from tests.server.test_ext_authz_servicer import check_request, check_stub
-from tests.servers import SidecarProcess, free_port
+from tests.servers import SidecarProcess, free_port, replicas
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -70,19 +70,23 @@ async def _scripted_run(target: str) -> str:
     return str(created.secret)
 
 
-async def test_a_scrape_after_a_scripted_run_counts_exactly_what_happened(
-    valkey_url: str, key_prefix: str, tmp_path: Path
-) -> None:
+@pytest.fixture
+async def metered(valkey_url: str, key_prefix: str, tmp_path: Path) -> AsyncIterator[Sidecar]:
+    """An in-process sidecar with its metrics endpoint on a free port."""
     sidecar = await start(Settings(
         listen="127.0.0.1:0", redis_url=valkey_url, key_prefix=key_prefix, data_dir=tmp_path,
         shutdown_grace_s=1.0, metrics_listen="127.0.0.1:0",
     ))
-    try:
-        assert sidecar.metrics_endpoint is not None
-        secret = await _scripted_run(f"127.0.0.1:{sidecar.port}")
-        text, samples = await asyncio.to_thread(scrape, sidecar.metrics_endpoint.port)
-    finally:
-        await sidecar.stop()
+    yield sidecar
+    await sidecar.stop()
+
+
+async def test_a_scrape_after_a_scripted_run_counts_exactly_what_happened(
+    metered: Sidecar,
+) -> None:
+    assert metered.metrics_endpoint is not None
+    secret = await _scripted_run(f"127.0.0.1:{metered.port}")
+    text, samples = await asyncio.to_thread(scrape, metered.metrics_endpoint.port)
     assert value(samples, "aigw_decisions_total", result="allowed", reason="") == 3
     assert value(samples, "aigw_decisions_total", result="denied",
                  reason="requests_per_minute") == 2
@@ -141,14 +145,11 @@ async def test_two_processes_sharing_a_multiprocess_folder_are_scraped_as_one(
     try:
         await asyncio.to_thread(serving.start)
         await asyncio.to_thread(other.start)
-        async with (
-            grpc.aio.insecure_channel(serving.target) as one,
-            grpc.aio.insecure_channel(other.target) as two,
-        ):
-            created = await keys_pb2_grpc.KeyManagementStub(one).CreateKey(
+        async with replicas(serving, other) as (one, two):
+            created = await one.keys.CreateKey(
                 kpb.CreateKeyRequest(name="shared", limits=kpb.Limits(requests_per_minute=10)),
                 timeout=10)
-            stubs = [admission_pb2_grpc.AdmissionStub(one), admission_pb2_grpc.AdmissionStub(two)]
+            stubs = [one.admission, two.admission]
             request = adm.AuthorizeRequest(secret=created.secret)
             await asyncio.gather(*(stubs[i % 2].Authorize(request, timeout=30)
                                    for i in range(30)))
@@ -189,29 +190,22 @@ def test_log_lines_of_a_scripted_run_are_json_with_request_ids_and_no_secret(
 
 
 async def test_checks_refused_from_their_headers_are_counted_with_their_reason(
-    valkey_url: str, key_prefix: str, tmp_path: Path
+    metered: Sidecar,
 ) -> None:
-    sidecar = await start(Settings(
-        listen="127.0.0.1:0", redis_url=valkey_url, key_prefix=key_prefix, data_dir=tmp_path,
-        shutdown_grace_s=1.0, metrics_listen="127.0.0.1:0",
-    ))
-    try:
-        assert sidecar.metrics_endpoint is not None
-        one, two = secrets.new_secret().secret, secrets.new_secret().secret
-        malformed = [
-            {"x_api_key": f"{one},{two}"},                # Envoy's join of a repeated header
-            {"authorization": f"Basic {one}"},           # not Bearer
-            {"authorization": f"Bearer {one}", "x_api_key": two},  # two different keys
-        ]
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{sidecar.port}") as channel:
-            check = check_stub(channel)
-            for headers in malformed:
-                reply = await check(check_request(**headers), timeout=10)
-                assert reply.denied_response.status.code == 401
-            await check(check_request(), timeout=10)  # no key at all
-        _text, samples = await asyncio.to_thread(scrape, sidecar.metrics_endpoint.port)
-    finally:
-        await sidecar.stop()
+    assert metered.metrics_endpoint is not None
+    one, two = secrets.new_secret().secret, secrets.new_secret().secret
+    malformed = [
+        {"x_api_key": f"{one},{two}"},                # Envoy's join of a repeated header
+        {"authorization": f"Basic {one}"},           # not Bearer
+        {"authorization": f"Bearer {one}", "x_api_key": two},  # two different keys
+    ]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{metered.port}") as channel:
+        check = check_stub(channel)
+        for headers in malformed:
+            reply = await check(check_request(**headers), timeout=10)
+            assert reply.denied_response.status.code == 401
+        await check(check_request(), timeout=10)  # no key at all
+    _text, samples = await asyncio.to_thread(scrape, metered.metrics_endpoint.port)
     assert value(samples, "aigw_decisions_total", result="denied", reason="key_malformed") == 3
     assert value(samples, "aigw_decisions_total", result="denied", reason="key_missing") == 1
     assert value(samples, "aigw_rpc_duration_seconds_count", rpc="Check") == 4

@@ -20,14 +20,14 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from aigw_sidecar.api.v1 import admission_pb2 as adm_pb
-from aigw_sidecar.api.v1 import admission_pb2_grpc, keys_pb2, keys_pb2_grpc
+from aigw_sidecar.api.v1 import admission_pb2_grpc, keys_pb2
 from aigw_sidecar.bootstrap import Sidecar, start, start_tracing
 from aigw_sidecar.keys.secrets import hash_secret
 from aigw_sidecar.server.tracing import MAX_ATTRIBUTE_LENGTH, Tracing
 from aigw_sidecar.settings import Settings, config_text, parse_otel_endpoint, parse_settings
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.server.test_ext_authz_servicer import check_request, check_stub
-from tests.servers import REPO
+from tests.servers import REPO, ChannelStubs
 
 SERVICE = "aigw-sidecar-test"
 AUTHORIZE = "aigw.v1.Admission/Authorize"
@@ -44,18 +44,10 @@ def receiver() -> Iterator[OtlpReceiver]:
 
 
 @dataclass
-class Traced:
+class Traced(ChannelStubs):
     sidecar: Sidecar
     channel: grpc.aio.Channel
     receiver: OtlpReceiver
-
-    @property
-    def keys(self) -> keys_pb2_grpc.KeyManagementStub:
-        return keys_pb2_grpc.KeyManagementStub(self.channel)
-
-    @property
-    def admission(self) -> admission_pb2_grpc.AdmissionStub:
-        return admission_pb2_grpc.AdmissionStub(self.channel)
 
     async def spans(self, count_of: dict[str, int]) -> list[ReceivedSpan]:
         """The spans received once each name in ``count_of`` arrived that many times."""

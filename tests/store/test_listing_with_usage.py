@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
-from redis.asyncio.connection import Connection
 
 from aigw_sidecar.admission.decision import UsageReport
 from aigw_sidecar.admission.service import AdmissionService
@@ -19,6 +18,7 @@ from aigw_sidecar.store.client import StoreClient
 from aigw_sidecar.store.keyspace import Keyspace
 from aigw_sidecar.store.redis_store import RedisKeyStore
 from tests.conftest import Clock
+from tests.store_calls import CountingConnection as _CountingConnection
 
 pytestmark = pytest.mark.cluster  # `make test-cluster` runs it on a Redis Cluster too
 
@@ -202,21 +202,6 @@ async def test_after_a_script_flush_a_page_with_usage_loads_the_script_and_reads
     page = await keys.list(KeyFilter(), 10, "", WITH_USAGE)
     assert len(page.overviews) == 5
     assert page.overviews == tuple([await keys.overview(k.key_id) for k in page.keys])
-
-
-class _CountingConnection(Connection):
-    """A real connection that counts its writes (one per command or pipeline) and commands."""
-
-    writes = 0
-    commands = 0
-
-    def pack_command(self, *args: Any) -> Any:
-        type(self).commands += 1
-        return super().pack_command(*args)
-
-    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        type(self).writes += 1
-        await super().send_packed_command(command, check_health)
 
 
 @pytest.fixture

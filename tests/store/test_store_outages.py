@@ -31,25 +31,17 @@ from aigw_sidecar.bootstrap import Sidecar, start
 from aigw_sidecar.server.ext_authz import CHECK_METHOD
 from aigw_sidecar.server.health import LIVENESS_SERVICE
 from aigw_sidecar.settings import Settings
-from tests.servers import StoreProcess, store_binaries
+from tests.servers import ChannelStubs, StoreProcess, store_binaries
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 @dataclass
-class Rig:
+class Rig(ChannelStubs):
     store: StoreProcess
     sidecar: Sidecar
     channel: grpc.aio.Channel
-
-    @property
-    def keys(self) -> keys_pb2_grpc.KeyManagementStub:
-        return keys_pb2_grpc.KeyManagementStub(self.channel)
-
-    @property
-    def admission(self) -> admission_pb2_grpc.AdmissionStub:
-        return admission_pb2_grpc.AdmissionStub(self.channel)
 
     def restart_store(self, *, kill: bool = False) -> None:
         self.store.stop(kill=kill)
