@@ -194,9 +194,12 @@ class Stubs(ChannelStubs):
 @pytest.fixture
 async def grpc_stubs(valkey_url: str, key_prefix: str, tmp_path: Path) -> AsyncIterator[Stubs]:
     """An in-process sidecar on the session's Valkey, with async stubs."""
+    # A store timeout far above the default 250 ms: none of these tests is about a slow
+    # store (those build their own sidecar), and a busy 2-vCPU CI machine running the
+    # Cluster suite has made a set-up CreateKey time out.
     settings = Settings(
         listen="127.0.0.1:0", redis_url=valkey_url, key_prefix=key_prefix,
-        data_dir=tmp_path, shutdown_grace_s=1.0,
+        data_dir=tmp_path, shutdown_grace_s=1.0, store_timeout_ms=2000,
     )
     sidecar = await start(settings)
     target = f"127.0.0.1:{sidecar.port}"
